@@ -1,0 +1,172 @@
+"""The ``skewless`` command line: one subcommand per product step.
+
+Every subcommand takes ``--spec`` (default: the spec shipped for the default data), so a user can
+point any step at their own CSV or Parquet and their own spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from skewless.spec import SpecError, load_spec
+
+
+class CliError(RuntimeError):
+    """A command-line input is wrong; the message says which and why."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=1, default=str))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """``skewless generate``: write synthetic interaction data."""
+    from skewless.generate import write_dataset
+
+    path = write_dataset(args.rows, args.seed, args.out, show_progress=not args.quiet)
+    print(f"wrote {args.rows:,} rows to {path}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``skewless validate``: validated ingestion into clean splits, quarantine and statistics."""
+    from skewless.ingest import ingest
+
+    result = ingest(
+        args.data,
+        load_spec(args.spec),
+        args.out,
+        max_quarantine_fraction=args.max_quarantine_fraction,
+        baseline_stats=args.baseline_stats,
+        linf_threshold=args.drift_linf,
+        mean_shift_threshold=args.drift_mean_shift,
+        show_progress=not args.quiet,
+    )
+    _print_json(result.summary)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """``skewless analyze``: TFT analysis of the training split on Beam."""
+    from skewless.transform import analyze
+
+    train = Path(args.data)
+    if train.is_dir():
+        train = train / "train.parquet"
+    if not train.exists():
+        raise CliError(f"--data: {train} not found (give train.parquet or the validate output)")
+    _print_json(analyze(train, load_spec(args.spec), args.out, beam_args=args.beam_args))
+    return 0
+
+
+def _add_spec(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--spec", default=None, help="feature spec YAML (default: the shipped ranking spec)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="skewless",
+        description="Train, evaluate and serve ranking models whose transform ships inside them.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = sub.add_parser("generate", help="write deterministic synthetic ranking data")
+    gen.add_argument("--rows", type=_positive_int, default=100_000, help="rows to write")
+    gen.add_argument("--seed", type=int, default=0, help="seed; same rows+seed, same data")
+    gen.add_argument("--out", required=True, help="output file (.parquet, or .csv)")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=cmd_generate)
+
+    val = sub.add_parser("validate", help="validate raw data into clean splits and quarantine")
+    val.add_argument("--data", required=True, help="raw CSV or Parquet file")
+    _add_spec(val)
+    val.add_argument("--out", required=True, help="output folder")
+    val.add_argument(
+        "--max-quarantine-fraction",
+        type=_fraction,
+        default=0.05,
+        help="fail when more than this share of rows is quarantined (default 0.05)",
+    )
+    val.add_argument("--baseline-stats", help="stats.json of a previous run, to report drift")
+    val.add_argument(
+        "--drift-linf", type=_non_negative, default=0.1, help="categorical drift threshold"
+    )
+    val.add_argument(
+        "--drift-mean-shift", type=_non_negative, default=0.25, help="numeric drift threshold"
+    )
+    val.add_argument("--quiet", action="store_true", help="no progress bar")
+    val.set_defaults(func=cmd_validate)
+
+    ana = sub.add_parser(
+        "analyze",
+        help="TFT analysis on Beam; Beam options go after '--'",
+        description="Example: skewless analyze --data out/ --out tft/ -- --runner=FlinkRunner",
+    )
+    ana.add_argument("--data", required=True, help="train.parquet, or the validate output folder")
+    _add_spec(ana)
+    ana.add_argument("--out", required=True, help="output folder for the transform graph")
+    ana.add_argument("beam_args", nargs="*", help="Beam pipeline options, after '--'")
+    ana.set_defaults(func=cmd_analyze)
+    return parser
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from skewless.ingest import IngestError
+
+    return (SpecError, IngestError, CliError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the process exit code."""
+    # TensorFlow's C++ start-up chatter hides our own output; warnings and errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except _user_errors() as err:
+        print(f"skewless {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

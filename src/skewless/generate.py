@@ -1,0 +1,275 @@
+"""Deterministic synthetic interaction data for the default recommendation-ranking use case.
+
+Each row is one impression: a user (demographics and recent history) sees an item (title, category
+tags, price) in a context (hour, weekday) and clicks or not. The click is drawn from a planted
+probability model with non-linear structure, and that true probability is written beside the label
+(``true_click_prob``) so the Bayes-optimal AUC of any split can be computed. The planted model is
+documented in docs/data.md; :func:`click_logit` is its single definition.
+
+Rows are produced in fixed-size chunks, each from its own seeded generator, so the output depends
+only on ``(rows, seed)`` and memory stays bounded at any row count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from skewless.progress import Progress
+
+CHUNK_ROWS = 100_000
+N_USERS = 20_000
+N_ITEMS = 1_000
+MAX_HISTORY = 8
+
+CATEGORIES = (
+    "books", "music", "movies", "games", "garden", "kitchen", "sports", "outdoors",
+    "toys", "baby", "beauty", "health", "fashion", "shoes", "jewelry", "watches",
+    "phones", "laptops", "cameras", "audio", "pets", "office", "auto", "tools",
+)  # fmt: skip
+COUNTRIES = ("US", "GB", "DE", "FR", "IN", "BR", "JP", "CA", "ES", "MX")
+COUNTRY_WEIGHTS = (0.30, 0.10, 0.09, 0.08, 0.12, 0.08, 0.07, 0.06, 0.05, 0.05)
+COUNTRY_EFFECT = (0.10, 0.05, -0.05, -0.05, 0.15, 0.10, -0.15, 0.0, -0.05, 0.05)
+DEVICES = ("mobile", "desktop", "tablet")
+DEVICE_WEIGHTS = (0.6, 0.3, 0.1)
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+ADJECTIVES = ("classic", "modern", "compact", "deluxe", "essential", "smart", "vintage", "pro")
+KEYWORDS = {"sale": 0.7, "bestseller": 0.45, "refurbished": -0.6}
+KEYWORD_RATES = {"sale": 0.15, "bestseller": 0.10, "refurbished": 0.08}
+NOUNS_PER_CATEGORY = 3
+BASE_LOGIT = -1.6
+AFFINITY_WEIGHT = 2.4
+PRICE_CENTER = 3.4
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    """The fixed population of users and items that every chunk samples from."""
+
+    user_age: np.ndarray
+    user_country: np.ndarray
+    user_device: np.ndarray
+    user_pref_cdf: np.ndarray
+    item_tags: np.ndarray
+    item_n_tags: np.ndarray
+    item_price: np.ndarray
+    item_quality: np.ndarray
+    item_title: np.ndarray
+    item_keyword_effect: np.ndarray
+
+
+def make_world(seed: int) -> World:
+    """Draws the user and item populations for ``seed``."""
+    rng = np.random.default_rng([seed, 0xC0FFEE])
+    n_cat = len(CATEGORIES)
+    age = np.clip(rng.normal(36, 13, N_USERS), 16, 85).round().astype(np.int64)
+    country = rng.choice(len(COUNTRIES), N_USERS, p=COUNTRY_WEIGHTS)
+    device = rng.choice(len(DEVICES), N_USERS, p=DEVICE_WEIGHTS)
+    prefs = rng.dirichlet(np.full(n_cat, 0.25), N_USERS)
+    pref_cdf = np.cumsum(prefs, axis=1)
+    pref_cdf[:, -1] = 1.0
+
+    n_tags = rng.choice([1, 2, 3], N_ITEMS, p=[0.5, 0.35, 0.15])
+    tags = np.full((N_ITEMS, 3), -1, dtype=np.int64)
+    primary = rng.integers(0, n_cat, N_ITEMS)
+    tags[:, 0] = primary
+    for slot in (1, 2):
+        extra = (primary + rng.integers(1, n_cat, N_ITEMS)) % n_cat
+        tags[:, slot] = np.where(n_tags > slot, extra, -1)
+    category_price = rng.normal(PRICE_CENTER, 0.6, n_cat)
+    price = np.exp(rng.normal(category_price[primary], 0.7)).round(2).clip(0.99, 5000)
+    quality = rng.normal(0.0, 0.3, N_ITEMS)
+
+    titles = []
+    keyword_effect = np.zeros(N_ITEMS)
+    for item in range(N_ITEMS):
+        words = [
+            str(rng.choice(ADJECTIVES)),
+            f"{CATEGORIES[primary[item]]}{int(rng.integers(NOUNS_PER_CATEGORY))}",
+            CATEGORIES[primary[item]],
+        ]
+        for keyword, rate in KEYWORD_RATES.items():
+            if rng.random() < rate:
+                words.append(keyword)
+                keyword_effect[item] += KEYWORDS[keyword]
+        titles.append(" ".join(words).capitalize())
+    return World(
+        user_age=age,
+        user_country=country,
+        user_device=device,
+        user_pref_cdf=pref_cdf,
+        item_tags=tags,
+        item_n_tags=n_tags,
+        item_price=price,
+        item_quality=quality,
+        item_title=np.array(titles, dtype=object),
+        item_keyword_effect=keyword_effect,
+    )
+
+
+def price_sensitivity(age: np.ndarray) -> np.ndarray:
+    """Planted price sensitivity: 1.0 at 25 or younger, 0.2 at 55 or older, linear between."""
+    return np.interp(age, [25, 55], [1.0, 0.2])
+
+
+def click_logit(
+    *,
+    affinity: np.ndarray,
+    has_history: np.ndarray,
+    age: np.ndarray,
+    price: np.ndarray,
+    keyword_effect: np.ndarray,
+    quality: np.ndarray,
+    device: np.ndarray,
+    hour: np.ndarray,
+    weekday: np.ndarray,
+    country: np.ndarray,
+) -> np.ndarray:
+    """The planted model: log-odds of a click. See docs/data.md for the reasoning per term.
+
+    Args:
+        affinity: Share of the user's history entries that fall in one of the item's categories.
+        has_history: Whether the user has any history (cold-start users get no affinity term).
+        age: User age in years.
+        price: Item price.
+        keyword_effect: Sum of the title keywords' planted effects.
+        quality: Latent per-item quality (learnable only through the item id).
+        device: Index into :data:`DEVICES`.
+        hour: Hour of day, 0-23.
+        weekday: Index into :data:`WEEKDAYS`.
+        country: Index into :data:`COUNTRIES`.
+
+    Returns:
+        The log-odds of a click for each row.
+    """
+    affinity_term = np.where(has_history, AFFINITY_WEIGHT * np.sqrt(affinity) - 0.6, 0.0)
+    price_term = -price_sensitivity(age) * (np.log(price) - PRICE_CENTER)
+    evening_mobile = (device == DEVICES.index("mobile")) & (hour >= 19)
+    office_desktop = (
+        (device == DEVICES.index("desktop")) & (hour >= 9) & (hour <= 17) & (weekday < 5)
+    )
+    context_term = 0.6 * evening_mobile + 0.35 * office_desktop
+    return (
+        BASE_LOGIT
+        + affinity_term
+        + price_term
+        + keyword_effect
+        + quality
+        + context_term
+        + np.asarray(COUNTRY_EFFECT)[country]
+    )
+
+
+def generate_chunk(world: World, seed: int, chunk_index: int, rows: int) -> pd.DataFrame:
+    """Draws ``rows`` impressions for chunk ``chunk_index``; a pure function of its arguments."""
+    rng = np.random.default_rng([seed, chunk_index])
+    first_row = chunk_index * CHUNK_ROWS
+    # Heavy users: a power law over user indices, as in real interaction logs.
+    user = np.minimum((N_USERS * rng.power(0.6, rows)).astype(np.int64), N_USERS - 1)
+    item = rng.integers(0, N_ITEMS, rows)
+    own_device = rng.random(rows) < 0.85
+    device = np.where(own_device, world.user_device[user], rng.choice(len(DEVICES), rows))
+    hour = rng.integers(0, 24, rows)
+    weekday = rng.integers(0, 7, rows)
+
+    history_len = rng.integers(0, MAX_HISTORY + 1, rows)
+    draws = rng.random((rows, MAX_HISTORY))
+    history = (world.user_pref_cdf[user][:, None, :] < draws[:, :, None]).sum(axis=2)
+    history = np.minimum(history, len(CATEGORIES) - 1)
+    in_history = np.arange(MAX_HISTORY)[None, :] < history_len[:, None]
+    item_tags = world.item_tags[item]
+    hit = (history[:, :, None] == item_tags[:, None, :]).any(axis=2) & in_history
+    affinity = hit.sum(axis=1) / np.maximum(history_len, 1)
+
+    age = world.user_age[user]
+    price = world.item_price[item]
+    country = world.user_country[user]
+    logit = click_logit(
+        affinity=affinity,
+        has_history=history_len > 0,
+        age=age,
+        price=price,
+        keyword_effect=world.item_keyword_effect[item],
+        quality=world.item_quality[item],
+        device=device,
+        hour=hour,
+        weekday=weekday,
+        country=country,
+    )
+    prob = 1.0 / (1.0 + np.exp(-logit))
+    clicked = (rng.random(rows) < prob).astype(np.int64)
+
+    names = np.asarray(CATEGORIES, dtype=object)
+    history_str = [
+        "|".join(names[row[:length]]) for row, length in zip(history, history_len, strict=True)
+    ]
+    tags_str = ["|".join(names[row[row >= 0]]) for row in item_tags]
+    return pd.DataFrame(
+        {
+            "event_id": [f"e{n:010d}" for n in range(first_row, first_row + rows)],
+            "user_id": [f"u{u:06d}" for u in user],
+            "age": age,
+            "country": np.asarray(COUNTRIES, dtype=object)[country],
+            "device": np.asarray(DEVICES, dtype=object)[device],
+            "history": history_str,
+            "item_id": [f"i{i:05d}" for i in item],
+            "title": world.item_title[item],
+            "item_tags": tags_str,
+            "price": price,
+            "hour": hour,
+            "weekday": np.asarray(WEEKDAYS, dtype=object)[weekday],
+            "clicked": clicked,
+            "true_click_prob": prob.round(6),
+        }
+    )
+
+
+def iter_chunks(rows: int, seed: int) -> Iterator[pd.DataFrame]:
+    """Yields the data for ``(rows, seed)`` in chunks of at most :data:`CHUNK_ROWS` rows."""
+    if rows < 1:
+        raise ValueError(f"rows must be at least 1, got {rows}")
+    world = make_world(seed)
+    for chunk_index, start in enumerate(range(0, rows, CHUNK_ROWS)):
+        yield generate_chunk(world, seed, chunk_index, min(CHUNK_ROWS, rows - start))
+
+
+def write_dataset(rows: int, seed: int, out: str | Path, *, show_progress: bool = True) -> Path:
+    """Writes generated data to ``out``: CSV when the name ends in ``.csv``, Parquet otherwise.
+
+    Args:
+        rows: Number of rows.
+        seed: Seed; the same ``(rows, seed)`` always gives the same bytes.
+        out: Output file path; parent folders are created.
+        show_progress: Print a progress bar to stderr.
+
+    Returns:
+        The path written.
+    """
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    is_csv = path.suffix.lower() == ".csv"
+    writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+    progress = Progress("generate", total=rows, enabled=show_progress)
+    try:
+        for frame in iter_chunks(rows, seed):
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if writer is None:
+                writer = (
+                    pacsv.CSVWriter(path, table.schema)
+                    if is_csv
+                    else pq.ParquetWriter(path, table.schema, compression="zstd")
+                )
+            writer.write_table(table)
+            progress.advance(len(frame))
+    finally:
+        if writer is not None:
+            writer.close()
+        progress.close()
+    return path
