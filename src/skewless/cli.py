@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from skewless.local_run import DEFAULT_ROWS
 from skewless.spec import SpecError, load_spec
 
 
@@ -95,6 +96,84 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline_parameters(pairs: list[str]) -> dict[str, Any]:
+    """Parses ``--param NAME=VALUE`` pairs, typed and checked against the pipeline's signature."""
+    import inspect
+
+    from skewless.pipelines.ranking import ranking_pipeline
+
+    signature = inspect.signature(ranking_pipeline.pipeline_func)
+    reserved = {"data_uri", "spec_yaml", "production_model_dir", "model_name", "model_repository"}
+    allowed = {n: p.annotation for n, p in signature.parameters.items() if n not in reserved}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            raise CliError(f"--param {pair!r}: expected NAME=VALUE")
+        if name not in allowed:
+            raise CliError(f"--param {name!r}: unknown parameter; known: {sorted(allowed)}")
+        kind = allowed[name]
+        try:
+            out[name] = kind(text) if kind is not bool else text.lower() in ("1", "true", "yes")
+        except ValueError:
+            raise CliError(f"--param {name}: expected {kind.__name__}, got {text!r}") from None
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``skewless run``: the whole pipeline locally, then serve the model."""
+    from skewless.local_run import run_local
+
+    summary = run_local(
+        workdir=args.workdir,
+        data=args.data,
+        spec_path=args.spec,
+        rows=args.rows,
+        seed=args.seed,
+        model_name=args.model_name,
+        parameters=_pipeline_parameters(args.param),
+    )
+    metrics = summary["metrics"]
+    print(f"\nrun summary: {Path(args.workdir) / 'run_summary.json'}")
+    print(f"  rows: {summary['rows']}")
+    print(f"  steps (s): {summary['step_seconds']}  pipeline total: {summary['pipeline_seconds']}s")
+    print(
+        f"  eval AUC {metrics['auc']:.4f}"
+        + (
+            f" | Bayes-optimal {metrics['bayes_optimal_auc']:.4f}"
+            if "bayes_optimal_auc" in metrics
+            else ""
+        )
+        + (f" | linear baseline {metrics['baseline_auc']:.4f}" if "baseline_auc" in metrics else "")
+    )
+    print(
+        f"  gate: {'PROMOTED' if summary['deployed'] else 'REJECTED'}: {summary['gate']['reasons']}"
+    )
+    if args.no_serve:
+        return 0
+    if not summary["served_model_path"]:
+        raise CliError("no production model to serve: the gate has never promoted one")
+    from skewless.serving.server import serve
+
+    serve(
+        summary["served_model_path"],
+        name=args.model_name,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        spec_path=args.spec,
+        announce=True,
+    )
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """``skewless compile``: write the pipeline YAML."""
+    from skewless.pipelines.ranking import COMPILED_PATH, compile_pipeline
+
+    print(f"compiled {compile_pipeline(args.out or COMPILED_PATH)}")
+    return 0
+
+
 def _add_spec(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--spec", default=None, help="feature spec YAML (default: the shipped ranking spec)"
@@ -146,13 +225,44 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--out", required=True, help="output folder for the transform graph")
     ana.add_argument("beam_args", nargs="*", help="Beam pipeline options, after '--'")
     ana.set_defaults(func=cmd_analyze)
+
+    run = sub.add_parser(
+        "run", help="run the whole pipeline locally (KFP local runner), then serve"
+    )
+    run.add_argument("--data", help="raw CSV or Parquet (default: generate the default data)")
+    _add_spec(run)
+    run.add_argument(
+        "--workdir", default="runs/default", help="working folder (default runs/default)"
+    )
+    run.add_argument(
+        "--rows", type=_positive_int, default=DEFAULT_ROWS, help="rows of default data (400k)"
+    )
+    run.add_argument("--seed", type=int, default=0, help="seed of the default data")
+    run.add_argument("--model-name", default="ranking", help="name the model is served under")
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pipeline parameter, e.g. --param epochs=3 (repeatable)",
+    )
+    run.add_argument("--no-serve", action="store_true", help="stop after the pipeline")
+    run.add_argument("--http-port", type=int, default=8080, help="REST port of the server")
+    run.add_argument("--grpc-port", type=int, default=8081, help="gRPC port of the server")
+    run.set_defaults(func=cmd_run)
+
+    comp = sub.add_parser("compile", help="compile the pipeline to YAML")
+    comp.add_argument("--out", help="output file (default: pipelines/ranking_pipeline.yaml)")
+    comp.set_defaults(func=cmd_compile)
     return parser
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from skewless.deploy import DeployError
     from skewless.ingest import IngestError
+    from skewless.local_run import RunError
 
-    return (SpecError, IngestError, CliError)
+    return (SpecError, IngestError, CliError, RunError, DeployError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

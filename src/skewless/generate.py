@@ -26,7 +26,7 @@ from skewless.progress import Progress
 
 CHUNK_ROWS = 100_000
 N_USERS = 20_000
-N_ITEMS = 1_000
+N_ITEMS = 500
 MAX_HISTORY = 8
 
 CATEGORIES = (
@@ -85,7 +85,7 @@ def make_world(seed: int) -> World:
         tags[:, slot] = np.where(n_tags > slot, extra, -1)
     category_price = rng.normal(PRICE_CENTER, 0.6, n_cat)
     price = np.exp(rng.normal(category_price[primary], 0.7)).round(2).clip(0.99, 5000)
-    quality = rng.normal(0.0, 0.3, N_ITEMS)
+    quality = rng.normal(0.0, 0.25, N_ITEMS)
 
     titles = []
     keyword_effect = np.zeros(N_ITEMS)

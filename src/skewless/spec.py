@@ -75,6 +75,22 @@ class SpecError(ValueError):
     """A feature spec is malformed; the message names the offending field."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise SpecError(
+                    f"duplicate key {key!r} at line {key_node.start_mark.line + 1}: "
+                    "each feature (and option) may appear only once"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 @dataclasses.dataclass(frozen=True)
 class Feature:
     """One raw column of the data and how it becomes a model input.
@@ -195,6 +211,7 @@ class FeatureSpec:
     description: str = ""
     eval_percent: int = 20
     source_sha256: str = ""
+    source_text: str = ""
 
     @property
     def label(self) -> Feature:
@@ -238,6 +255,9 @@ class FeatureSpec:
         return math.prod(self.features[name].sequence_length for name in cross.features)
 
 
+SPEC_ASSET = "assets.extra/feature_spec.yaml"
+
+
 def default_spec_path() -> Path:
     """Path of the spec shipped with the package for the default ranking data."""
     return Path(str(resources.files("skewless") / "data" / "ranking_spec.yaml"))
@@ -260,12 +280,28 @@ def load_spec(path: str | Path | None = None) -> FeatureSpec:
         text = spec_path.read_text()
     except OSError as err:
         raise SpecError(f"cannot read spec file {spec_path}: {err.strerror}") from err
+    return load_spec_text(text, source=str(spec_path))
+
+
+def load_spec_text(text: str, *, source: str = "spec") -> FeatureSpec:
+    """Validates spec YAML given as text; empty text means the default spec.
+
+    Pipeline steps receive the spec this way (as a run parameter), so a user's own spec travels
+    with the run to whatever cluster executes it.
+
+    Raises:
+        SpecError: Not YAML, or a rule is broken; the message names the field.
+    """
+    if not text.strip():
+        return load_spec(None)
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
-        raise SpecError(f"spec file {spec_path} is not valid YAML: {err}") from err
+        raise SpecError(f"{source} is not valid YAML: {err}") from err
     spec = parse_spec(document)
-    return dataclasses.replace(spec, source_sha256=hashlib.sha256(text.encode()).hexdigest())
+    return dataclasses.replace(
+        spec, source_sha256=hashlib.sha256(text.encode()).hexdigest(), source_text=text
+    )
 
 
 def parse_spec(document: Any) -> FeatureSpec:

@@ -158,6 +158,19 @@ def _to_tfxio_batches(table: pa.Table, batch_rows: int) -> Iterator[pa.RecordBat
         yield pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
+def _default_runner(beam_args: Sequence[str]) -> Any:
+    """The in-process FnApiRunner unless the user names a runner.
+
+    Beam's DirectRunner would first try the Prism runner, which downloads a binary at run time;
+    FnApiRunner is the engine it falls back to anyway, so naming it skips a doomed download.
+    """
+    if any(arg.startswith("--runner") for arg in beam_args):
+        return None
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    return FnApiRunner()
+
+
 def analyze(
     train_data: str | Path,
     spec: FeatureSpec,
@@ -196,7 +209,9 @@ def analyze(
     out.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix="tft-", dir=out) as temp_dir,
-        beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline,
+        beam.Pipeline(
+            runner=_default_runner(beam_args), options=PipelineOptions(list(beam_args))
+        ) as pipeline,
         tft_beam.Context(temp_dir=temp_dir),
     ):
         batches = (

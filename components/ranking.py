@@ -1,0 +1,184 @@
+"""KFP components of the ranking pipeline: thin wrappers around the ``skewless`` step functions.
+
+Each component is a lightweight Python component whose ``base_image`` is our image (which has
+``skewless`` and ``kfp`` installed, hence ``install_kfp_package=False``). Its body turns artifact
+paths into plain arguments, makes one call into the package, and logs the returned figures. The same
+components run under ``kfp.local.SubprocessRunner`` on one machine and on a Kubeflow cluster.
+"""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from skewless.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def ingest(
+    data_uri: str,
+    spec_yaml: str,
+    max_quarantine_fraction: float,
+    ingested: Output[Dataset],
+    ingest_metrics: Output[Metrics],
+):
+    """Validates raw data into clean train/eval splits, quarantine and statistics."""
+    from skewless.ingest import ingest as run_ingest
+    from skewless.spec import load_spec_text
+
+    summary = run_ingest(
+        data_uri,
+        load_spec_text(spec_yaml),
+        ingested.path,
+        max_quarantine_fraction=max_quarantine_fraction,
+    ).summary
+    for key in ("rows_in", "rows_clean", "rows_quarantined", "rows_train", "rows_eval", "seconds"):
+        ingest_metrics.log_metric(key, summary[key])
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def transform(
+    ingested: Input[Dataset],
+    spec_yaml: str,
+    beam_args: str,
+    transform_graph: Output[Artifact],
+    transform_metrics: Output[Metrics],
+):
+    """Runs TFT analysis on Beam over the training split; writes the transform graph."""
+    import shlex
+
+    from skewless.spec import load_spec_text
+    from skewless.transform import analyze
+
+    result = analyze(
+        f"{ingested.path}/train.parquet",
+        load_spec_text(spec_yaml),
+        transform_graph.path,
+        beam_args=shlex.split(beam_args),
+    )
+    transform_metrics.log_metric("seconds", result["seconds"])
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train(
+    ingested: Input[Dataset],
+    transform_graph: Input[Artifact],
+    spec_yaml: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    embedding_dim: int,
+    cross_layers: int,
+    deep_layers: int,
+    deep_width: int,
+    dropout: float,
+    l2: float,
+    patience: int,
+    seed: int,
+    model: Output[Model],
+    tensorboard: Output[Artifact],
+    train_metrics: Output[Metrics],
+):
+    """Trains the ranking model and exports one SavedModel that carries the transform."""
+    import shutil
+
+    from skewless.spec import load_spec_text
+    from skewless.train import HParams
+    from skewless.train import train as run_train
+
+    hparams = HParams(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        embedding_dim=embedding_dim,
+        cross_layers=cross_layers,
+        deep_layers=deep_layers,
+        deep_width=deep_width,
+        dropout=dropout,
+        l2=l2,
+        patience=patience,
+        seed=seed,
+    )
+    summary = run_train(
+        f"{ingested.path}/train.parquet",
+        f"{ingested.path}/eval.parquet",
+        transform_graph.path,
+        load_spec_text(spec_yaml),
+        f"{model.path}.work",
+        hparams,
+    )
+    shutil.move(summary["model_dir"], model.path)
+    shutil.move(f"{model.path}.work/logs", tensorboard.path)
+    model.metadata["framework"] = "tensorflow"
+    model.metadata["signatures"] = ["serving_default", "serve_tf_examples"]
+    for key in ("eval_auc", "baseline_eval_auc", "epochs_run"):
+        train_metrics.log_metric(key, summary[key])
+    for key, seconds in summary["timings"].items():
+        train_metrics.log_metric(key, seconds)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate(
+    model: Input[Model],
+    ingested: Input[Dataset],
+    train_metrics: Input[Metrics],
+    spec_yaml: str,
+    production_model_dir: str,
+    min_auc: float,
+    max_log_loss: float,
+    max_calibration_error: float,
+    min_auc_gain: float,
+    eval_metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    report: Output[HTML],
+    evaluation: Output[Artifact],
+) -> bool:
+    """Scores the eval split through the exported model, slices the metrics, and gates.
+
+    Returns:
+        Whether the gate promotes the model. A single ``bool`` output rather than a named one,
+        because kfp.local's condition evaluator resolves only a task's single ``Output``.
+    """
+    import json
+    import shutil
+    import tempfile
+
+    from skewless.evaluate import GateConfig
+    from skewless.evaluate import evaluate as run_evaluate
+    from skewless.spec import load_spec_text
+
+    work = tempfile.mkdtemp()
+    result = run_evaluate(
+        model.path,
+        f"{ingested.path}/eval.parquet",
+        load_spec_text(spec_yaml),
+        work,
+        production_model_dir=production_model_dir or None,
+        gate_config=GateConfig(min_auc, max_log_loss, max_calibration_error, min_auc_gain),
+        baseline_auc=train_metrics.metadata.get("baseline_eval_auc"),
+    )
+    shutil.copy(f"{work}/report.html", report.path)
+    shutil.copy(f"{work}/evaluation.json", evaluation.path)
+    for key, value in result["metrics"].items():
+        eval_metrics.log_metric(key, value)
+    roc = result["roc"]
+    classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
+    classification.log_confusion_matrix(["0", "1"], result["confusion_matrix"])
+    evaluation.metadata["promote"] = result["gate"]["promote"]
+    evaluation.metadata["reasons"] = json.dumps(result["gate"]["reasons"])
+    return bool(result["gate"]["promote"])
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def deploy(
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    model_name: str,
+    model_repository: str,
+) -> str:
+    """Publishes the promoted model as the next production version; returns its folder."""
+    import json
+    from pathlib import Path
+
+    from skewless.deploy import publish_local
+
+    record = {"evaluation": json.loads(Path(evaluation.path).read_text())["metrics"]}
+    return publish_local(model.path, model_repository, model_name, record)["path"]

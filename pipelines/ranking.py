@@ -1,0 +1,119 @@
+"""The ranking pipeline: ingest -> transform -> train -> evaluate -> (gate) -> deploy.
+
+One typed factory, compiled by ``skewless compile`` to ``pipelines/ranking_pipeline.yaml``
+(committed; a test recompiles and compares). The hyperparameters are the fields of
+:class:`skewless.train.HParams` and the gate thresholds those of
+:class:`skewless.evaluate.GateConfig`, with the same names and defaults (a test checks that they
+agree). No ``from __future__ import annotations``: KFP reads the parameter annotations as live
+types.
+"""
+
+from pathlib import Path
+
+from kfp import compiler, dsl
+from skewless.components.ranking import deploy, evaluate, ingest, train, transform
+
+PIPELINE_NAME = "skewless-ranking"
+COMPILED_PATH = Path(__file__).with_name("ranking_pipeline.yaml")
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Validated ingestion, TFT on Beam, Keras ranking model, gated promotion.",
+)
+def ranking_pipeline(
+    data_uri: str,
+    spec_yaml: str = "",
+    max_quarantine_fraction: float = 0.05,
+    beam_args: str = "",
+    epochs: int = 10,
+    batch_size: int = 1024,
+    learning_rate: float = 0.003,
+    embedding_dim: int = 8,
+    cross_layers: int = 2,
+    deep_layers: int = 2,
+    deep_width: int = 128,
+    dropout: float = 0.1,
+    l2: float = 3e-4,
+    patience: int = 2,
+    seed: int = 0,
+    min_auc: float = 0.6,
+    max_log_loss: float = 0.69,
+    max_calibration_error: float = 0.05,
+    min_auc_gain: float = 0.0,
+    production_model_dir: str = "",
+    model_name: str = "ranking",
+    model_repository: str = "",
+):
+    """Trains, evaluates and (if the gate passes) deploys a ranking model.
+
+    Args:
+        data_uri: Raw CSV or Parquet file the steps can read.
+        spec_yaml: Feature spec as YAML text; empty means the spec shipped for the default data.
+        max_quarantine_fraction: Ingestion fails above this share of quarantined rows.
+        beam_args: Beam pipeline options for TFT analysis, space-separated.
+        epochs: See HParams.
+        batch_size: See HParams.
+        learning_rate: See HParams.
+        embedding_dim: See HParams.
+        cross_layers: See HParams.
+        deep_layers: See HParams.
+        deep_width: See HParams.
+        dropout: See HParams.
+        l2: See HParams.
+        patience: See HParams.
+        seed: See HParams.
+        min_auc: See GateConfig.
+        max_log_loss: See GateConfig.
+        max_calibration_error: See GateConfig.
+        min_auc_gain: See GateConfig.
+        production_model_dir: The current production SavedModel to beat ("" when none).
+        model_name: Name under which the model is deployed.
+        model_repository: Model repository root the deploy step publishes into.
+    """
+    ingest_task = ingest(
+        data_uri=data_uri, spec_yaml=spec_yaml, max_quarantine_fraction=max_quarantine_fraction
+    )
+    transform_task = transform(
+        ingested=ingest_task.outputs["ingested"], spec_yaml=spec_yaml, beam_args=beam_args
+    )
+    train_task = train(
+        ingested=ingest_task.outputs["ingested"],
+        transform_graph=transform_task.outputs["transform_graph"],
+        spec_yaml=spec_yaml,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        embedding_dim=embedding_dim,
+        cross_layers=cross_layers,
+        deep_layers=deep_layers,
+        deep_width=deep_width,
+        dropout=dropout,
+        l2=l2,
+        patience=patience,
+        seed=seed,
+    )
+    evaluate_task = evaluate(
+        model=train_task.outputs["model"],
+        ingested=ingest_task.outputs["ingested"],
+        train_metrics=train_task.outputs["train_metrics"],
+        spec_yaml=spec_yaml,
+        production_model_dir=production_model_dir,
+        min_auc=min_auc,
+        max_log_loss=max_log_loss,
+        max_calibration_error=max_calibration_error,
+        min_auc_gain=min_auc_gain,
+    )
+    with dsl.If(evaluate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
+        deploy(
+            model=train_task.outputs["model"],
+            evaluation=evaluate_task.outputs["evaluation"],
+            model_name=model_name,
+            model_repository=model_repository,
+        )
+
+
+def compile_pipeline(path: str | Path = COMPILED_PATH) -> Path:
+    """Compiles :func:`ranking_pipeline` to YAML at ``path``."""
+    compiler.Compiler().compile(ranking_pipeline, str(path))
+    return Path(path)

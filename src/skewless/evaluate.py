@@ -1,0 +1,287 @@
+"""Evaluation of an exported model on the eval split, sliced metrics, and the promotion gate.
+
+The eval split is scored through the exported SavedModel's ``serving_default`` signature with raw
+feature values, so what is measured is exactly what will be served. When the data carries the true
+click probability (a ``true_*`` passthrough column) the Bayes-optimal AUC of the same rows is
+reported beside the model's.
+
+The gate promotes a candidate only if it clears every absolute floor and, when a production model
+exists, beats it on the same rows by the configured margin. Every check is recorded with its value
+and threshold, so a refusal always says why.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from skewless import metrics
+from skewless.spec import FeatureSpec
+
+SLICE_VALUES_KEPT = 20
+ROC_POINTS = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class GateConfig:
+    """Thresholds a candidate must clear to be promoted.
+
+    Attributes:
+        min_auc: Absolute AUC floor.
+        max_log_loss: Absolute log-loss ceiling.
+        max_calibration_error: Expected calibration error ceiling.
+        min_auc_gain: Required AUC gain over the production model (may be negative to tolerate a
+            small loss, e.g. when retraining on fresh data).
+    """
+
+    min_auc: float = 0.6
+    max_log_loss: float = 0.69
+    max_calibration_error: float = 0.05
+    min_auc_gain: float = 0.0
+
+
+def _raw_batches(
+    path: str | Path, columns: list[str], batch_rows: int
+) -> Iterator[dict[str, np.ndarray]]:
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
+        yield {name: batch.column(name).to_numpy(zero_copy_only=False) for name in columns}
+
+
+def score(
+    model_dir: str | Path, data: str | Path, spec: FeatureSpec, *, batch_rows: int = 8192
+) -> np.ndarray:
+    """Click probabilities for every row of ``data`` from the model's raw-feature signature."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    names = [f.name for f in spec.model_inputs]
+    out = [
+        signature(**{name: tf.constant(raw[name]) for name in names})["probability"].numpy()
+        for raw in _raw_batches(data, names, batch_rows)
+    ]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def summarize(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """The headline metrics of one set of predictions."""
+    return {
+        "rows": int(labels.size),
+        "positive_rate": float(labels.mean()) if labels.size else float("nan"),
+        "mean_prediction": float(probabilities.mean()) if labels.size else float("nan"),
+        "auc": metrics.roc_auc(labels, probabilities),
+        "pr_auc": metrics.average_precision(labels, probabilities),
+        "log_loss": metrics.log_loss(labels, probabilities),
+        "calibration_error": metrics.expected_calibration_error(labels, probabilities),
+        "accuracy": metrics.accuracy(labels, probabilities),
+    }
+
+
+def sliced(
+    frame: pd.DataFrame, labels: np.ndarray, probabilities: np.ndarray, spec: FeatureSpec
+) -> dict[str, list[dict[str, Any]]]:
+    """Metrics per value of every slice feature (its most frequent values)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for feature in spec.slices:
+        values = frame[feature.name].astype(str).to_numpy()
+        rows = []
+        for value in pd.Series(values).value_counts().index[:SLICE_VALUES_KEPT]:
+            mask = values == value
+            rows.append({"value": value, **summarize(labels[mask], probabilities[mask])})
+        out[feature.name] = rows
+    return out
+
+
+def roc_curve(
+    labels: np.ndarray, probabilities: np.ndarray, points: int = ROC_POINTS
+) -> dict[str, list[float]]:
+    """ROC points at evenly spaced thresholds (the form KFP's ClassificationMetrics takes)."""
+    thresholds = np.linspace(1.0, 0.0, points)
+    positives = max(float(labels.sum()), 1.0)
+    negatives = max(float(labels.size - labels.sum()), 1.0)
+    predicted = probabilities[None, :] >= thresholds[:, None]
+    tpr = (predicted & (labels[None, :] == 1)).sum(axis=1) / positives
+    fpr = (predicted & (labels[None, :] == 0)).sum(axis=1) / negatives
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": thresholds.tolist()}
+
+
+def confusion_matrix(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5
+) -> list[list[int]]:
+    """``[[TN, FP], [FN, TP]]`` at ``threshold`` (rows: actual 0/1; columns: predicted 0/1)."""
+    predicted = probabilities >= threshold
+    actual = labels == 1
+    return [
+        [int((~actual & ~predicted).sum()), int((~actual & predicted).sum())],
+        [int((actual & ~predicted).sum()), int((actual & predicted).sum())],
+    ]
+
+
+def gate(
+    candidate: dict[str, float], production: dict[str, float] | None, config: GateConfig
+) -> dict[str, Any]:
+    """Decides promotion; every check is listed with its value, threshold and outcome."""
+    checks = [
+        ("auc >= min_auc", candidate["auc"], config.min_auc, candidate["auc"] >= config.min_auc),
+        (
+            "log_loss <= max_log_loss",
+            candidate["log_loss"],
+            config.max_log_loss,
+            candidate["log_loss"] <= config.max_log_loss,
+        ),
+        (
+            "calibration_error <= max_calibration_error",
+            candidate["calibration_error"],
+            config.max_calibration_error,
+            candidate["calibration_error"] <= config.max_calibration_error,
+        ),
+    ]
+    if production is not None:
+        gain = candidate["auc"] - production["auc"]
+        checks.append(
+            ("auc - production_auc >= min_auc_gain", gain, config.min_auc_gain,
+             gain >= config.min_auc_gain)
+        )  # fmt: skip
+    records = [
+        {"check": name, "value": float(value), "threshold": float(limit), "passed": bool(ok)}
+        for name, value, limit, ok in checks
+    ]
+    failed = [r for r in records if not r["passed"]]
+    reasons = [f"failed {r['check']}: {r['value']:.4f} vs {r['threshold']:.4f}" for r in failed]
+    if not failed:
+        reasons = ["all checks passed" + ("" if production else " (no production model yet)")]
+    return {
+        "promote": not failed,
+        "reasons": reasons,
+        "checks": records,
+        "config": dataclasses.asdict(config),
+    }
+
+
+def _plot_png(labels: np.ndarray, probabilities: np.ndarray, roc: dict[str, list[float]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    left.plot(roc["fpr"], roc["tpr"], label="model")
+    left.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    left.set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
+    bins = np.minimum((probabilities * 10).astype(int), 9)
+    filled = [b for b in range(10) if (bins == b).any()]
+    predicted = [probabilities[bins == b].mean() for b in filled]
+    observed = [labels[bins == b].mean() for b in filled]
+    right.plot(predicted, observed, marker="o", label="model")
+    right.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    right.set(title="Calibration", xlabel="mean predicted", ylabel="observed click rate")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _html_report(result: dict[str, Any], plot_png: str) -> str:
+    def fmt(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+
+    overall = result["metrics"]
+    rows = "".join(f"<tr><td>{k}</td><td>{fmt(v)}</td></tr>" for k, v in overall.items())
+    decision = result["gate"]
+    checks = "".join(
+        f"<tr><td>{html.escape(c['check'])}</td><td>{c['value']:.4f}</td>"
+        f"<td>{c['threshold']:.4f}</td><td>{'pass' if c['passed'] else 'FAIL'}</td></tr>"
+        for c in decision["checks"]
+    )
+    slices = ""
+    for name, values in result["slices"].items():
+        body = "".join(
+            f"<tr><td>{html.escape(v['value'])}</td><td>{v['rows']}</td><td>{fmt(v['auc'])}</td>"
+            f"<td>{fmt(v['log_loss'])}</td><td>{fmt(v['positive_rate'])}</td>"
+            f"<td>{fmt(v['mean_prediction'])}</td></tr>"
+            for v in values
+        )
+        slices += (
+            f"<h3>By {html.escape(name)}</h3><table><tr><th>value</th><th>rows</th><th>AUC</th>"
+            f"<th>log loss</th><th>click rate</th><th>mean prediction</th></tr>{body}</table>"
+        )
+    verdict = "PROMOTE" if decision["promote"] else "REJECT"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Evaluation</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:right}}
+table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}</style></head><body>
+<h1>Evaluation: {verdict}</h1><p>{html.escape("; ".join(decision["reasons"]))}</p>
+<h2>Metrics on the eval split</h2><table>{rows}</table>
+<h2>Gate</h2><table><tr><th>check</th><th>value</th><th>threshold</th><th></th></tr>{checks}</table>
+<img alt="ROC and calibration" src="data:image/png;base64,{plot_png}">
+<h2>Slices</h2>{slices}</body></html>"""
+
+
+def evaluate(
+    model_dir: str | Path,
+    eval_data: str | Path,
+    spec: FeatureSpec,
+    out_dir: str | Path,
+    *,
+    production_model_dir: str | Path | None = None,
+    gate_config: GateConfig | None = None,
+    baseline_auc: float | None = None,
+) -> dict[str, Any]:
+    """Scores the eval split, slices the metrics, compares with production and decides.
+
+    Args:
+        model_dir: The candidate's exported SavedModel.
+        eval_data: Clean eval rows (Parquet).
+        spec: The feature spec.
+        out_dir: Receives ``evaluation.json`` and ``report.html``.
+        production_model_dir: The current production model, scored on the same rows.
+        gate_config: Gate thresholds (defaults when None).
+        baseline_auc: The linear baseline's eval AUC, reported beside the model's.
+
+    Returns:
+        ``{"metrics", "slices", "production_metrics", "gate", "roc", "confusion_matrix"}``.
+    """
+    gate_config = gate_config or GateConfig()
+    columns = list(dict.fromkeys([spec.label.name, *(f.name for f in spec.slices)]))
+    oracle = spec.oracle
+    if oracle is not None:
+        columns.append(oracle.name)
+    frame = pd.read_parquet(eval_data, columns=columns)
+    if frame.empty:
+        raise ValueError(f"{eval_data} has no rows to evaluate")
+    labels = frame[spec.label.name].to_numpy(dtype=np.float64)
+    probabilities = score(model_dir, eval_data, spec).astype(np.float64)
+
+    overall: dict[str, Any] = summarize(labels, probabilities)
+    if oracle is not None:
+        overall["bayes_optimal_auc"] = metrics.bayes_optimal_auc(
+            labels, frame[oracle.name].to_numpy(dtype=np.float64)
+        )
+    if baseline_auc is not None:
+        overall["baseline_auc"] = float(baseline_auc)
+    production = None
+    if production_model_dir is not None:
+        production = summarize(labels, score(production_model_dir, eval_data, spec))
+    roc = roc_curve(labels, probabilities)
+    result: dict[str, Any] = {
+        "metrics": overall,
+        "slices": sliced(frame, labels, probabilities, spec),
+        "production_metrics": production,
+        "gate": gate(overall, production, gate_config),
+        "roc": roc,
+        "confusion_matrix": confusion_matrix(labels, probabilities),
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(result, indent=1))
+    (out / "report.html").write_text(_html_report(result, _plot_png(labels, probabilities, roc)))
+    return result
