@@ -107,6 +107,8 @@ def train(
     )
     shutil.move(summary["model_dir"], model.path)
     shutil.move(f"{model.path}.work/logs", tensorboard.path)
+    shutil.move(f"{model.path}.work/training_summary.json", tensorboard.path)
+    shutil.rmtree(f"{model.path}.work")
     model.metadata["framework"] = "tensorflow"
     model.metadata["signatures"] = ["serving_default", "serve_tf_examples"]
     for key in ("eval_auc", "baseline_eval_auc", "epochs_run"):

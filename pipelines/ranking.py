@@ -11,6 +11,7 @@ types.
 from pathlib import Path
 
 from kfp import compiler, dsl
+
 from skewless.components.ranking import deploy, evaluate, ingest, train, transform
 
 PIPELINE_NAME = "skewless-ranking"

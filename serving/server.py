@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from skewless.serving.validation import DEFAULT_MAX_BATCH, RequestError, RequestValidator
 
+from skewless.serving.validation import DEFAULT_MAX_BATCH, RequestError, RequestValidator
 from skewless.spec import SPEC_ASSET, FeatureSpec, load_spec
 
 

@@ -25,3 +25,38 @@ def small_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(
         3_000, 11, tmp_path_factory.mktemp("data") / "small.parquet", show_progress=False
     )
+
+
+@pytest.fixture(scope="session")
+def ingested(tmp_path_factory: pytest.TempPathFactory, small_parquet: Path, default_spec) -> Path:
+    """The small data through validated ingestion."""
+    from skewless.ingest import ingest
+
+    return ingest(small_parquet, default_spec, tmp_path_factory.mktemp("ingested")).out_dir
+
+
+@pytest.fixture(scope="session")
+def transform_dir(tmp_path_factory: pytest.TempPathFactory, ingested: Path, default_spec) -> Path:
+    """TFT analysis of the small training split."""
+    from skewless.transform import analyze
+
+    out = tmp_path_factory.mktemp("transform")
+    analyze(ingested / "train.parquet", default_spec, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, ingested: Path, transform_dir: Path, default_spec
+) -> dict:
+    """A small model trained for two epochs through the public training function."""
+    from skewless.train import HParams, train
+
+    return train(
+        ingested / "train.parquet",
+        ingested / "eval.parquet",
+        transform_dir,
+        default_spec,
+        tmp_path_factory.mktemp("trained"),
+        HParams(epochs=2),
+    )

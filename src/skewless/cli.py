@@ -166,6 +166,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``skewless serve``: a KServe model server for an exported model."""
+    from skewless.serving.server import serve
+
+    model = Path(args.model)
+    if not (model / "saved_model.pb").is_file():
+        raise CliError(f"--model: {model} is not an exported SavedModel folder")
+    serve(model, name=args.name, http_port=args.http_port, grpc_port=args.grpc_port, announce=True)
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     """``skewless compile``: write the pipeline YAML."""
     from skewless.pipelines.ranking import COMPILED_PATH, compile_pipeline
@@ -250,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--http-port", type=int, default=8080, help="REST port of the server")
     run.add_argument("--grpc-port", type=int, default=8081, help="gRPC port of the server")
     run.set_defaults(func=cmd_run)
+
+    srv = sub.add_parser("serve", help="serve an exported model with KServe (REST and gRPC)")
+    srv.add_argument("--model", required=True, help="exported SavedModel folder")
+    srv.add_argument("--name", default="ranking", help="model name in the URL paths")
+    srv.add_argument("--http-port", type=int, default=8080, help="REST port")
+    srv.add_argument("--grpc-port", type=int, default=8081, help="gRPC port")
+    srv.set_defaults(func=cmd_serve)
 
     comp = sub.add_parser("compile", help="compile the pipeline to YAML")
     comp.add_argument("--out", help="output file (default: pipelines/ranking_pipeline.yaml)")

@@ -7,7 +7,8 @@ probability model with non-linear structure, and that true probability is writte
 documented in docs/data.md; :func:`click_logit` is its single definition.
 
 Rows are produced in fixed-size chunks, each from its own seeded generator, so the output depends
-only on ``(rows, seed)`` and memory stays bounded at any row count.
+only on ``(rows, seed)``, a short run is a prefix of a longer one, and memory stays bounded at any
+row count.
 """
 
 from __future__ import annotations
@@ -237,7 +238,10 @@ def iter_chunks(rows: int, seed: int) -> Iterator[pd.DataFrame]:
         raise ValueError(f"rows must be at least 1, got {rows}")
     world = make_world(seed)
     for chunk_index, start in enumerate(range(0, rows, CHUNK_ROWS)):
-        yield generate_chunk(world, seed, chunk_index, min(CHUNK_ROWS, rows - start))
+        # Always draw a whole chunk and cut the last one, so that the rows of a short run are
+        # exactly the first rows of any longer run with the same seed.
+        chunk = generate_chunk(world, seed, chunk_index, CHUNK_ROWS)
+        yield chunk.iloc[: rows - start] if rows - start < CHUNK_ROWS else chunk
 
 
 def write_dataset(rows: int, seed: int, out: str | Path, *, show_progress: bool = True) -> Path:

@@ -213,13 +213,22 @@ def build_model(
     return tf.keras.Model(inputs=inputs, outputs=logit, name="linear" if linear else "dcn")
 
 
-def _fit(
+def fit_model(
     model: tf.keras.Model,
     train: tuple[dict[str, np.ndarray], np.ndarray],
     evaluation: tuple[dict[str, np.ndarray], np.ndarray],
     hparams: HParams,
     log_dir: Path | None,
 ) -> dict[str, list[float]]:
+    """Trains ``model`` with early stopping on eval AUC; returns the per-epoch history.
+
+    Args:
+        model: A model from :func:`build_model`.
+        train: Transformed training features and labels.
+        evaluation: Transformed eval features and labels (early stopping watches their AUC).
+        hparams: Hyperparameters.
+        log_dir: TensorBoard log folder, or None for no logs.
+    """
     model.compile(
         optimizer=tf.keras.optimizers.Adam(hparams.learning_rate),
         loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
@@ -240,7 +249,12 @@ def _fit(
     )
     eval_dataset = tf.data.Dataset.from_tensor_slices(evaluation).batch(8192)
     history = model.fit(
-        dataset, validation_data=eval_dataset, epochs=hparams.epochs, callbacks=callbacks, verbose=0
+        dataset,
+        validation_data=eval_dataset,
+        epochs=hparams.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset is shuffled above, per epoch
+        verbose=0,
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
@@ -298,7 +312,8 @@ def export_model(
     return path
 
 
-def _predict_logits(model: tf.keras.Model, features: dict[str, np.ndarray]) -> np.ndarray:
+def predict_logits(model: tf.keras.Model, features: dict[str, np.ndarray]) -> np.ndarray:
+    """Logits of ``model`` for transformed ``features``, one per row."""
     return np.asarray(model.predict(features, batch_size=16_384, verbose=0)).reshape(-1)
 
 
@@ -344,9 +359,9 @@ def train(
 
     started = time.perf_counter()
     model = build_model(spec, tft_output.vocabulary_size_by_name, hparams)
-    history = _fit(model, train_xy, eval_xy, hparams, out / "logs")
+    history = fit_model(model, train_xy, eval_xy, hparams, out / "logs")
     timings["fit_seconds"] = time.perf_counter() - started
-    eval_logits = _predict_logits(model, eval_xy[0])
+    eval_logits = predict_logits(model, eval_xy[0])
     summary: dict[str, Any] = {
         "rows_train": len(train_xy[1]),
         "rows_eval": len(eval_xy[1]),
@@ -362,9 +377,9 @@ def train(
         linear_hparams = dataclasses.replace(
             hparams, batch_size=4 * hparams.batch_size, learning_rate=0.02
         )
-        _fit(baseline, train_xy, eval_xy, linear_hparams, None)
+        fit_model(baseline, train_xy, eval_xy, linear_hparams, None)
         summary["baseline_eval_auc"] = metrics.roc_auc(
-            eval_xy[1], _predict_logits(baseline, eval_xy[0])
+            eval_xy[1], predict_logits(baseline, eval_xy[0])
         )
         timings["baseline_seconds"] = time.perf_counter() - started
 

@@ -1,0 +1,130 @@
+"""Each KFP component through the real local runner (kfp.local.SubprocessRunner) on tiny data.
+
+kfp.local cannot hand an artifact to a bare component call, so the five components run chained in
+a small test pipeline with tiny settings; each test then checks one task's outputs as the runner
+recorded them (files plus ``executor_output.json``). No ``from __future__ import annotations``:
+KFP reads the test pipeline's annotations as live types.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kfp import dsl, local
+
+from skewless.components.ranking import deploy, evaluate, ingest, train, transform
+from skewless.generate import write_dataset
+
+
+@dsl.pipeline(name="component-chain")
+def chain(data_uri: str, model_repository: str):
+    """The components in order, with settings small enough for a test."""
+    ingested = ingest(data_uri=data_uri, spec_yaml="", max_quarantine_fraction=0.05)
+    transformed = transform(ingested=ingested.outputs["ingested"], spec_yaml="", beam_args="")
+    trained = train(
+        ingested=ingested.outputs["ingested"],
+        transform_graph=transformed.outputs["transform_graph"],
+        spec_yaml="",
+        epochs=1, batch_size=256, learning_rate=0.003, embedding_dim=8, cross_layers=1,
+        deep_layers=1, deep_width=32, dropout=0.0, l2=0.0, patience=1, seed=0,
+    )  # fmt: skip
+    evaluated = evaluate(
+        model=trained.outputs["model"],
+        ingested=ingested.outputs["ingested"],
+        train_metrics=trained.outputs["train_metrics"],
+        spec_yaml="",
+        production_model_dir="",
+        min_auc=0.0, max_log_loss=10.0, max_calibration_error=1.0, min_auc_gain=0.0,
+    )  # fmt: skip
+    with dsl.If(evaluated.outputs["Output"] == True):  # noqa: E712
+        deploy(
+            model=trained.outputs["model"],
+            evaluation=evaluated.outputs["evaluation"],
+            model_name="ranking",
+            model_repository=model_repository,
+        )
+
+
+class Task:
+    """One task's recorded outputs."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.executor_output = json.loads((folder / "executor_output.json").read_text())
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def metadata(self, name: str) -> dict[str, Any]:
+        return self.executor_output["artifacts"][name]["artifacts"][0]["metadata"]
+
+    def parameter(self, name: str) -> Any:
+        return self.executor_output["parameterValues"][name]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("kfp")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "runs"))
+    data = write_dataset(2_000, 4, root / "raw.parquet", show_progress=False)
+    chain(data_uri=str(data), model_repository=str(root / "models"))
+    (run_dir,) = (root / "runs").iterdir()
+    tasks = {p.name: Task(p) for p in run_dir.iterdir() if p.is_dir()}
+    return {"tasks": tasks, "root": root}
+
+
+def test_every_component_ran(run):
+    assert set(run["tasks"]) == {"ingest", "transform", "train", "evaluate", "deploy"}
+
+
+def test_ingest_component(run):
+    task = run["tasks"]["ingest"]
+    assert task.metadata("ingest_metrics")["rows_in"] == 2_000
+    assert task.metadata("ingest_metrics")["rows_quarantined"] == 0
+    assert {p.name for p in task.path("ingested").iterdir()} >= {
+        "train.parquet", "eval.parquet", "quarantine.parquet", "stats.json", "ingest_summary.json"
+    }  # fmt: skip
+
+
+def test_transform_component(run):
+    task = run["tasks"]["transform"]
+    assert (task.path("transform_graph") / "transform_fn" / "saved_model.pb").is_file()
+    assert (task.path("transform_graph") / "transformed_metadata").is_dir()
+    assert task.metadata("transform_metrics")["seconds"] > 0
+
+
+def test_train_component(run):
+    task = run["tasks"]["train"]
+    assert (task.path("model") / "saved_model.pb").is_file()
+    assert task.metadata("model")["signatures"] == ["serving_default", "serve_tf_examples"]
+    assert any(task.path("tensorboard").rglob("events.out.tfevents.*"))
+    assert (task.path("tensorboard") / "training_summary.json").is_file()
+    assert not task.path("model.work").exists()
+    metrics = task.metadata("train_metrics")
+    assert 0.0 < metrics["eval_auc"] <= 1.0 and metrics["epochs_run"] == 1
+
+
+def test_evaluate_component(run):
+    task = run["tasks"]["evaluate"]
+    assert task.parameter("Output") is True  # every floor was set to pass
+    metrics = task.metadata("eval_metrics")
+    assert {"auc", "pr_auc", "log_loss", "calibration_error", "accuracy", "bayes_optimal_auc",
+            "baseline_auc"} <= set(metrics)  # fmt: skip
+    assert metrics["baseline_auc"] == run["tasks"]["train"].metadata("train_metrics")[
+        "baseline_eval_auc"]  # fmt: skip
+    classification = task.metadata("classification")
+    assert len(classification["confidenceMetrics"]) == 50
+    assert classification["confusionMatrix"]["annotationSpecs"] == [
+        {"displayName": "0"}, {"displayName": "1"}
+    ]  # fmt: skip
+    assert "<h1>Evaluation: PROMOTE</h1>" in task.path("report").read_text()
+    assert json.loads(task.path("evaluation").read_text())["gate"]["promote"] is True
+
+
+def test_deploy_component(run):
+    version_dir = Path(run["tasks"]["deploy"].parameter("Output"))
+    assert version_dir == run["root"] / "models" / "ranking" / "1"
+    assert (version_dir / "saved_model.pb").is_file()
+    production = json.loads((version_dir.parent / "production.json").read_text())
+    assert production["version"] == 1 and "auc" in production["evaluation"]

@@ -1,0 +1,141 @@
+"""End to end: ``skewless run`` through the KFP local runner, then the model over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from skewless.serving.server import example_row
+from skewless.spec import load_spec
+
+SKEWLESS = [sys.executable, "-m", "skewless.cli"]
+EXAMPLE = example_row(load_spec())
+INPUTS = list(EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    workdir = tmp_path_factory.mktemp("run")
+    completed = subprocess.run(
+        [*SKEWLESS, "run", "--no-serve", "--workdir", str(workdir), "--rows", "4000",
+         "--param", "epochs=3", "--param", "max_calibration_error=0.2"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return {"workdir": workdir, "stdout": completed.stdout,
+            "summary": json.loads((workdir / "run_summary.json").read_text())}  # fmt: skip
+
+
+def test_run_summary(run):
+    summary = run["summary"]
+    assert summary["rows"] == {"rows_in": 4000, "rows_clean": 4000, "rows_quarantined": 0,
+                               "rows_train": summary["rows"]["rows_train"],
+                               "rows_eval": 4000 - summary["rows"]["rows_train"]}  # fmt: skip
+    assert set(summary["step_seconds"]) == {"generate", "ingest", "transform", "train",
+                                            "evaluate", "deploy"}  # fmt: skip
+    assert all(seconds > 0 for seconds in summary["step_seconds"].values())
+    metrics = summary["metrics"]
+    assert 0.5 < metrics["auc"] <= metrics["bayes_optimal_auc"] + 0.05
+    assert {"pr_auc", "log_loss", "calibration_error", "accuracy", "baseline_auc"} <= set(metrics)
+    assert summary["gate"]["promote"] is True and summary["deployed"] is True
+    assert Path(summary["served_model_path"]).name == "1"
+    assert "eval AUC" in run["stdout"] and "PROMOTED" in run["stdout"]
+
+
+def test_exported_model_scores_raw_rows(run):
+    summary = run["summary"]
+    model = tf.saved_model.load(summary["model_path"]).signatures["serving_default"]
+    rows = pd.read_parquet(summary["data"]).head(5)
+    names = [n for n in model.structured_input_signature[1]]
+    out = model(**{n: tf.constant(rows[n].to_numpy(dtype=np.float32 if rows[n].dtype.kind in "if"
+                                                   else object)) for n in names})  # fmt: skip
+    probability = out["probability"].numpy()
+    assert probability.shape == (5,) and ((probability > 0) & (probability < 1)).all()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    port = _free_port()
+    process = subprocess.Popen(
+        [*SKEWLESS, "serve", "--model", run["summary"]["served_model_path"], "--http-port",
+         str(port), "--grpc-port", str(_free_port())],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/v2/models/ranking/ready", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"server did not become ready: {process.stdout.read()[-2000:]}")
+    yield base
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_http_predictions_equal_the_in_process_signature(run, server):
+    rows = pd.read_parquet(run["summary"]["data"]).head(8)
+    instances = [{n: (row[n].item() if hasattr(row[n], "item") else row[n]) for n in INPUTS}
+                 for _, row in rows.iterrows()]  # fmt: skip
+    status, body = _post(f"{server}/v1/models/ranking:predict", {"instances": instances})
+    assert status == 200
+    signature = tf.saved_model.load(run["summary"]["served_model_path"]).signatures[
+        "serving_default"]  # fmt: skip
+    expected = signature(**{n: tf.constant(rows[n].to_numpy(
+        dtype=np.float32 if rows[n].dtype.kind in "if" else object)) for n in INPUTS}
+    )["probability"].numpy()  # fmt: skip
+    np.testing.assert_allclose(body["predictions"], expected, rtol=1e-6)
+
+    v2 = {"inputs": [
+        {"name": n, "shape": [8], "datatype": "FP32" if rows[n].dtype.kind in "if" else "BYTES",
+         "data": rows[n].tolist()} for n in INPUTS]}  # fmt: skip
+    status, body = _post(f"{server}/v2/models/ranking/infer", v2)
+    assert status == 200
+    np.testing.assert_allclose(body["outputs"][0]["data"], expected, rtol=1e-6)
+
+
+def test_bad_request_is_a_400_naming_the_field(run, server):
+    row = {**EXAMPLE, "age": "thirty"}
+    status, body = _post(f"{server}/v1/models/ranking:predict", {"instances": [row]})
+    assert status == 400
+    assert body["error"] == "instances[0].age: expected a number, got str 'thirty'"
+    # The server keeps serving after a client error.
+    status, _ = _post(f"{server}/v1/models/ranking:predict",
+                      {"instances": [EXAMPLE]})  # fmt: skip
+    assert status == 200
