@@ -39,8 +39,9 @@ def _materialize(train: Path, spec, transform_dir: Path, out: Path) -> float:
     adapter = ParquetTFXIO(str(train), column_names=columns, schema=schema).TensorAdapterConfig()
     output = tft.TFTransformOutput(str(transform_dir))
     started = time.perf_counter()
-    with beam.Pipeline(runner=FnApiRunner()) as pipeline, tft_beam.Context(
-        temp_dir=tempfile.mkdtemp()
+    with (
+        beam.Pipeline(runner=FnApiRunner()) as pipeline,
+        tft_beam.Context(temp_dir=tempfile.mkdtemp()),
     ):
         batches = (
             pipeline
@@ -68,8 +69,10 @@ def _read_back(out: Path, transform_dir: Path) -> float:
     feature_spec = tft.TFTransformOutput(str(transform_dir)).transformed_feature_spec()
     started = time.perf_counter()
     files = sorted(str(p) for p in out.glob("part*"))
-    dataset = tf.data.TFRecordDataset(files).batch(16_384).map(
-        lambda x: tf.io.parse_example(x, feature_spec)
+    dataset = (
+        tf.data.TFRecordDataset(files)
+        .batch(16_384)
+        .map(lambda x: tf.io.parse_example(x, feature_spec))
     )
     rows = sum(int(next(iter(b.values())).shape[0]) for b in dataset)
     assert rows > 0

@@ -93,8 +93,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     is_glob = any(ch in args.data for ch in "*?[")
     if not is_glob and not train.exists():
         raise CliError(f"--data: {train} not found (give train.parquet or the validate output)")
-    if is_glob and not sorted(Path().glob(args.data)) and not sorted(Path("/").glob(
-        args.data.lstrip("/"))):
+    if (
+        is_glob
+        and not sorted(Path().glob(args.data))
+        and not sorted(Path("/").glob(args.data.lstrip("/")))
+    ):
         raise CliError(f"--data: no file matches {args.data!r}")
     _print_json(analyze(train, load_spec(args.spec), args.out, beam_args=args.beam_args))
     return 0
