@@ -3,21 +3,56 @@
 A thin :class:`kserve.Model` around the SavedModel's ``serving_default`` signature. KServe's
 ``ModelServer`` provides the protocols: V1 REST (``/v1/models/NAME:predict``), the Open Inference
 Protocol (V2) over REST (``/v2/models/NAME/infer``) and gRPC, metadata, readiness and Prometheus
-metrics. Requests carry raw feature values named as in the feature spec; the transform runs inside
-the model. Every request is validated against the spec the model was exported with before it
-reaches TensorFlow, and a bad one gets a 400 naming the field.
+metrics (``/metrics``). Requests carry raw feature values named as in the feature spec; the
+transform runs inside the model. Every request is validated against the spec the model was exported
+with before it reaches TensorFlow, and a bad one gets a 400 naming the field.
+
+Concurrent requests are micro-batched (:mod:`skewless.serving.batching`). With ``workers > 1``
+KServe spawns REST worker processes and hands each a pickled copy of the model; a pickled
+:class:`RankingModel` carries only its path and settings, and each worker loads TensorFlow itself.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
+import kserve
 import numpy as np
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from skewless.serving.batching import MicroBatcher
 from skewless.serving.validation import DEFAULT_MAX_BATCH, RequestError, RequestValidator
 from skewless.spec import SPEC_ASSET, FeatureSpec, load_spec
+
+_JSON_TYPES = ("application/json", "application/cloudevents+json")
+BATCH_ROWS_HEADER = "x-skewless-batch-rows"
+
+
+def resolve_model_dir(model: str | Path) -> Path:
+    """A local SavedModel folder for a path or a storage URI (s3://, gs://, hdfs://, file://).
+
+    URIs are copied to a temporary folder with pyarrow's filesystems, which read credentials the
+    usual way (AWS_* environment variables, GOOGLE_APPLICATION_CREDENTIALS, ...).
+    """
+    text = str(model)
+    if "://" in text and not text.startswith("file://"):
+        import pyarrow.fs
+
+        target = Path(tempfile.mkdtemp(prefix="skewless-model-"))
+        pyarrow.fs.copy_files(text, str(target))
+        path = target
+    else:
+        path = Path(text.removeprefix("file://"))
+    if not (path / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"{model} is not an exported SavedModel folder (no saved_model.pb)")
+    return path
 
 
 def model_spec(model_dir: str | Path) -> FeatureSpec:
@@ -28,11 +63,14 @@ def model_spec(model_dir: str | Path) -> FeatureSpec:
     return load_spec(path)
 
 
-def _v2_columns(payload: Any) -> dict[str, Any]:
+def _v2_columns(payload: InferRequest) -> dict[str, Any]:
     """Columns of an Open Inference Protocol request, values decoded to Python types."""
     columns: dict[str, Any] = {}
     for tensor in payload.inputs:
-        values = np.asarray(tensor.as_numpy()).reshape(-1)
+        try:
+            values = np.asarray(tensor.as_numpy()).reshape(-1)
+        except Exception as err:  # kserve raises several types for bad tensors
+            raise RequestError(f"inputs.{tensor.name}: cannot be read as a tensor: {err}") from None
         if tensor.datatype == "BYTES":
             columns[tensor.name] = [
                 v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in values
@@ -42,104 +80,202 @@ def _v2_columns(payload: Any) -> dict[str, Any]:
     return columns
 
 
-class RankingModel:
-    """Factory for the kserve.Model subclass (kserve is imported only when serving)."""
+def _check_content_type(headers: dict[str, str] | None) -> None:
+    content_type = (headers or {}).get("content-type", "")
+    if content_type and not content_type.split(";")[0].strip().startswith(
+        (*_JSON_TYPES, "application/grpc")
+    ):
+        raise RequestError(f"unsupported content type {content_type!r}: send application/json")
 
-    @staticmethod
-    def create(name: str, model_dir: str | Path, *, max_batch: int = DEFAULT_MAX_BATCH) -> Any:
-        """A loaded, ready kserve model serving ``model_dir`` under ``name``."""
-        import kserve
-        from kserve.errors import InvalidInput
-        from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-        class _Model(kserve.Model):
-            def __init__(self) -> None:
-                super().__init__(name)
-                self.model_dir = Path(model_dir)
-                self.validator = RequestValidator(model_spec(model_dir), max_batch=max_batch)
-                self.signature: Any = None
+class RankingModel(kserve.Model):
+    """Serves one exported ranking model; validates, batches, predicts."""
 
-            def load(self) -> bool:
-                import tensorflow as tf
+    def __init__(
+        self,
+        name: str,
+        model_dir: str | Path,
+        *,
+        max_request_rows: int = DEFAULT_MAX_BATCH,
+        max_batch_rows: int = 256,
+        max_wait_ms: float = 0.0,
+        batching: bool = True,
+    ) -> None:
+        """Loads the model.
 
-                loaded = tf.saved_model.load(str(self.model_dir))
-                self.signature = loaded.signatures["serving_default"]
-                self._loaded = loaded  # keeps the signature's resources alive
-                self.ready = True
-                return True
+        Args:
+            name: Model name in the URL paths.
+            model_dir: Exported SavedModel folder.
+            max_request_rows: Largest accepted rows in one request.
+            max_batch_rows: Most rows the batcher puts in one model call.
+            max_wait_ms: Extra wait for more requests once a batch forms.
+            batching: Micro-batch concurrent requests (False calls the model once per request,
+                on the event loop: the naive baseline of the benchmark).
+        """
+        super().__init__(name, return_response_headers=True)
+        self.model_dir = Path(model_dir)
+        self.settings = {
+            "max_request_rows": max_request_rows,
+            "max_batch_rows": max_batch_rows,
+            "max_wait_ms": max_wait_ms,
+            "batching": batching,
+        }
+        self.validator = RequestValidator(model_spec(model_dir), max_batch=max_request_rows)
+        self.signature: Any = None
+        self.batcher: MicroBatcher | None = None
+        self.load()
 
-            def _columns(self, payload: Any) -> dict[str, np.ndarray]:
-                if isinstance(payload, InferRequest):
-                    return self.validator.from_columns(_v2_columns(payload), "inputs")
-                if not isinstance(payload, dict):
-                    raise RequestError("request body must be a JSON object")
-                if "instances" in payload:
-                    return self.validator.from_rows(payload["instances"], "instances")
-                if "inputs" in payload:
-                    return self.validator.from_columns(payload["inputs"], "inputs")
-                raise RequestError("request needs 'instances' (list of rows) or 'inputs' (columns)")
+    def load(self) -> bool:
+        """Loads the SavedModel's raw-feature signature and marks the model ready."""
+        import tensorflow as tf
 
-            def probabilities(self, columns: dict[str, np.ndarray]) -> np.ndarray:
-                import tensorflow as tf
+        self._saved_model = tf.saved_model.load(str(self.model_dir))
+        self.signature = self._saved_model.signatures["serving_default"]
+        if self.settings["batching"]:
+            self.batcher = MicroBatcher(
+                self.probabilities,
+                max_batch_rows=int(self.settings["max_batch_rows"]),
+                max_wait_ms=float(self.settings["max_wait_ms"]),
+            )
+        self.ready = True
+        # Printed, not logged: it happens before kserve configures logging, and in each worker.
+        print(
+            f"skewless: loaded model {self.name!r} from {self.model_dir} in process {os.getpid()}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return True
 
-                tensors = {k: tf.constant(v) for k, v in columns.items()}
-                return self.signature(**tensors)["probability"].numpy()
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles path and settings only: a loaded SavedModel cannot cross processes."""
+        state = dict(self.__dict__)
+        for key in ("_saved_model", "signature", "batcher"):
+            state.pop(key, None)
+        state["ready"] = False
+        return state
 
-            async def predict(
-                self,
-                payload: Any,
-                headers: dict[str, str] | None = None,
-                response_headers: dict[str, str] | None = None,
-            ) -> Any:
-                try:
-                    columns = self._columns(payload)
-                except RequestError as err:
-                    raise InvalidInput(str(err)) from None
-                probability = self.probabilities(columns)
-                if isinstance(payload, InferRequest):
-                    output = InferOutput(
-                        name="probability",
-                        shape=list(probability.shape),
-                        datatype="FP32",
-                        data=probability.astype(np.float32).tolist(),
-                    )
-                    return InferResponse(
-                        model_name=self.name,
-                        infer_outputs=[output],
-                        response_id=payload.id or str(uuid.uuid4()),
-                    )
-                return {"predictions": probability.tolist()}
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restores the settings and loads the model in this (worker) process."""
+        self.__dict__.update(state)
+        self.signature = None
+        self.batcher = None
+        self.load()
 
-        model = _Model()
-        model.load()
-        return model
+    def probabilities(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """One signature call on typed columns."""
+        import tensorflow as tf
+
+        tensors = {name: tf.constant(values) for name, values in columns.items()}
+        return np.asarray(self.signature(**tensors)["probability"])
+
+    def columns(self, payload: Any, headers: dict[str, str] | None) -> dict[str, np.ndarray]:
+        """Validated, typed columns of a V1 or V2 request."""
+        _check_content_type(headers)
+        if isinstance(payload, InferRequest):
+            return self.validator.from_columns(_v2_columns(payload), "inputs")
+        if isinstance(payload, bytes | str):
+            raise RequestError("request body must be a JSON object")
+        if not isinstance(payload, dict):
+            raise RequestError(f"request body must be a JSON object, got {type(payload).__name__}")
+        if "instances" in payload:
+            return self.validator.from_rows(payload["instances"], "instances")
+        if "inputs" in payload:
+            return self.validator.from_columns(payload["inputs"], "inputs")
+        raise RequestError("request needs 'instances' (a list of rows) or 'inputs' (columns)")
+
+    async def predict(
+        self,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Validates, then predicts through the batcher (or directly when batching is off)."""
+        try:
+            columns = self.columns(payload, headers)
+        except RequestError as err:
+            raise InvalidInput(str(err)) from None
+        if self.batcher is not None:
+            probability, batch_rows = await self.batcher.submit(columns)
+        else:
+            probability = self.probabilities(columns)
+            batch_rows = len(probability)
+        if response_headers is not None:
+            # Lets a client (and the tests) see how many rows shared its model call.
+            response_headers[BATCH_ROWS_HEADER] = str(batch_rows)
+        return _response(self.name, payload, probability)
+
+
+class NoOpModel(kserve.Model):
+    """Answers 0.5 for every row without validation or TensorFlow: the HTTP stack's ceiling."""
+
+    def __init__(self, name: str) -> None:
+        """A model that is ready at once."""
+        super().__init__(name)
+        self.ready = True
+
+    async def predict(
+        self,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Returns 0.5 per row of the request."""
+        if isinstance(payload, InferRequest):
+            rows = int(payload.inputs[0].shape[0])
+        else:
+            rows = len(payload.get("instances", [])) if isinstance(payload, dict) else 1
+        return _response(self.name, payload, np.full(rows, 0.5, dtype=np.float32))
+
+
+def _response(name: str, payload: Any, probability: np.ndarray) -> Any:
+    if isinstance(payload, InferRequest):
+        output = InferOutput(
+            name="probability",
+            shape=list(probability.shape),
+            datatype="FP32",
+            data=probability.astype(np.float32).tolist(),
+        )
+        return InferResponse(
+            model_name=name, infer_outputs=[output], response_id=payload.id or str(uuid.uuid4())
+        )
+    return {"predictions": probability.tolist()}
 
 
 def serve(
-    model_dir: str | Path,
+    model: str | Path,
     *,
     name: str = "ranking",
     http_port: int = 8080,
     grpc_port: int = 8081,
-    max_batch: int = DEFAULT_MAX_BATCH,
+    workers: int = 1,
+    max_request_rows: int = DEFAULT_MAX_BATCH,
+    max_batch_rows: int = 256,
+    max_wait_ms: float = 0.0,
     announce: bool = False,
 ) -> None:
-    """Starts the model server in the foreground until interrupted.
+    """Starts the model server in the foreground; SIGTERM or Ctrl-C drains and stops it.
 
     Args:
-        model_dir: Exported SavedModel folder.
+        model: Exported SavedModel folder or storage URI.
         name: Model name in the URL paths.
         http_port: REST port.
         grpc_port: gRPC port.
-        max_batch: Largest accepted rows per request.
+        workers: REST worker processes, each with its own copy of the model.
+        max_request_rows: Largest accepted rows in one request.
+        max_batch_rows: Most rows in one batched model call.
+        max_wait_ms: Extra wait for more requests once a batch forms.
         announce: Print a ready-to-paste curl command first.
     """
-    import kserve
-
-    model = RankingModel.create(name, model_dir, max_batch=max_batch)
+    ranking = RankingModel(
+        name,
+        resolve_model_dir(model),
+        max_request_rows=max_request_rows,
+        max_batch_rows=max_batch_rows,
+        max_wait_ms=max_wait_ms,
+    )
     if announce:
-        print(example_curl(name, http_port, model.validator.spec), flush=True)
-    kserve.ModelServer(http_port=http_port, grpc_port=grpc_port, workers=1).start([model])
+        print(example_curl(name, http_port, ranking.validator.spec), flush=True)
+    kserve.ModelServer(http_port=http_port, grpc_port=grpc_port, workers=workers).start([ranking])
 
 
 def example_row(spec: FeatureSpec) -> dict[str, Any]:
@@ -171,8 +307,6 @@ def example_row(spec: FeatureSpec) -> dict[str, Any]:
 
 def example_curl(name: str, http_port: int, spec: FeatureSpec) -> str:
     """A ready-to-paste curl command for the V1 predict endpoint."""
-    import json
-
     body = json.dumps({"instances": [example_row(spec)]})
     return (
         f"\nserving model {name!r} on http://localhost:{http_port} (Ctrl-C to stop). Try:\n\n"

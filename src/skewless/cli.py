@@ -52,6 +52,13 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
+    return value
+
+
 def _print_json(document: Any) -> None:
     print(json.dumps(document, indent=1, default=str))
 
@@ -134,7 +141,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_local(
         workdir=args.workdir,
         data=args.data,
-        spec_path=args.spec,
         rows=args.rows,
         seed=args.seed,
         model_name=args.model_name,
@@ -167,7 +173,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         name=args.model_name,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
-        spec_path=args.spec,
         announce=True,
     )
     return 0
@@ -177,10 +182,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``skewless serve``: a KServe model server for an exported model."""
     from skewless.serving.server import serve
 
-    model = Path(args.model)
-    if not (model / "saved_model.pb").is_file():
-        raise CliError(f"--model: {model} is not an exported SavedModel folder")
-    serve(model, name=args.name, http_port=args.http_port, grpc_port=args.grpc_port, announce=True)
+    try:
+        serve(
+            args.model,
+            name=args.name,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            workers=args.workers,
+            max_request_rows=args.max_request_rows,
+            max_batch_rows=args.max_batch_rows,
+            max_wait_ms=args.max_wait_ms,
+            announce=True,
+        )
+    except FileNotFoundError as err:
+        raise CliError(f"--model: {err}") from None
     return 0
 
 
@@ -265,15 +280,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="pipeline parameter, e.g. --param epochs=3 (repeatable)",
     )
     run.add_argument("--no-serve", action="store_true", help="stop after the pipeline")
-    run.add_argument("--http-port", type=int, default=8080, help="REST port of the server")
-    run.add_argument("--grpc-port", type=int, default=8081, help="gRPC port of the server")
+    run.add_argument("--http-port", type=_port, default=8080, help="REST port of the server")
+    run.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port of the server")
     run.set_defaults(func=cmd_run)
 
     srv = sub.add_parser("serve", help="serve an exported model with KServe (REST and gRPC)")
-    srv.add_argument("--model", required=True, help="exported SavedModel folder")
+    srv.add_argument("--model", required=True, help="exported SavedModel folder or storage URI")
     srv.add_argument("--name", default="ranking", help="model name in the URL paths")
-    srv.add_argument("--http-port", type=int, default=8080, help="REST port")
-    srv.add_argument("--grpc-port", type=int, default=8081, help="gRPC port")
+    srv.add_argument("--http-port", type=_port, default=8080, help="REST port (8080)")
+    srv.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port (8081)")
+    srv.add_argument("--workers", type=_positive_int, default=1, help="REST worker processes")
+    srv.add_argument(
+        "--max-request-rows", type=_positive_int, default=1024, help="rows accepted per request"
+    )
+    srv.add_argument(
+        "--max-batch-rows", type=_positive_int, default=256, help="rows per batched model call"
+    )
+    srv.add_argument(
+        "--max-wait-ms", type=_non_negative, default=0.0, help="extra wait to fill a batch"
+    )
     srv.set_defaults(func=cmd_serve)
 
     comp = sub.add_parser("compile", help="compile the pipeline to YAML")

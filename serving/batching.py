@@ -1,0 +1,121 @@
+"""Micro-batching: concurrent requests share one model call.
+
+Requests enter an asyncio queue. A single consumer takes the first waiting request plus everything
+else already queued (up to ``max_batch_rows``), optionally waits up to ``max_wait_ms`` for more,
+concatenates them, runs the model once in a worker thread, and hands each request its slice. While
+that call runs, new requests queue up and form the next batch, so under load the model's cost is
+paid per batch; with a single client nothing waits (``max_wait_ms=0`` is the default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+Columns = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass
+class _Pending:
+    columns: Columns
+    rows: int
+    future: asyncio.Future[tuple[np.ndarray, int]]
+
+
+class MicroBatcher:
+    """Runs ``predict`` on concatenations of concurrently submitted column batches."""
+
+    def __init__(
+        self,
+        predict: Callable[[Columns], np.ndarray],
+        *,
+        max_batch_rows: int = 256,
+        max_wait_ms: float = 0.0,
+    ) -> None:
+        """Creates an idle batcher; the consumer starts on the first submission.
+
+        Args:
+            predict: Model call on typed columns; returns one value per row.
+            max_batch_rows: Most rows in one model call (a single larger request runs alone).
+            max_wait_ms: Extra time to wait for more requests once a batch has started forming.
+        """
+        if max_batch_rows < 1:
+            raise ValueError(f"max_batch_rows must be at least 1, got {max_batch_rows}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must not be negative, got {max_wait_ms}")
+        self.predict = predict
+        self.max_batch_rows = max_batch_rows
+        self.max_wait = max_wait_ms / 1000.0
+        self.batches = 0
+        self.rows = 0
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        # One thread: TensorFlow parallelizes inside a call; two calls would only contend.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
+    async def submit(self, columns: Columns) -> tuple[np.ndarray, int]:
+        """Queues one request's columns; returns its predictions and its batch's row count."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._consumer = asyncio.get_running_loop().create_task(self._consume())
+        rows = len(next(iter(columns.values())))
+        future: asyncio.Future[tuple[np.ndarray, int]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(columns, rows, future))
+        return await future
+
+    def _take_ready(self, batch: list[_Pending], rows: int) -> int:
+        assert self._queue is not None
+        while rows < self.max_batch_rows and not self._queue.empty():
+            item = self._queue.get_nowait()
+            batch.append(item)
+            rows += item.rows
+        return rows
+
+    async def _consume(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            rows = self._take_ready(batch, first.rows)
+            deadline = loop.time() + self.max_wait
+            while rows < self.max_batch_rows and (remaining := deadline - loop.time()) > 0:
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+                batch.append(item)
+                rows = self._take_ready(batch, rows + item.rows)
+            await self._run(batch, loop)
+
+    async def _run(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
+        live = [item for item in batch if not item.future.cancelled()]
+        if not live:
+            return
+        names = list(live[0].columns)
+        merged = {name: np.concatenate([item.columns[name] for item in live]) for name in names}
+        try:
+            outputs = await loop.run_in_executor(self._executor, self.predict, merged)
+        except Exception as err:  # every waiting request must learn of the failure
+            for item in live:
+                if not item.future.done():
+                    item.future.set_exception(err)
+            return
+        batch_rows = sum(item.rows for item in live)
+        self.batches += 1
+        self.rows += batch_rows
+        start = 0
+        for item in live:
+            if not item.future.done():
+                item.future.set_result((outputs[start : start + item.rows], batch_rows))
+            start += item.rows
+
+    def close(self) -> None:
+        """Stops the consumer and the model thread."""
+        if self._consumer is not None:
+            self._consumer.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

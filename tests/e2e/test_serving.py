@@ -1,0 +1,200 @@
+"""The model server over real HTTP and gRPC: correct, strict with bad input, and batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from support import post, serving
+
+from skewless.serving.server import BATCH_ROWS_HEADER, example_row
+from skewless.spec import load_spec
+
+EXAMPLE = example_row(load_spec())
+NUMERIC = {"age", "price", "hour"}
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    with serving(trained["model_dir"]) as addresses:
+        yield addresses
+
+
+@pytest.fixture(scope="module")
+def rows(ingested: Path) -> pd.DataFrame:
+    return pd.read_parquet(ingested / "eval.parquet").head(16)
+
+
+def _in_process(model_dir: str, rows: pd.DataFrame) -> np.ndarray:
+    signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+    return signature(**{
+        n: tf.constant(rows[n].to_numpy(dtype=np.float32 if n in NUMERIC else object))
+        for n in EXAMPLE
+    })["probability"].numpy()  # fmt: skip
+
+
+def _instances(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {n: (float(r[n]) if n in NUMERIC else r[n]) for n in EXAMPLE} for _, r in rows.iterrows()
+    ]
+
+
+def _v2_inputs(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": n,
+            "shape": [len(rows)],
+            "datatype": "FP32" if n in NUMERIC else "BYTES",
+            "data": [float(v) if n in NUMERIC else v for v in rows[n]],
+        }
+        for n in EXAMPLE
+    ]
+
+
+def test_every_protocol_equals_the_in_process_signature(server, trained, rows):
+    expected = _in_process(trained["model_dir"], rows)
+    url = f"{server['http']}/v1/models/ranking:predict"
+    status, body, _ = post(url, {"instances": _instances(rows)})
+    assert status == 200
+    np.testing.assert_allclose(body["predictions"], expected, rtol=1e-6)
+
+    columns = {n: [float(v) if n in NUMERIC else v for v in rows[n]] for n in EXAMPLE}
+    status, body, _ = post(url, {"inputs": columns})
+    assert status == 200
+    np.testing.assert_allclose(body["predictions"], expected, rtol=1e-6)
+
+    status, body, _ = post(f"{server['http']}/v2/models/ranking/infer",
+                           {"id": "r1", "inputs": _v2_inputs(rows)})  # fmt: skip
+    assert status == 200 and body["id"] == "r1"
+    assert body["outputs"][0]["name"] == "probability" and body["outputs"][0]["shape"] == [16]
+    np.testing.assert_allclose(body["outputs"][0]["data"], expected, rtol=1e-6)
+
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    async def grpc_call() -> np.ndarray:
+        client = InferenceGRPCClient(url=server["grpc"])
+        inputs = []
+        for spec in _v2_inputs(rows):
+            tensor = InferInput(spec["name"], spec["shape"], spec["datatype"])
+            data = np.asarray(spec["data"], dtype=np.float32 if spec["datatype"] == "FP32"
+                              else np.object_)  # fmt: skip
+            tensor.set_data_from_numpy(data, binary_data=False)
+            inputs.append(tensor)
+        response = await client.infer(InferRequest(model_name="ranking", infer_inputs=inputs))
+        await client.close()
+        return response.outputs[0].as_numpy()
+
+    np.testing.assert_allclose(asyncio.run(grpc_call()), expected, rtol=1e-6)
+
+
+def test_metadata_readiness_and_metrics(server):
+    import urllib.request
+
+    with urllib.request.urlopen(f"{server['http']}/v2/models/ranking") as response:
+        assert json.loads(response.read())["name"] == "ranking"
+    with urllib.request.urlopen(f"{server['http']}/v1/models/ranking") as response:
+        assert json.loads(response.read()) == {"name": "ranking", "ready": True}
+    with urllib.request.urlopen(f"{server['http']}/metrics") as response:
+        assert "request_predict_seconds" in response.read().decode()
+
+
+def _row(**changes: Any) -> dict[str, Any]:
+    row = {**EXAMPLE, **changes}
+    return {k: v for k, v in row.items() if v is not _DROP}
+
+
+_DROP = object()
+V1_BAD = [
+    ({"instances": [_row(age="thirty")]}, "instances[0].age: expected a number, got str 'thirty'"),
+    ({"instances": [_row(country=7)]}, "instances[0].country: expected a string, got int 7"),
+    ({"instances": [_row(age=_DROP)]}, "instances[0].age: missing required value"),
+    ({"instances": [_row(shoe_size=44)]}, "instances[0]: unknown field 'shoe_size'"),
+    ({"instances": [_row(age=7)]}, "instances[0].age: 7 is below the minimum 13"),
+    ({"instances": [_row(country="XX")]}, "instances[0].country: 'XX' is not one of the allowed"),
+    ({"instances": [_row(weekday="Someday")]}, "instances[0].weekday: 'Someday' is not one of"),
+    ({"instances": [_row(title="x" * 300)]}, "instances[0].title: string of 300 characters"),
+    ({"instances": [EXAMPLE, _row(price=-1)]}, "instances[1].price: -1 is below the minimum 0"),
+    ({"instances": []}, "empty batch: the request has no rows"),
+    ({"instances": [EXAMPLE] * 1025}, "batch of 1025 rows exceeds the maximum of 1024"),
+    ({"instances": "all"}, 'Expected "instances" to be a list'),  # kserve's own check
+    ({"rows": [EXAMPLE]}, "request needs 'instances' (a list of rows) or 'inputs' (columns)"),
+    ({"inputs": {"age": [1, 2], "price": [3]}}, "inputs: fields have different lengths [1, 2]"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), V1_BAD)
+def test_bad_v1_requests_are_400s_naming_the_problem(server, body, message):
+    status, answer, _ = post(f"{server['http']}/v1/models/ranking:predict", body)
+    assert status == 400
+    assert message in answer["error"]
+
+
+def test_non_finite_numbers_malformed_json_and_content_type(server):
+    url = f"{server['http']}/v1/models/ranking:predict"
+    for literal in ("NaN", "Infinity", "1e999"):
+        raw = json.dumps({"instances": [_row(age=0)]}).replace('"age": 0', f'"age": {literal}')
+        status, answer, _ = post(url, raw=raw.encode())
+        assert status == 400, literal
+        assert "age" in answer["error"] or "Unrecognized request format" in answer["error"]
+    status, answer, _ = post(url, raw=b'{"instances": [')
+    assert status == 400 and "Unrecognized request format" in answer["error"]
+    status, answer, _ = post(url, raw=json.dumps({"instances": [EXAMPLE]}).encode(),
+                             content_type="text/plain")  # fmt: skip
+    assert status == 400 and answer["error"] == (
+        "unsupported content type 'text/plain': send application/json"
+    )
+
+
+def test_bad_v2_requests_name_the_input(server):
+    url = f"{server['http']}/v2/models/ranking/infer"
+    inputs = _v2_inputs(pd.DataFrame([EXAMPLE]))
+    wrong_type = [dict(i, datatype="BYTES", data=["old"]) if i["name"] == "age" else i
+                  for i in inputs]  # fmt: skip
+    status, answer, _ = post(url, {"inputs": wrong_type})
+    assert status == 400 and "inputs.age[0]: expected a number, got str 'old'" in answer["error"]
+    missing = [i for i in inputs if i["name"] != "price"]
+    status, answer, _ = post(url, {"inputs": missing})
+    assert status == 400 and "inputs.price: missing required field" in answer["error"]
+
+
+def test_server_keeps_serving_after_client_errors(server):
+    url = f"{server['http']}/v1/models/ranking:predict"
+    for body, _ in V1_BAD[:4]:
+        post(url, body)
+    status, answer, _ = post(url, {"instances": [EXAMPLE]})
+    assert status == 200 and 0 < answer["predictions"][0] < 1
+
+
+def test_concurrent_requests_share_model_calls(server):
+    url = f"{server['http']}/v1/models/ranking:predict"
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        results = list(pool.map(lambda _: post(url, {"instances": [EXAMPLE]}), range(256)))
+    assert all(status == 200 for status, _, _ in results)
+    batch_rows = [int(headers[BATCH_ROWS_HEADER]) for _, _, headers in results]
+    # 256 one-row requests from 32 clients: many must have ridden in a batch with others.
+    assert max(batch_rows) > 1
+    assert sum(1 for rows in batch_rows if rows > 1) > 64
+    predictions = {round(answer["predictions"][0], 6) for _, answer, _ in results}
+    assert len(predictions) == 1  # batching changes nothing about each row's answer
+
+
+def test_workers_each_load_the_model_and_serve(trained):
+    import re
+
+    with serving(trained["model_dir"], "--workers", "2") as addresses:
+        url = f"{addresses['http']}/v1/models/ranking:predict"
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(lambda _: post(url, {"instances": [EXAMPLE]}), range(64)))
+        assert all(status == 200 for status, _, _ in results)
+        addresses["log"].seek(0)
+        pids = set(re.findall(r"loaded model 'ranking' from .* in process (\d+)",
+                              addresses["log"].read()))  # fmt: skip
+    # The parent (gRPC) and each of the two REST workers loaded TensorFlow themselves.
+    assert len(pids) == 3

@@ -1,0 +1,80 @@
+"""Helpers for tests that talk to a real server process over loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+SKEWLESS = [sys.executable, "-m", "skewless.cli"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def post(
+    url: str, body: Any = None, *, raw: bytes | None = None,
+    content_type: str = "application/json",
+) -> tuple[int, dict[str, Any], dict[str, str]]:  # fmt: skip
+    """POSTs JSON (or raw bytes); returns (status, decoded JSON body, headers)."""
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read()), dict(err.headers)
+
+
+@contextlib.contextmanager
+def serving(model_dir: str, *args: str, name: str = "ranking") -> Iterator[dict[str, Any]]:
+    """Runs ``skewless serve`` on free ports until the block ends; yields its addresses."""
+    http_port, grpc_port = free_port(), free_port()
+    # A file, not a pipe: nobody reads a pipe during the test, and a full one blocks the server.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen(
+            [*SKEWLESS, "serve", "--model", model_dir, "--name", name,
+             "--http-port", str(http_port), "--grpc-port", str(grpc_port), *args],
+            stdout=log, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )  # fmt: skip
+        try:
+            _wait_ready(f"http://127.0.0.1:{http_port}/v2/models/{name}/ready", process, log)
+            yield {"http": f"http://127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}",
+                   "process": process, "log": log}  # fmt: skip
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def _wait_ready(url: str, process: subprocess.Popen[str], log: Any, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"server exited: {log.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
