@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/default
 
-.PHONY: run test lint typecheck bench bench-transform compile clean help
+.PHONY: run test lint typecheck bench bench-transform bench-serving compile clean help
 
 help:
 	@echo "make run        - generate default data, run the whole pipeline locally (KFP local runner), serve the model"
@@ -35,10 +35,17 @@ typecheck: $(STAMP)
 compile: $(STAMP)
 	$(BIN)/skewless compile
 
-bench: bench-transform
+bench: bench-transform bench-serving
 
 bench-transform: $(STAMP)
 	$(BIN)/python bench/bench_transform.py
+
+# The load generator is wrk (Debian package); without it the benchmark falls back to a Python
+# client, which shares the CPU with the server and understates every variant.
+bench-serving: $(STAMP)
+	@command -v wrk >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get install -y -qq wrk >/dev/null) || echo "wrk not installed: using the Python client"
+	$(BIN)/python bench/bench_serving.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,10 +1,11 @@
 """Micro-batching: concurrent requests share one model call.
 
 Requests enter an asyncio queue. A single consumer takes the first waiting request plus everything
-else already queued (up to ``max_batch_rows``), optionally waits up to ``max_wait_ms`` for more,
-concatenates them, runs the model once in a worker thread, and hands each request its slice. While
-that call runs, new requests queue up and form the next batch, so under load the model's cost is
-paid per batch; with a single client nothing waits (``max_wait_ms=0`` is the default).
+else already queued (up to ``max_batch_rows``); when that batch already holds several requests
+(the server is under load) it waits up to ``max_wait_ms`` for more. It concatenates them, runs the
+model once in a worker thread, and hands each request its slice. While that call runs, new requests
+queue up and form the next batch, so under load the model's cost is paid per batch. A lone request
+never waits and runs inline, so a single client pays no batching latency.
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ class MicroBatcher:
         predict: Callable[[Columns], np.ndarray],
         *,
         max_batch_rows: int = 256,
-        max_wait_ms: float = 0.0,
+        max_wait_ms: float = 1.0,
     ) -> None:
         """Creates an idle batcher; the consumer starts on the first submission.
 
         Args:
             predict: Model call on typed columns; returns one value per row.
             max_batch_rows: Most rows in one model call (a single larger request runs alone).
-            max_wait_ms: Extra time to wait for more requests once a batch has started forming.
+            max_wait_ms: Extra time to wait for more requests when a batch already holds several.
         """
         if max_batch_rows < 1:
             raise ValueError(f"max_batch_rows must be at least 1, got {max_batch_rows}")
@@ -82,7 +83,9 @@ class MicroBatcher:
             first = await self._queue.get()
             batch = [first]
             rows = self._take_ready(batch, first.rows)
-            deadline = loop.time() + self.max_wait
+            # Wait for more only when the batch already has company (we are under load); a lone
+            # request never waits, so a single client pays no batching latency.
+            deadline = loop.time() + (self.max_wait if len(batch) > 1 else 0.0)
             while rows < self.max_batch_rows and (remaining := deadline - loop.time()) > 0:
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
@@ -99,7 +102,13 @@ class MicroBatcher:
         names = list(live[0].columns)
         merged = {name: np.concatenate([item.columns[name] for item in live]) for name in names}
         try:
-            outputs = await loop.run_in_executor(self._executor, self.predict, merged)
+            if len(live) == 1 and self._queue is not None and self._queue.empty():
+                # A lone request under light load: a thread hand-off would only add latency.
+                outputs = self.predict(merged)
+            else:
+                # Under load the call runs in the model thread while the loop parses the next
+                # requests, which then form the next batch.
+                outputs = await loop.run_in_executor(self._executor, self.predict, merged)
         except Exception as err:  # every waiting request must learn of the failure
             for item in live:
                 if not item.future.done():

@@ -297,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch-rows", type=_positive_int, default=256, help="rows per batched model call"
     )
     srv.add_argument(
-        "--max-wait-ms", type=_non_negative, default=0.0, help="extra wait to fill a batch"
+        "--max-wait-ms",
+        type=_non_negative,
+        default=1.0,
+        help="under load, wait this long for more requests to fill a batch (1.0)",
     )
     srv.set_defaults(func=cmd_serve)
 

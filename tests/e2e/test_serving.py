@@ -198,3 +198,27 @@ def test_workers_each_load_the_model_and_serve(trained):
                               addresses["log"].read()))  # fmt: skip
     # The parent (gRPC) and each of the two REST workers loaded TensorFlow themselves.
     assert len(pids) == 3
+
+
+def test_sigterm_drains_requests_in_flight(trained):
+    import signal
+    import time
+
+    with serving(trained["model_dir"]) as addresses:
+        url = f"{addresses['http']}/v1/models/ranking:predict"
+        process = addresses["process"]
+
+        def call(_: int) -> tuple[int, float]:
+            status, _, _ = post(url, {"instances": [EXAMPLE] * 1000})
+            return status, time.monotonic()
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            futures = [pool.submit(call, i) for i in range(16)]
+            time.sleep(0.3)
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            results = [future.result() for future in futures]
+        assert process.wait(timeout=60) == 0
+    assert [status for status, _ in results] == [200] * 16
+    # Some requests were still being served when the signal arrived, and they completed.
+    assert any(finished > signalled for _, finished in results)

@@ -99,3 +99,22 @@ def test_train_writes_model_logs_and_summary(trained):
     assert trained["epochs_run"] >= 1 and 0.5 < trained["eval_auc"] <= 1.0
     assert 0.0 < trained["baseline_eval_auc"] <= 1.0
     assert trained["rows_train"] + trained["rows_eval"] == 3_000
+
+
+def test_model_needs_only_core_ops_so_tf_serving_can_load_it(exported):
+    """TF Serving links core TensorFlow only: every op the SavedModel uses must be a core op."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, _, path = exported
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    graph = saved.meta_graphs[0].graph_def
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops |= {node.op for node in function.node_def}
+    core = set(dir(tf.raw_ops))
+    assert ops - core == set(), f"ops outside core TensorFlow: {sorted(ops - core)}"
+    assert {"HashTableV2", "InitializeTableFromTextFileV2", "StringSplitV2"} & ops
+    # Vocabularies travel as SavedModel assets, which TF Serving copies with the model.
+    assert any((path / "assets").glob("vocab_*"))
+    assert "serving_default" in saved.meta_graphs[0].signature_def

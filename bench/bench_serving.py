@@ -1,0 +1,320 @@
+"""Serving throughput and latency, side by side in one run, on loopback.
+
+Variants, each a real KServe ModelServer in its own process:
+
+* ``noop``: a model that answers without validation or TensorFlow (the HTTP stack's ceiling);
+* ``naive``: our model calling the signature once per request, on the event loop;
+* ``batched``: our model as served (validation, micro-batching);
+
+plus ``in-process``: the signature called directly, batch 1 and batch 256.
+
+Each variant gets the same V1 one-row request at concurrency 1, 8, 32 and 64 from an asyncio
+keep-alive client, bounded by a request count and a time limit. Writes bench/results/serving.json
+and serving.md, with the issue's targets checked as ratios from this run.
+
+Usage: python bench/bench_serving.py [--model DIR] [--seconds 8] [--requests 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CONCURRENCY = (1, 8, 32, 64)
+HOST = "127.0.0.1"
+
+SERVER_CODE = """
+import sys
+import kserve
+from skewless.serving.server import NoOpModel, RankingModel
+variant, model_dir, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if variant == "noop":
+    model = NoOpModel("ranking")
+else:
+    model = RankingModel("ranking", model_dir, batching=(variant == "batched"))
+kserve.ModelServer(http_port=port, grpc_port=port + 1, workers=1, enable_grpc=False,
+                   enable_latency_logging=False).start([model])
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _request_bytes(port: int, body: bytes) -> bytes:
+    head = (
+        f"POST /v1/models/ranking:predict HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _client(
+    port: int, request: bytes, deadline: float, budget: list[int], latencies: list[float]
+) -> int:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    errors = 0
+    try:
+        while budget[0] > 0 and time.perf_counter() < deadline:
+            budget[0] -= 1
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+    finally:
+        writer.close()
+    return errors
+
+
+async def _load(port: int, body: bytes, concurrency: int, seconds: float, count: int) -> dict:
+    request = _request_bytes(port, body)
+    latencies: list[float] = []
+    budget = [count]
+    started = time.perf_counter()
+    errors = await asyncio.gather(
+        *(_client(port, request, started + seconds, budget, latencies) for _ in range(concurrency))
+    )
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "errors": sum(errors),
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(1000 * latencies[len(latencies) // 2], 3),
+        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
+    }
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = %s
+wrk.headers["Content-Type"] = "application/json"
+local count = 0
+function response(status, headers, body)
+  count = count + 1
+  if count >= %d then wrk.thread:stop() end
+end
+"""
+
+
+def _wrk_ms(text: str) -> float:
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    for unit in ("us", "ms", "s"):
+        if text.endswith(unit):
+            return round(float(text[: -len(unit)]) * units[unit], 3)
+    raise ValueError(f"unexpected wrk latency {text!r}")
+
+
+def _load_wrk(port: int, body: bytes, concurrency: int, seconds: float, count: int) -> dict:
+    """One wrk thread (leaving the other core to the server), ``concurrency`` connections."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % (json.dumps(body.decode()), count))
+    completed = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency",
+         "-s", script.name, f"http://{HOST}:{port}/v1/models/ranking:predict"],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+    )  # fmt: skip
+    os.unlink(script.name)
+    out = completed.stdout
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    requests = int(next(line.split()[0] for line in out.splitlines() if "requests in" in line))
+    errors = sum(int(line.split()[-1]) for line in out.splitlines() if "Non-2xx" in line)
+    return {
+        "requests": requests,
+        "errors": errors,
+        "rps": float(lines["Requests/sec:"][1]),
+        "p50_ms": _wrk_ms(lines["50%"][1]),
+        "p99_ms": _wrk_ms(lines["99%"][1]),
+    }
+
+
+def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("server exited before becoming ready")
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/v2/models/ranking/ready", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError("server not ready after 120 s")
+
+
+def _bench_variant(variant: str, model_dir: str, body: bytes, args: argparse.Namespace) -> dict:
+    port = _free_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SERVER_CODE, variant, model_dir, str(port)],
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KSERVE_LOGLEVEL": "WARNING"},
+        )  # fmt: skip
+        try:
+            _wait_ready(port, process)
+            asyncio.run(_load(port, body, 8, 2.0, 2000))  # warm-up
+            if args.client == "wrk":
+                return {
+                    str(c): _load_wrk(port, body, c, args.seconds, args.requests)
+                    for c in CONCURRENCY
+                }
+            return {
+                str(c): asyncio.run(_load(port, body, c, args.seconds, args.requests))
+                for c in CONCURRENCY
+            }
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _in_process(model_dir: str, row: dict[str, Any], seconds: float) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+
+    def batch(n: int) -> dict[str, tf.Tensor]:
+        return {
+            k: tf.constant(np.repeat(np.asarray([v], dtype=np.float32 if isinstance(v, float | int)
+                                                else object), n))
+            for k, v in row.items()
+        }  # fmt: skip
+
+    out: dict[str, Any] = {}
+    for n in (1, 256):
+        tensors = batch(n)
+        for _ in range(20):
+            signature(**tensors)
+        timings = []
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline and len(timings) < 20_000:
+            started = time.perf_counter()
+            signature(**tensors)
+            timings.append(time.perf_counter() - started)
+        median = statistics.median(timings)
+        out[f"batch_{n}"] = {"p50_ms": round(1000 * median, 3), "rows_per_s": round(n / median)}
+    return out
+
+
+def _train_small_model(work: Path) -> str:
+    from skewless.generate import write_dataset
+    from skewless.ingest import ingest
+    from skewless.spec import load_spec
+    from skewless.train import HParams, train
+    from skewless.transform import analyze
+
+    spec = load_spec()
+    data = write_dataset(20_000, 0, work / "raw.parquet", show_progress=False)
+    ingest(data, spec, work / "ingest")
+    analyze(work / "ingest" / "train.parquet", spec, work / "tft")
+    summary = train(work / "ingest" / "train.parquet", work / "ingest" / "eval.parquet",
+                    work / "tft", spec, work / "train", HParams(epochs=2))  # fmt: skip
+    return str(summary["model_dir"])
+
+
+def _targets(results: dict) -> dict[str, Any]:
+    noop, naive, batched = results["noop"], results["naive"], results["batched"]
+    in_process_p50 = results["in_process"]["batch_1"]["p50_ms"]
+    ceiling_ratio = batched["32"]["rps"] / noop["32"]["rps"]
+    naive_ratio = batched["32"]["rps"] / naive["32"]["rps"]
+    latency_bound = 1.5 * (noop["1"]["p50_ms"] + in_process_p50)
+    return {
+        "c32_throughput_vs_noop": {"value": round(ceiling_ratio, 3), "target": ">= 0.75",
+                                   "holds": ceiling_ratio >= 0.75},
+        "c32_throughput_vs_naive": {"value": round(naive_ratio, 2), "target": ">= 3",
+                                    "holds": naive_ratio >= 3},
+        "c32_p99_ms": {"value": batched["32"]["p99_ms"], "target": "<= 10",
+                       "holds": batched["32"]["p99_ms"] <= 10},
+        "c1_p50_ms": {"value": batched["1"]["p50_ms"],
+                      "target": f"<= 1.5 x (noop p50 + in-process) = {latency_bound:.3f}",
+                      "holds": batched["1"]["p50_ms"] <= latency_bound},
+    }  # fmt: skip
+
+
+def _markdown(results: dict) -> str:
+    lines = [
+        "# Serving benchmark (one run, loopback, V1 one-row requests)",
+        "",
+        "| variant | concurrency | requests/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for variant in ("noop", "naive", "batched"):
+        for c in CONCURRENCY:
+            r = results[variant][str(c)]
+            lines.append(f"| {variant} | {c} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | "
+                         f"{r['errors']} |")  # fmt: skip
+    ip = results["in_process"]
+    lines += [
+        "",
+        f"In-process signature call: batch 1 p50 {ip['batch_1']['p50_ms']} ms; batch 256 "
+        f"{ip['batch_256']['rows_per_s']:,} rows/s.",
+        "",
+        "| target | value | required | holds |",
+        "|---|---|---|---|",
+    ]
+    for name, t in results["targets"].items():
+        lines.append(f"| {name} | {t['value']} | {t['target']} | {'yes' if t['holds'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = argparse.ArgumentParser(description="Serving throughput and latency on loopback.")
+    parser.add_argument("--model", help="exported model folder (default: train a small one)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="time limit per level")
+    parser.add_argument("--requests", type=int, default=20_000, help="request limit per level")
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "python"),
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator: wrk (C, Debian package 'wrk'; default when installed) or python",
+    )
+    parser.add_argument("--variants", default="noop,naive,batched", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    from skewless.serving.server import example_row
+    from skewless.spec import load_spec
+
+    model_dir = args.model or _train_small_model(Path(tempfile.mkdtemp(prefix="bench-serving-")))
+    row = example_row(load_spec())
+    body = json.dumps({"instances": [row]}).encode()
+    results: dict[str, Any] = {"model": model_dir}
+    for variant in args.variants.split(","):
+        results[variant] = _bench_variant(variant, model_dir, body, args)
+        print(variant, json.dumps(results[variant]), flush=True)
+    results["in_process"] = _in_process(model_dir, row, 3.0)
+    if args.variants != "noop,naive,batched":
+        print(json.dumps(results, indent=1))
+        return
+    results["targets"] = _targets(results)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "serving.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / "serving.md").write_text(_markdown(results))
+    print(_markdown(results))
+
+
+if __name__ == "__main__":
+    main()
