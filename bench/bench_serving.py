@@ -37,12 +37,12 @@ HOST = "127.0.0.1"
 SERVER_CODE = """
 import sys
 import kserve
-from skewless.serving.server import NoOpModel, RankingModel
+from skewless.serving.server import NoOpModel, RankingModel, ServingConfig
 variant, model_dir, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if variant == "noop":
     model = NoOpModel("ranking")
 else:
-    model = RankingModel("ranking", model_dir, batching=(variant == "batched"))
+    model = RankingModel("ranking", model_dir, ServingConfig(batching=(variant == "batched")))
 kserve.ModelServer(http_port=port, grpc_port=port + 1, workers=1, enable_grpc=False,
                    enable_latency_logging=False).start([model])
 """

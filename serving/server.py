@@ -14,6 +14,7 @@ KServe spawns REST worker processes and hands each a pickled copy of the model; 
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -89,40 +90,44 @@ def _check_content_type(headers: dict[str, str] | None) -> None:
         raise RequestError(f"unsupported content type {content_type!r}: send application/json")
 
 
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    """How a :class:`RankingModel` admits and batches requests.
+
+    Attributes:
+        max_request_rows: Largest accepted rows in one request.
+        max_batch_rows: Most rows the batcher puts in one model call.
+        max_wait_ms: Extra wait for more requests when a batch already holds several (a lone
+            request never waits).
+        batching: Micro-batch concurrent requests; False calls the model once per request on the
+            event loop (the naive baseline of the benchmark).
+    """
+
+    max_request_rows: int = DEFAULT_MAX_BATCH
+    max_batch_rows: int = 256
+    max_wait_ms: float = 1.0
+    batching: bool = True
+
+
 class RankingModel(kserve.Model):
     """Serves one exported ranking model; validates, batches, predicts."""
 
     def __init__(
-        self,
-        name: str,
-        model_dir: str | Path,
-        *,
-        max_request_rows: int = DEFAULT_MAX_BATCH,
-        max_batch_rows: int = 256,
-        max_wait_ms: float = 1.0,
-        batching: bool = True,
+        self, name: str, model_dir: str | Path, config: ServingConfig | None = None
     ) -> None:
         """Loads the model.
 
         Args:
             name: Model name in the URL paths.
             model_dir: Exported SavedModel folder.
-            max_request_rows: Largest accepted rows in one request.
-            max_batch_rows: Most rows the batcher puts in one model call.
-            max_wait_ms: Extra wait for more requests when a batch already holds several (a lone
-                request never waits).
-            batching: Micro-batch concurrent requests (False calls the model once per request,
-                on the event loop: the naive baseline of the benchmark).
+            config: Admission and batching settings (defaults when None).
         """
         super().__init__(name, return_response_headers=True)
         self.model_dir = Path(model_dir)
-        self.settings = {
-            "max_request_rows": max_request_rows,
-            "max_batch_rows": max_batch_rows,
-            "max_wait_ms": max_wait_ms,
-            "batching": batching,
-        }
-        self.validator = RequestValidator(model_spec(model_dir), max_batch=max_request_rows)
+        self.config = config or ServingConfig()
+        self.validator = RequestValidator(
+            model_spec(model_dir), max_batch=self.config.max_request_rows
+        )
         self.signature: Any = None
         self.batcher: MicroBatcher | None = None
         self.load()
@@ -138,11 +143,11 @@ class RankingModel(kserve.Model):
         gc.collect()
         gc.freeze()
         self.signature = self._saved_model.signatures["serving_default"]
-        if self.settings["batching"]:
+        if self.config.batching:
             self.batcher = MicroBatcher(
                 self.probabilities,
-                max_batch_rows=int(self.settings["max_batch_rows"]),
-                max_wait_ms=float(self.settings["max_wait_ms"]),
+                max_batch_rows=self.config.max_batch_rows,
+                max_wait_ms=self.config.max_wait_ms,
             )
         self.ready = True
         # Printed, not logged: it happens before kserve configures logging, and in each worker.
@@ -255,9 +260,7 @@ def serve(
     http_port: int = 8080,
     grpc_port: int = 8081,
     workers: int = 1,
-    max_request_rows: int = DEFAULT_MAX_BATCH,
-    max_batch_rows: int = 256,
-    max_wait_ms: float = 1.0,
+    config: ServingConfig | None = None,
     announce: bool = False,
 ) -> None:
     """Starts the model server in the foreground; SIGTERM or Ctrl-C drains and stops it.
@@ -268,18 +271,10 @@ def serve(
         http_port: REST port.
         grpc_port: gRPC port.
         workers: REST worker processes, each with its own copy of the model.
-        max_request_rows: Largest accepted rows in one request.
-        max_batch_rows: Most rows in one batched model call.
-        max_wait_ms: Extra wait for more requests once a batch forms.
+        config: Admission and batching settings.
         announce: Print a ready-to-paste curl command first.
     """
-    ranking = RankingModel(
-        name,
-        resolve_model_dir(model),
-        max_request_rows=max_request_rows,
-        max_batch_rows=max_batch_rows,
-        max_wait_ms=max_wait_ms,
-    )
+    ranking = RankingModel(name, resolve_model_dir(model), config)
     if announce:
         print(example_curl(name, http_port, ranking.validator.spec), flush=True)
     kserve.ModelServer(http_port=http_port, grpc_port=grpc_port, workers=workers).start([ranking])

@@ -180,8 +180,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``skewless serve``: a KServe model server for an exported model."""
-    from skewless.serving.server import serve
+    from skewless.serving.server import ServingConfig, serve
 
+    config = ServingConfig(
+        max_request_rows=args.max_request_rows,
+        max_batch_rows=args.max_batch_rows,
+        max_wait_ms=args.max_wait_ms,
+    )
     try:
         serve(
             args.model,
@@ -189,9 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             http_port=args.http_port,
             grpc_port=args.grpc_port,
             workers=args.workers,
-            max_request_rows=args.max_request_rows,
-            max_batch_rows=args.max_batch_rows,
-            max_wait_ms=args.max_wait_ms,
+            config=config,
             announce=True,
         )
     except FileNotFoundError as err:

@@ -187,15 +187,22 @@ def test_concurrent_requests_share_model_calls(server):
 
 def test_workers_each_load_the_model_and_serve(trained):
     import re
+    import time
 
     with serving(trained["model_dir"], "--workers", "2") as addresses:
         url = f"{addresses['http']}/v1/models/ranking:predict"
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(lambda _: post(url, {"instances": [EXAMPLE]}), range(64)))
         assert all(status == 200 for status, _, _ in results)
-        addresses["log"].seek(0)
-        pids = set(re.findall(r"loaded model 'ranking' from .* in process (\d+)",
-                              addresses["log"].read()))  # fmt: skip
+        # Workers start in parallel; the first ready one may serve everything above, so wait
+        # (bounded) for every process to report its own load.
+        pids: set[str] = set()
+        deadline = time.monotonic() + 90
+        while len(pids) < 3 and time.monotonic() < deadline:
+            addresses["log"].seek(0)
+            pids = set(re.findall(r"loaded model 'ranking' from .* in process (\d+)",
+                                  addresses["log"].read()))  # fmt: skip
+            time.sleep(0.5)
     # The parent (gRPC) and each of the two REST workers loaded TensorFlow themselves.
     assert len(pids) == 3
 
