@@ -173,14 +173,22 @@ def evaluate(
 def deploy(
     model: Input[Model],
     evaluation: Input[Artifact],
+    ingested: Input[Dataset],
     model_name: str,
     model_repository: str,
+    run_id: str,
 ) -> str:
-    """Publishes the promoted model as the next production version; returns its folder."""
+    """Publishes the promoted model as the next version, registers it, makes it production."""
     import json
     from pathlib import Path
 
     from skewless.deploy import publish_local
 
-    record = {"evaluation": json.loads(Path(evaluation.path).read_text())["metrics"]}
-    return publish_local(model.path, model_repository, model_name, record)["path"]
+    return publish_local(
+        model.path,
+        model_repository,
+        model_name,
+        evaluation=json.loads(Path(evaluation.path).read_text()),
+        stats_path=f"{ingested.path}/stats.json",
+        run_id=run_id,
+    )["artifact_uri"]

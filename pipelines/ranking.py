@@ -70,7 +70,8 @@ def ranking_pipeline(
         min_auc_gain: See GateConfig.
         production_model_dir: The current production SavedModel to beat ("" when none).
         model_name: Name under which the model is deployed.
-        model_repository: Model repository root the deploy step publishes into.
+        model_repository: Model repository root the deploy step publishes into (its registry,
+            registry.db, lives there too).
     """
     ingest_task = ingest(
         data_uri=data_uri, spec_yaml=spec_yaml, max_quarantine_fraction=max_quarantine_fraction
@@ -109,8 +110,10 @@ def ranking_pipeline(
         deploy(
             model=train_task.outputs["model"],
             evaluation=evaluate_task.outputs["evaluation"],
+            ingested=ingest_task.outputs["ingested"],
             model_name=model_name,
             model_repository=model_repository,
+            run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         )
 
 

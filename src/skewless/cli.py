@@ -202,6 +202,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry(args: argparse.Namespace) -> Any:
+    from skewless.registry import SQLiteRegistry
+
+    path = Path(args.registry)
+    if not path.is_file():
+        raise CliError(
+            f"--registry: no registry at {path} (a run's is <workdir>/models/registry.db)"
+        )
+    return SQLiteRegistry(path)
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    """``skewless models list``: every registered version."""
+    versions = _registry(args).list_versions()
+    if args.json:
+        _print_json([v.to_dict() for v in versions])
+        return 0
+    print(f"{'NAME':<16} {'VERSION':>7}  {'AUC':>7}  {'GATE':<7} {'ALIASES':<22} CREATED")
+    for v in versions:
+        auc = v.metrics.get("auc")
+        gate = "pass" if v.gate.get("promote") else "refused"
+        auc_text = f"{auc:.4f}" if isinstance(auc, float) else "-"
+        print(f"{v.name:<16} {v.version:>7}  {auc_text:>7}  {gate:<7} "
+              f"{','.join(v.aliases) or '-':<22} {v.created_at}")  # fmt: skip
+    return 0
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    """``skewless models show NAME[:VERSION|:ALIAS]``: one version with its lineage."""
+    name, _, ref = args.model.partition(":")
+    registry = _registry(args)
+    version = registry.get(name, ref or "latest")
+    _print_json({**version.to_dict(),
+                 "production_history": registry.alias_history(name, "production")})  # fmt: skip
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     """``skewless compile``: write the pipeline YAML."""
     from skewless.pipelines.ranking import COMPILED_PATH, compile_pipeline
@@ -307,6 +344,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.set_defaults(func=cmd_serve)
 
+    models = sub.add_parser("models", help="inspect the model registry")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    default_registry = "runs/default/models/registry.db"
+    listing = models_sub.add_parser("list", help="every registered version")
+    listing.add_argument("--registry", default=default_registry, help="registry file")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=cmd_models_list)
+    show = models_sub.add_parser("show", help="one version: NAME, NAME:VERSION or NAME:ALIAS")
+    show.add_argument("model", help="e.g. ranking, ranking:2, ranking:production")
+    show.add_argument("--registry", default=default_registry, help="registry file")
+    show.set_defaults(func=cmd_models_show)
+
     comp = sub.add_parser("compile", help="compile the pipeline to YAML")
     comp.add_argument("--out", help="output file (default: pipelines/ranking_pipeline.yaml)")
     comp.set_defaults(func=cmd_compile)
@@ -317,8 +366,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from skewless.deploy import DeployError
     from skewless.ingest import IngestError
     from skewless.local_run import RunError
+    from skewless.registry import RegistryError
 
-    return (SpecError, IngestError, CliError, RunError, DeployError)
+    return (SpecError, IngestError, CliError, RunError, DeployError, RegistryError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,82 +1,117 @@
-"""Local deployment: publish a promoted model into a versioned model repository.
+"""Local deployment: publish a promoted model into a versioned repository and the registry.
 
-The layout is the one TensorFlow Serving and KServe's TF runtime read::
+The layout is the one TensorFlow Serving and KServe's TF runtime read, plus the registry::
 
     <repository>/<model_name>/<version>/saved_model.pb     (version: 1, 2, 3 ...)
-    <repository>/<model_name>/production.json              which version serves, and why
+    <repository>/registry.db                               versions, lineage, aliases
 
-The local model server serves ``production``; the cluster path deploys the same artifact as a
+The registry's ``production`` alias says which version serves; the local server asks for it and
+gets the folder only after its checksum is verified. The cluster path deploys the same artifact as a
 KServe InferenceService.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
-PRODUCTION_FILE = "production.json"
+from skewless import __version__
+from skewless.registry import RegistryError, SQLiteRegistry
+from skewless.spec import SPEC_ASSET
+
+REGISTRY_FILE = "registry.db"
 
 
 class DeployError(RuntimeError):
     """A model cannot be published or found."""
 
 
-def _versions(model_root: Path) -> list[int]:
-    if not model_root.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_root.iterdir() if p.is_dir() and p.name.isdigit())
+def registry_for(repository: str | Path) -> SQLiteRegistry:
+    """The registry that lives beside a model repository."""
+    return SQLiteRegistry(Path(repository) / REGISTRY_FILE)
 
 
 def production_model(repository: str | Path, model_name: str) -> Path | None:
-    """The production version's folder, or None when nothing has been promoted yet."""
-    pointer = Path(repository) / model_name / PRODUCTION_FILE
-    if not pointer.is_file():
+    """The verified production version's folder, or None when nothing has been promoted yet.
+
+    Raises:
+        ChecksumMismatchError: The production artifact changed since it was registered.
+    """
+    if not (Path(repository) / REGISTRY_FILE).is_file():
         return None
-    version_dir = pointer.parent / str(json.loads(pointer.read_text())["version"])
-    if not (version_dir / "saved_model.pb").is_file():
-        raise DeployError(f"{pointer} points at {version_dir}, which holds no SavedModel")
-    return version_dir
+    registry = registry_for(repository)
+    try:
+        registry.get(model_name, "production")
+    except RegistryError:
+        return None
+    return registry.verified_artifact(model_name, "production")
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+
+def _next_version(model_root: Path) -> int:
+    versions = [int(p.name) for p in model_root.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
 
 
 def publish_local(
-    model_dir: str | Path, repository: str | Path, model_name: str, record: dict[str, Any]
+    model_dir: str | Path,
+    repository: str | Path,
+    model_name: str,
+    *,
+    evaluation: dict[str, Any],
+    stats_path: str | Path | None,
+    run_id: str,
 ) -> dict[str, Any]:
-    """Copies the SavedModel in as the next version and makes it production.
+    """Copies the SavedModel in as the next version, registers it, and makes it production.
 
     The copy goes to a temporary folder first and is renamed into place, so a reader never sees a
-    half-written version; the production pointer is replaced atomically the same way.
+    half-written version.
 
     Args:
         model_dir: Exported SavedModel.
         repository: Model repository root (created).
         model_name: Model name, the folder under the root.
-        record: Facts stored with the promotion (metrics, gate decision, run id).
+        evaluation: The evaluate step's result (metrics and gate decision are recorded).
+        stats_path: The training split's statistics, hashed into the lineage.
+        run_id: The pipeline run that produced the model.
 
     Returns:
-        The production record, with ``version`` and ``path``.
+        The registered version as a dict (``version``, ``artifact_uri``, ``sha256``, ...).
     """
     source = Path(model_dir)
     if not (source / "saved_model.pb").is_file():
         raise DeployError(f"{source} is not a SavedModel folder (no saved_model.pb)")
     root = Path(repository) / model_name
     root.mkdir(parents=True, exist_ok=True)
-    version = (_versions(root) or [0])[-1] + 1
+    version = _next_version(root)
     staging = root / f".staging-{version}-{os.getpid()}"
     shutil.copytree(source, staging)
     target = root / str(version)
     os.rename(staging, target)
-    production = {
-        **record,
-        "model_name": model_name,
-        "version": version,
-        "path": str(target),
-        "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    pointer_tmp = root / f".{PRODUCTION_FILE}.{os.getpid()}"
-    pointer_tmp.write_text(json.dumps(production, indent=1))
-    os.replace(pointer_tmp, root / PRODUCTION_FILE)
-    return production
+    registry = registry_for(repository)
+    registered = registry.register(
+        model_name,
+        target,
+        metrics=evaluation["metrics"],
+        gate=evaluation["gate"],
+        spec_sha256=_file_sha256(target / SPEC_ASSET),
+        stats_sha256=_file_sha256(Path(stats_path)) if stats_path else "",
+        code_version=__version__,
+        run_id=run_id,
+    )
+    if registered.version != version:
+        raise DeployError(
+            f"registry allocated version {registered.version} for {target}; another writer "
+            "published at the same time"
+        )
+    reasons = "; ".join(evaluation["gate"].get("reasons", []))
+    registry.set_alias(
+        model_name, "production", version, actor="pipeline:deploy", reason=f"{run_id}: {reasons}"
+    )
+    return registry.get(model_name, version).to_dict()

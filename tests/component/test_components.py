@@ -41,8 +41,10 @@ def chain(data_uri: str, model_repository: str):
         deploy(
             model=trained.outputs["model"],
             evaluation=evaluated.outputs["evaluation"],
+            ingested=ingested.outputs["ingested"],
             model_name="ranking",
             model_repository=model_repository,
+            run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         )
 
 
@@ -123,8 +125,15 @@ def test_evaluate_component(run):
 
 
 def test_deploy_component(run):
+    from skewless.deploy import production_model, registry_for
+
     version_dir = Path(run["tasks"]["deploy"].parameter("Output"))
-    assert version_dir == run["root"] / "models" / "ranking" / "1"
+    assert version_dir == (run["root"] / "models" / "ranking" / "1").resolve()
     assert (version_dir / "saved_model.pb").is_file()
-    production = json.loads((version_dir.parent / "production.json").read_text())
-    assert production["version"] == 1 and "auc" in production["evaluation"]
+    registry = registry_for(run["root"] / "models")
+    production = registry.get("ranking", "production")
+    assert production.version == 1 and production.aliases == ("production",)
+    assert production.run_id.startswith("component-chain")
+    assert "auc" in production.metrics and production.gate["promote"] is True
+    assert len(production.spec_sha256) == 64 and len(production.stats_sha256) == 64
+    assert production_model(run["root"] / "models", "ranking") == version_dir

@@ -139,3 +139,17 @@ def test_bad_request_is_a_400_naming_the_field(run, server):
     status, _ = _post(f"{server}/v1/models/ranking:predict",
                       {"instances": [EXAMPLE]})  # fmt: skip
     assert status == 200
+
+
+def test_models_cli_lists_the_registered_production_version(run):
+    registry = str(run["workdir"] / "models" / "registry.db")
+    listed = subprocess.run([*SKEWLESS, "models", "list", "--registry", registry, "--json"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    (version,) = json.loads(listed.stdout)
+    assert version["version"] == 1 and version["aliases"] == ["production"]
+    assert version["artifact_uri"] == run["summary"]["served_model_path"]
+    assert version["metrics"]["auc"] == run["summary"]["metrics"]["auc"]
+    missing = subprocess.run([*SKEWLESS, "models", "show", "ranking:5", "--registry", registry],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert missing.returncode == 1
+    assert "model 'ranking' has no version 5" in missing.stderr

@@ -1,0 +1,101 @@
+"""The SQLite model registry: versions, lineage, aliases with history, checksums, concurrency."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from skewless.registry import (
+    ChecksumMismatchError,
+    RegistryError,
+    SQLiteRegistry,
+    directory_sha256,
+)
+
+
+def _artifact(folder: Path, content: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "saved_model.pb").write_text(content)
+    (folder / "variables").mkdir()
+    (folder / "variables" / "v.index").write_text(content * 2)
+    return folder
+
+
+def _register(registry: SQLiteRegistry, artifact: Path, auc: float = 0.74):
+    return registry.register(
+        "ranking", artifact, metrics={"auc": auc}, gate={"promote": True},
+        spec_sha256="s" * 64, stats_sha256="t" * 64, code_version="0.1.0", run_id="run-1",
+    )  # fmt: skip
+
+
+def test_versions_carry_lineage_and_count_up(tmp_path: Path):
+    registry = SQLiteRegistry(tmp_path / "registry.db")
+    first = _register(registry, _artifact(tmp_path / "a", "one"))
+    second = _register(registry, _artifact(tmp_path / "b", "two"), auc=0.75)
+    assert (first.version, second.version) == (1, 2)
+    assert second.metrics == {"auc": 0.75} and second.run_id == "run-1"
+    assert second.sha256 == directory_sha256(tmp_path / "b") != first.sha256
+    assert [v.version for v in registry.list_versions("ranking")] == [1, 2]
+    assert registry.get("ranking", "latest").version == 2
+
+
+def test_aliases_move_and_keep_their_history(tmp_path: Path):
+    registry = SQLiteRegistry(tmp_path / "registry.db")
+    _register(registry, _artifact(tmp_path / "a", "one"))
+    _register(registry, _artifact(tmp_path / "b", "two"))
+    registry.set_alias("ranking", "production", 1, actor="pipeline", reason="gate passed")
+    registry.set_alias("ranking", "production", 2, actor="pipeline", reason="gate passed")
+    registry.set_alias("ranking", "production", 1, actor="alice", reason="rollback")
+    assert registry.get("ranking", "production").version == 1
+    assert registry.get("ranking", 1).aliases == ("production",)
+    assert registry.get("ranking", 2).aliases == ()
+    history = registry.alias_history("ranking", "production")
+    assert [(h["version"], h["actor"], h["reason"]) for h in history] == [
+        (1, "pipeline", "gate passed"), (2, "pipeline", "gate passed"), (1, "alice", "rollback")
+    ]  # fmt: skip
+
+
+def test_errors_name_what_is_missing(tmp_path: Path):
+    registry = SQLiteRegistry(tmp_path / "registry.db")
+    with pytest.raises(RegistryError, match="no model named 'ranking'"):
+        registry.get("ranking", "latest")
+    _register(registry, _artifact(tmp_path / "a", "one"))
+    with pytest.raises(RegistryError, match="has no version 7"):
+        registry.get("ranking", 7)
+    with pytest.raises(RegistryError, match="no version with alias 'production'"):
+        registry.get("ranking", "production")
+    with pytest.raises(RegistryError, match="unknown alias 'prod'"):
+        registry.set_alias("ranking", "prod", 1, actor="x", reason="y")
+    with pytest.raises(RegistryError, match="has no version 3"):
+        registry.set_alias("ranking", "production", 3, actor="x", reason="y")
+    with pytest.raises(RegistryError, match="artifact folder not found"):
+        _register(registry, tmp_path / "nope")
+
+
+def test_a_tampered_artifact_is_refused(tmp_path: Path):
+    registry = SQLiteRegistry(tmp_path / "registry.db")
+    artifact = _artifact(tmp_path / "a", "one")
+    _register(registry, artifact)
+    assert registry.verified_artifact("ranking", 1) == artifact.resolve()
+    (artifact / "variables" / "v.index").write_text("tampered")
+    with pytest.raises(ChecksumMismatchError, match="refusing to serve it"):
+        registry.verified_artifact("ranking", 1)
+
+
+def _register_many(args: tuple[str, str, int]) -> list[int]:
+    db, artifact, count = args
+    registry = SQLiteRegistry(db)
+    return [_register(registry, Path(artifact)).version for _ in range(count)]
+
+
+def test_concurrent_writers_never_collide(tmp_path: Path):
+    artifact = _artifact(tmp_path / "a", "one")
+    db = str(tmp_path / "registry.db")
+    SQLiteRegistry(db)
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.map(_register_many, [(db, str(artifact), 10)] * 4)
+    versions = sorted(v for chunk in results for v in chunk)
+    assert versions == list(range(1, 41))  # every writer got its own version, none lost
+    assert len(SQLiteRegistry(db).list_versions("ranking")) == 40
