@@ -18,13 +18,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 Columns = dict[str, np.ndarray]
+# A model call returns one value per row and a tag saying what answered (e.g. the model version).
+Prediction = tuple[np.ndarray, str]
 
 
 @dataclasses.dataclass
 class _Pending:
     columns: Columns
     rows: int
-    future: asyncio.Future[tuple[np.ndarray, int]]
+    future: asyncio.Future[tuple[np.ndarray, int, str]]
 
 
 class MicroBatcher:
@@ -32,7 +34,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        predict: Callable[[Columns], np.ndarray],
+        predict: Callable[[Columns], Prediction],
         *,
         max_batch_rows: int = 256,
         max_wait_ms: float = 1.0,
@@ -40,7 +42,7 @@ class MicroBatcher:
         """Creates an idle batcher; the consumer starts on the first submission.
 
         Args:
-            predict: Model call on typed columns; returns one value per row.
+            predict: Model call on typed columns; returns one value per row and a tag.
             max_batch_rows: Most rows in one model call (a single larger request runs alone).
             max_wait_ms: Extra time to wait for more requests when a batch already holds several.
         """
@@ -58,13 +60,15 @@ class MicroBatcher:
         # One thread: TensorFlow parallelizes inside a call; two calls would only contend.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
-    async def submit(self, columns: Columns) -> tuple[np.ndarray, int]:
-        """Queues one request's columns; returns its predictions and its batch's row count."""
+    async def submit(self, columns: Columns) -> tuple[np.ndarray, int, str]:
+        """Queues one request's columns; returns its predictions, its batch's rows and the tag."""
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._consumer = asyncio.get_running_loop().create_task(self._consume())
         rows = len(next(iter(columns.values())))
-        future: asyncio.Future[tuple[np.ndarray, int]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[np.ndarray, int, str]] = (
+            asyncio.get_running_loop().create_future()
+        )
         await self._queue.put(_Pending(columns, rows, future))
         return await future
 
@@ -104,11 +108,11 @@ class MicroBatcher:
         try:
             if len(live) == 1 and self._queue is not None and self._queue.empty():
                 # A lone request under light load: a thread hand-off would only add latency.
-                outputs = self.predict(merged)
+                outputs, tag = self.predict(merged)
             else:
                 # Under load the call runs in the model thread while the loop parses the next
                 # requests, which then form the next batch.
-                outputs = await loop.run_in_executor(self._executor, self.predict, merged)
+                outputs, tag = await loop.run_in_executor(self._executor, self.predict, merged)
         except Exception as err:  # every waiting request must learn of the failure
             for item in live:
                 if not item.future.done():
@@ -120,7 +124,7 @@ class MicroBatcher:
         start = 0
         for item in live:
             if not item.future.done():
-                item.future.set_result((outputs[start : start + item.rows], batch_rows))
+                item.future.set_result((outputs[start : start + item.rows], batch_rows, tag))
             start += item.rows
 
     def close(self) -> None:

@@ -41,12 +41,15 @@ def post(
 
 @contextlib.contextmanager
 def serving(model_dir: str, *args: str, name: str = "ranking") -> Iterator[dict[str, Any]]:
-    """Runs ``skewless serve`` on free ports until the block ends; yields its addresses."""
+    """Runs ``skewless serve`` on free ports until the block ends; yields its addresses.
+
+    ``model_dir`` may be empty when ``args`` name the model another way (``--registry``).
+    """
     http_port, grpc_port = free_port(), free_port()
     # A file, not a pipe: nobody reads a pipe during the test, and a full one blocks the server.
     with tempfile.TemporaryFile(mode="w+") as log:
         process = subprocess.Popen(
-            [*SKEWLESS, "serve", "--model", model_dir, "--name", name,
+            [*SKEWLESS, "serve", *(["--model", model_dir] if model_dir else []), "--name", name,
              "--http-port", str(http_port), "--grpc-port", str(grpc_port), *args],
             stdout=log, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},

@@ -169,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from skewless.serving.server import serve
 
     serve(
-        summary["served_model_path"],
+        registry=Path(args.workdir) / "models" / "registry.db",
         name=args.model_name,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -190,6 +190,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         serve(
             args.model,
+            registry=args.registry,
             name=args.name,
             http_port=args.http_port,
             grpc_port=args.grpc_port,
@@ -199,6 +200,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except FileNotFoundError as err:
         raise CliError(f"--model: {err}") from None
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """``skewless rollback NAME``: move production back; registry-backed servers follow."""
+    import getpass
+    import time
+
+    started = time.perf_counter()
+    version = _registry(args).rollback(
+        args.name, to=args.to, actor=getpass.getuser(), reason=args.reason
+    )
+    print(
+        f"{args.name}: production is now version {version.version} ({version.artifact_uri}); "
+        f"registry updated in {1000 * (time.perf_counter() - started):.0f} ms. Servers started "
+        f"with --registry switch within their watch interval."
+    )
     return 0
 
 
@@ -325,7 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     srv = sub.add_parser("serve", help="serve an exported model with KServe (REST and gRPC)")
-    srv.add_argument("--model", required=True, help="exported SavedModel folder or storage URI")
+    source = srv.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="exported SavedModel folder or storage URI")
+    source.add_argument(
+        "--registry", help="registry file: serve NAME's production version and follow it"
+    )
     srv.add_argument("--name", default="ranking", help="model name in the URL paths")
     srv.add_argument("--http-port", type=_port, default=8080, help="REST port (8080)")
     srv.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port (8081)")
@@ -355,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("model", help="e.g. ranking, ranking:2, ranking:production")
     show.add_argument("--registry", default=default_registry, help="registry file")
     show.set_defaults(func=cmd_models_show)
+
+    back = sub.add_parser("rollback", help="move a model's production alias back")
+    back.add_argument("name", help="model name, e.g. ranking")
+    back.add_argument("--to", type=_positive_int, help="version (default: the previous one)")
+    back.add_argument("--reason", default="", help="recorded in the alias history")
+    back.add_argument("--registry", default=default_registry, help="registry file")
+    back.set_defaults(func=cmd_rollback)
 
     comp = sub.add_parser("compile", help="compile the pipeline to YAML")
     comp.add_argument("--out", help="output file (default: pipelines/ranking_pipeline.yaml)")

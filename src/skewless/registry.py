@@ -242,6 +242,27 @@ class SQLiteRegistry:
             ).fetchall()
         return [self.get(row["name"], int(row["version"])) for row in rows]
 
+    def rollback(
+        self, name: str, *, to: int | None = None, actor: str, reason: str = ""
+    ) -> ModelVersion:
+        """Moves ``production`` back: to ``to``, or to the version that held it before.
+
+        Raises:
+            RegistryError: Nothing to roll back to (no production, or no earlier holder).
+        """
+        current = self.get(name, "production").version
+        if to is None:
+            earlier = [h["version"] for h in self.alias_history(name, "production")]
+            previous = [v for v in earlier if v != current]
+            if not previous:
+                raise RegistryError(f"{name}: production has had no other version to go back to")
+            to = previous[-1]
+        if to == current:
+            raise RegistryError(f"{name}: version {to} is already production")
+        self.verified_artifact(name, to)  # never roll back onto a tampered artifact
+        note = f"rollback from {current}" + (f": {reason}" if reason else "")
+        return self.set_alias(name, "production", to, actor=actor, reason=note)
+
     def verified_artifact(self, name: str, ref: int | str) -> Path:
         """The artifact folder of a version, after checking its files against the checksum.
 

@@ -153,3 +153,47 @@ def test_models_cli_lists_the_registered_production_version(run):
                              capture_output=True, text=True, check=False)  # fmt: skip
     assert missing.returncode == 1
     assert "model 'ranking' has no version 5" in missing.stderr
+
+
+def test_second_run_then_rollback_switches_the_live_server(run):
+    import time
+
+    from support import post, serving
+
+    from skewless.serving.server import VERSION_HEADER
+
+    workdir = run["workdir"]
+    second = subprocess.run(
+        [*SKEWLESS, "run", "--no-serve", "--workdir", str(workdir), "--rows", "4000",
+         "--param", "epochs=3", "--param", "max_calibration_error=0.2",
+         "--param", "min_auc_gain=-1.0"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads((workdir / "run_summary.json").read_text())
+    # The second run was gated against the first (now production) on the same eval rows.
+    assert summary["production_metrics"]["auc"] == pytest.approx(run["summary"]["metrics"]["auc"])
+    assert Path(summary["served_model_path"]).name == "2"
+
+    registry = str(workdir / "models" / "registry.db")
+    with serving("", "--registry", registry) as server:
+        url = f"{server['http']}/v1/models/ranking:predict"
+        status, _, headers = post(url, {"instances": [EXAMPLE]})
+        assert status == 200 and headers[VERSION_HEADER] == "2"
+        started = time.monotonic()
+        rollback = subprocess.run([*SKEWLESS, "rollback", "ranking", "--registry", registry,
+                                   "--reason", "test"], capture_output=True, text=True)  # fmt: skip
+        assert rollback.returncode == 0, rollback.stderr
+        assert "production is now version 1" in rollback.stdout
+        while time.monotonic() - started < 60:
+            status, after, headers = post(url, {"instances": [EXAMPLE]})
+            if headers[VERSION_HEADER] == "1":
+                break
+            time.sleep(0.1)
+        switched_after = time.monotonic() - started
+    assert headers[VERSION_HEADER] == "1", "server did not follow the rollback within 60 s"
+    v1 = tf.saved_model.load(run["summary"]["served_model_path"]).signatures["serving_default"]
+    expected = v1(**{n: tf.constant([v], dtype=tf.float32 if isinstance(v, int | float)
+                                    else tf.string) for n, v in EXAMPLE.items()})  # fmt: skip
+    assert after["predictions"][0] == pytest.approx(float(expected["probability"][0]), rel=1e-6)
+    print(f"rollback took effect in the live server after {switched_after:.2f} s")

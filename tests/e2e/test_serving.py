@@ -200,7 +200,7 @@ def test_workers_each_load_the_model_and_serve(trained):
         deadline = time.monotonic() + 90
         while len(pids) < 3 and time.monotonic() < deadline:
             addresses["log"].seek(0)
-            pids = set(re.findall(r"loaded model 'ranking' from .* in process (\d+)",
+            pids = set(re.findall(r"loaded model 'ranking' version \S+ from .* in process (\d+)",
                                   addresses["log"].read()))  # fmt: skip
             time.sleep(0.5)
     # The parent (gRPC) and each of the two REST workers loaded TensorFlow themselves.

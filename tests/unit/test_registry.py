@@ -99,3 +99,30 @@ def test_concurrent_writers_never_collide(tmp_path: Path):
     versions = sorted(v for chunk in results for v in chunk)
     assert versions == list(range(1, 41))  # every writer got its own version, none lost
     assert len(SQLiteRegistry(db).list_versions("ranking")) == 40
+
+
+def test_rollback_goes_to_the_previous_holder_or_a_named_version(tmp_path: Path):
+    registry = SQLiteRegistry(tmp_path / "registry.db")
+    for i, label in enumerate("abc", start=1):
+        _register(registry, _artifact(tmp_path / label, label))
+        registry.set_alias("ranking", "production", i, actor="pipeline", reason="gate passed")
+    assert registry.rollback("ranking", actor="bob", reason="bad canary").version == 2
+    assert registry.get("ranking", "production").version == 2
+    assert registry.alias_history("ranking", "production")[-1]["reason"] == (
+        "rollback from 3: bad canary"
+    )
+    assert registry.rollback("ranking", to=1, actor="bob").version == 1
+    with pytest.raises(RegistryError, match="version 1 is already production"):
+        registry.rollback("ranking", to=1, actor="bob")
+    (tmp_path / "c" / "saved_model.pb").write_text("tampered")
+    with pytest.raises(ChecksumMismatchError):
+        registry.rollback("ranking", to=3, actor="bob")
+    assert registry.get("ranking", "production").version == 1
+
+
+def test_rollback_needs_an_earlier_version(tmp_path: Path):
+    registry = SQLiteRegistry(tmp_path / "registry.db")
+    _register(registry, _artifact(tmp_path / "a", "a"))
+    registry.set_alias("ranking", "production", 1, actor="pipeline", reason="first")
+    with pytest.raises(RegistryError, match="no other version to go back to"):
+        registry.rollback("ranking", actor="bob")
