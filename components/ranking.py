@@ -170,25 +170,35 @@ def evaluate(
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def deploy(
+def register(
     model: Input[Model],
     evaluation: Input[Artifact],
     ingested: Input[Dataset],
     model_name: str,
     model_repository: str,
     run_id: str,
-) -> str:
-    """Publishes the promoted model as the next version, registers it, makes it production."""
+) -> int:
+    """Registers the candidate as the next version (promoted or not); returns its number."""
     import json
     from pathlib import Path
 
-    from skewless.deploy import publish_local
+    from skewless.deploy import register_local
 
-    return publish_local(
-        model.path,
-        model_repository,
-        model_name,
-        evaluation=json.loads(Path(evaluation.path).read_text()),
-        stats_path=f"{ingested.path}/stats.json",
-        run_id=run_id,
-    )["artifact_uri"]
+    return int(
+        register_local(
+            model.path,
+            model_repository,
+            model_name,
+            evaluation=json.loads(Path(evaluation.path).read_text()),
+            stats_path=f"{ingested.path}/stats.json",
+            run_id=run_id,
+        )["version"]
+    )
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def deploy(model_name: str, model_repository: str, version: int, run_id: str) -> str:
+    """Makes the gate-approved version production; returns its folder."""
+    from skewless.deploy import promote_local
+
+    return str(promote_local(model_repository, model_name, version, run_id))

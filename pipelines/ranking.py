@@ -1,4 +1,4 @@
-"""The ranking pipeline: ingest -> transform -> train -> evaluate -> (gate) -> deploy.
+"""The ranking pipeline: ingest -> transform -> train -> evaluate -> register -> (gate) -> deploy.
 
 One typed factory, compiled by ``skewless compile`` to ``pipelines/ranking_pipeline.yaml``
 (committed; a test recompiles and compares). The hyperparameters are the fields of
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from skewless.components.ranking import deploy, evaluate, ingest, train, transform
+from skewless.components.ranking import deploy, evaluate, ingest, register, train, transform
 
 PIPELINE_NAME = "skewless-ranking"
 COMPILED_PATH = Path(__file__).with_name("ranking_pipeline.yaml")
@@ -106,13 +106,19 @@ def ranking_pipeline(
         max_calibration_error=max_calibration_error,
         min_auc_gain=min_auc_gain,
     )
+    register_task = register(
+        model=train_task.outputs["model"],
+        evaluation=evaluate_task.outputs["evaluation"],
+        ingested=ingest_task.outputs["ingested"],
+        model_name=model_name,
+        model_repository=model_repository,
+        run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    )
     with dsl.If(evaluate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
         deploy(
-            model=train_task.outputs["model"],
-            evaluation=evaluate_task.outputs["evaluation"],
-            ingested=ingest_task.outputs["ingested"],
             model_name=model_name,
             model_repository=model_repository,
+            version=register_task.output,
             run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         )
 

@@ -59,7 +59,7 @@ def _next_version(model_root: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def publish_local(
+def register_local(
     model_dir: str | Path,
     repository: str | Path,
     model_name: str,
@@ -68,10 +68,11 @@ def publish_local(
     stats_path: str | Path | None,
     run_id: str,
 ) -> dict[str, Any]:
-    """Copies the SavedModel in as the next version, registers it, and makes it production.
+    """Copies the SavedModel in as the next version and registers it, promoted or not.
 
-    The copy goes to a temporary folder first and is renamed into place, so a reader never sees a
-    half-written version.
+    A refused candidate is registered too, with the gate's reasons, so every trained model is
+    accounted for; only :func:`promote_local` lets a version take traffic. The copy goes to a
+    temporary folder first and is renamed into place, so a reader never sees a half-written one.
 
     Args:
         model_dir: Exported SavedModel.
@@ -94,8 +95,7 @@ def publish_local(
     shutil.copytree(source, staging)
     target = root / str(version)
     os.rename(staging, target)
-    registry = registry_for(repository)
-    registered = registry.register(
+    registered = registry_for(repository).register(
         model_name,
         target,
         metrics=evaluation["metrics"],
@@ -110,8 +110,20 @@ def publish_local(
             f"registry allocated version {registered.version} for {target}; another writer "
             "published at the same time"
         )
-    reasons = "; ".join(evaluation["gate"].get("reasons", []))
+    return registered.to_dict()
+
+
+def promote_local(repository: str | Path, model_name: str, version: int, run_id: str) -> Path:
+    """Makes a registered, gate-approved version production; returns its verified folder."""
+    registry = registry_for(repository)
+    registered = registry.get(model_name, version)
+    if not registered.gate.get("promote"):
+        raise DeployError(
+            f"{model_name} version {version} was refused by the gate "
+            f"({'; '.join(registered.gate.get('reasons', []))}); it cannot take traffic"
+        )
+    reasons = "; ".join(registered.gate.get("reasons", []))
     registry.set_alias(
         model_name, "production", version, actor="pipeline:deploy", reason=f"{run_id}: {reasons}"
     )
-    return registry.get(model_name, version).to_dict()
+    return registry.verified_artifact(model_name, version)

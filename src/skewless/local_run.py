@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from skewless.deploy import production_model
+from skewless.deploy import production_model, registry_for
 
 DEFAULT_ROWS = 400_000
 DEFAULT_SEED = 0
-STEPS = ("ingest", "transform", "train", "evaluate", "deploy")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([\w-]+)'")
 _FINISHED = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
@@ -161,6 +160,7 @@ def run_local(
         raise RunError(f"the evaluate step left no evaluation under {run_dir}")
     deployed = production_model(repository, model_name)
     promoted = bool(evaluation["gate"]["promote"])
+    registered = registry_for(repository).get(model_name, "latest")
     summary: dict[str, Any] = {
         "data": str(data_path),
         "run_dir": str(run_dir),
@@ -177,6 +177,7 @@ def run_local(
         "production_metrics": evaluation.get("production_metrics"),
         "gate": evaluation["gate"],
         "model_path": str(run_dir / "train" / "model"),
+        "registered_version": registered.version,
         "deployed": promoted,
         "served_model_path": str(deployed) if deployed else None,
         "model_name": model_name,

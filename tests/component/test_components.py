@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kfp import dsl, local
 
-from skewless.components.ranking import deploy, evaluate, ingest, train, transform
+from skewless.components.ranking import deploy, evaluate, ingest, register, train, transform
 from skewless.generate import write_dataset
 
 
@@ -37,13 +37,19 @@ def chain(data_uri: str, model_repository: str):
         production_model_dir="",
         min_auc=0.0, max_log_loss=10.0, max_calibration_error=1.0, min_auc_gain=0.0,
     )  # fmt: skip
+    registered = register(
+        model=trained.outputs["model"],
+        evaluation=evaluated.outputs["evaluation"],
+        ingested=ingested.outputs["ingested"],
+        model_name="ranking",
+        model_repository=model_repository,
+        run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    )
     with dsl.If(evaluated.outputs["Output"] == True):  # noqa: E712
         deploy(
-            model=trained.outputs["model"],
-            evaluation=evaluated.outputs["evaluation"],
-            ingested=ingested.outputs["ingested"],
             model_name="ranking",
             model_repository=model_repository,
+            version=registered.output,
             run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         )
 
@@ -77,7 +83,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_every_component_ran(run):
-    assert set(run["tasks"]) == {"ingest", "transform", "train", "evaluate", "deploy"}
+    assert set(run["tasks"]) == {"ingest", "transform", "train", "evaluate", "register", "deploy"}
 
 
 def test_ingest_component(run):
@@ -127,6 +133,7 @@ def test_evaluate_component(run):
 def test_deploy_component(run):
     from skewless.deploy import production_model, registry_for
 
+    assert run["tasks"]["register"].parameter("Output") == 1
     version_dir = Path(run["tasks"]["deploy"].parameter("Output"))
     assert version_dir == (run["root"] / "models" / "ranking" / "1").resolve()
     assert (version_dir / "saved_model.pb").is_file()

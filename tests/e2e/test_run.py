@@ -45,7 +45,8 @@ def test_run_summary(run):
                                "rows_train": summary["rows"]["rows_train"],
                                "rows_eval": 4000 - summary["rows"]["rows_train"]}  # fmt: skip
     assert set(summary["step_seconds"]) == {"generate", "ingest", "transform", "train",
-                                            "evaluate", "deploy"}  # fmt: skip
+                                            "evaluate", "register", "deploy"}  # fmt: skip
+    assert summary["registered_version"] == 1
     assert all(seconds > 0 for seconds in summary["step_seconds"].values())
     metrics = summary["metrics"]
     assert 0.5 < metrics["auc"] <= metrics["bayes_optimal_auc"] + 0.05
@@ -197,3 +198,31 @@ def test_second_run_then_rollback_switches_the_live_server(run):
                                     else tf.string) for n, v in EXAMPLE.items()})  # fmt: skip
     assert after["predictions"][0] == pytest.approx(float(expected["probability"][0]), rel=1e-6)
     print(f"rollback took effect in the live server after {switched_after:.2f} s")
+
+
+def test_shuffled_labels_are_refused_registered_and_never_served(run, tmp_path):
+    from skewless.deploy import DeployError, promote_local, registry_for
+
+    workdir = run["workdir"]
+    registry = registry_for(workdir / "models")
+    production_before = registry.get("ranking", "production").version
+    frame = pd.read_parquet(run["summary"]["data"])
+    frame["clicked"] = np.random.default_rng(0).permutation(frame["clicked"].to_numpy())
+    shuffled = tmp_path / "shuffled.parquet"
+    frame.to_parquet(shuffled)
+    completed = subprocess.run(
+        [*SKEWLESS, "run", "--no-serve", "--workdir", str(workdir), "--data", str(shuffled),
+         "--param", "epochs=3"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "REJECTED" in completed.stdout
+    summary = json.loads((workdir / "run_summary.json").read_text())
+    refused = registry.get("ranking", summary["registered_version"])
+    assert refused.gate["promote"] is False
+    assert any(reason.startswith("failed auc >= min_auc") for reason in refused.gate["reasons"])
+    assert refused.aliases == ()
+    assert registry.get("ranking", "production").version == production_before
+    assert "deploy" not in summary["step_seconds"]
+    with pytest.raises(DeployError, match="was refused by the gate"):
+        promote_local(workdir / "models", "ranking", refused.version, "manual")
