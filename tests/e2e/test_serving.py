@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -219,13 +219,14 @@ def test_sigterm_drains_requests_in_flight(trained):
             status, _, _ = post(url, {"instances": [EXAMPLE] * 1000})
             return status, time.monotonic()
 
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            futures = [pool.submit(call, i) for i in range(16)]
-            time.sleep(0.3)
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            futures = [pool.submit(call, i) for i in range(24)]
+            # Signal as soon as one answer is back: the other 23 are still queued or running.
+            wait(futures, return_when=FIRST_COMPLETED)
             signalled = time.monotonic()
             process.send_signal(signal.SIGTERM)
             results = [future.result() for future in futures]
         assert process.wait(timeout=60) == 0
-    assert [status for status, _ in results] == [200] * 16
+    assert [status for status, _ in results] == [200] * 24
     # Some requests were still being served when the signal arrived, and they completed.
     assert any(finished > signalled for _, finished in results)
