@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -208,25 +208,29 @@ def test_workers_each_load_the_model_and_serve(trained):
 
 
 def test_sigterm_drains_requests_in_flight(trained):
+    """Requests the server holds when SIGTERM arrives are answered before it exits.
+
+    A 3 s batch wait keeps received requests inside the batcher, so when the signal lands 0.5 s
+    after they were sent, some are certainly in flight: received, not yet answered.
+    """
     import signal
     import time
 
-    with serving(trained["model_dir"]) as addresses:
+    with serving(trained["model_dir"], "--max-wait-ms", "3000") as addresses:
         url = f"{addresses['http']}/v1/models/ranking:predict"
         process = addresses["process"]
 
         def call(_: int) -> tuple[int, float]:
-            status, _, _ = post(url, {"instances": [EXAMPLE] * 1000})
+            status, body, _ = post(url, {"instances": [EXAMPLE]})
+            assert len(body["predictions"]) == 1
             return status, time.monotonic()
 
-        with ThreadPoolExecutor(max_workers=24) as pool:
-            futures = [pool.submit(call, i) for i in range(24)]
-            # Signal as soon as one answer is back: the other 23 are still queued or running.
-            wait(futures, return_when=FIRST_COMPLETED)
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            futures = [pool.submit(call, i) for i in range(16)]
+            time.sleep(0.5)
             signalled = time.monotonic()
             process.send_signal(signal.SIGTERM)
             results = [future.result() for future in futures]
         assert process.wait(timeout=60) == 0
-    assert [status for status, _ in results] == [200] * 24
-    # Some requests were still being served when the signal arrived, and they completed.
-    assert any(finished > signalled for _, finished in results)
+    assert [status for status, _ in results] == [200] * 16
+    assert sum(finished > signalled for _, finished in results) >= 1
