@@ -31,6 +31,7 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from skewless.registry import SQLiteRegistry
 from skewless.serving.batching import MicroBatcher
 from skewless.serving.validation import DEFAULT_MAX_BATCH, RequestError, RequestValidator
 from skewless.spec import SPEC_ASSET, FeatureSpec, load_spec
@@ -150,21 +151,18 @@ class RankingModel(kserve.Model):
         if (model_dir is None) == (registry is None):
             raise ValueError("give exactly one of model_dir and registry")
         self.model_dir = Path(model_dir) if model_dir is not None else None
-        self.registry_path = Path(registry) if registry is not None else None
+        self.registry = SQLiteRegistry(registry) if registry is not None else None
         self.alias = alias
         self.config = config or ServingConfig()
         self.load()
 
     def _resolve(self) -> tuple[str, Path]:
         """(version, folder) to serve now; registry artifacts are checksum-verified."""
-        if self.registry_path is None:
+        if self.registry is None:
             assert self.model_dir is not None
             return self.model_dir.name, self.model_dir
-        from skewless.registry import SQLiteRegistry
-
-        registry = SQLiteRegistry(self.registry_path)
-        version = registry.get(self.name, self.alias).version
-        return str(version), registry.verified_artifact(self.name, version)
+        version = self.registry.get(self.name, self.alias).version
+        return str(version), self.registry.verified_artifact(self.name, version)
 
     def _load_version(self, version: str, model_dir: Path) -> _Loaded:
         import tensorflow as tf
@@ -201,16 +199,23 @@ class RankingModel(kserve.Model):
             if self.config.batching
             else None
         )
-        if self.registry_path is not None:
+        if self.registry is not None:
             threading.Thread(target=self._watch, name="registry-watch", daemon=True).start()
         self.ready = True
         return True
 
     def _watch(self) -> None:
-        """Follows the alias: loads a new version off the event loop, then swaps it in."""
+        """Follows the alias: loads a new version off the event loop, then swaps it in.
+
+        Each poll is one small registry read; the artifact is checksummed (a pass over all its
+        files) only when the alias has actually moved.
+        """
+        assert self.registry is not None
         while True:
             time.sleep(self.config.watch_seconds)
             try:
+                if str(self.registry.get(self.name, self.alias).version) == self.current.version:
+                    continue
                 version, model_dir = self._resolve()
                 if version != self.current.version:
                     loaded = self._load_version(version, model_dir)
