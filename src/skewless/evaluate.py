@@ -17,15 +17,14 @@ import dataclasses
 import html
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from skewless import metrics
+from skewless.ingest import read_column_batches
 from skewless.spec import FeatureSpec
 
 SLICE_VALUES_KEPT = 20
@@ -50,13 +49,6 @@ class GateConfig:
     min_auc_gain: float = 0.0
 
 
-def _raw_batches(
-    path: str | Path, columns: list[str], batch_rows: int
-) -> Iterator[dict[str, np.ndarray]]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
-        yield {name: batch.column(name).to_numpy(zero_copy_only=False) for name in columns}
-
-
 def score(
     model_dir: str | Path, data: str | Path, spec: FeatureSpec, *, batch_rows: int = 8192
 ) -> np.ndarray:
@@ -67,7 +59,7 @@ def score(
     names = [f.name for f in spec.model_inputs]
     out = [
         signature(**{name: tf.constant(raw[name]) for name in names})["probability"].numpy()
-        for raw in _raw_batches(data, names, batch_rows)
+        for raw in read_column_batches(data, names, batch_rows)
     ]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 

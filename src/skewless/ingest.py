@@ -156,6 +156,14 @@ def _read_chunks(path: Path, chunk_rows: int, malformed: list[_Malformed]) -> It
         raise IngestError(f"{path}: unsupported file type {path.suffix!r}; use .csv or .parquet")
 
 
+def read_column_batches(
+    path: str | Path, columns: list[str], batch_rows: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Reads ``columns`` of a clean split as NumPy arrays, ``batch_rows`` rows at a time."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
+        yield {name: batch.column(name).to_numpy(zero_copy_only=False) for name in columns}
+
+
 def count_rows(path: Path) -> int | None:
     """Row count when cheap to know (Parquet metadata), for progress reporting."""
     if path.suffix.lower() in (".parquet", ".pq"):

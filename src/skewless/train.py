@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import tensorflow as tf
 
+from skewless.ingest import read_column_batches
 from skewless.spec import SPEC_ASSET, FeatureSpec
 from skewless.transform import analysis_columns, id_space, raw_feature_spec
 
@@ -75,13 +75,6 @@ class HParams:
             raise ValueError("hparams.cross_layers and deep_layers must not be negative")
 
 
-def _raw_batches(path: str | Path, spec: FeatureSpec, batch_rows: int):
-    columns = analysis_columns(spec)
-    parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
-        yield {name: batch.column(name).to_numpy(zero_copy_only=False) for name in columns}
-
-
 def load_transformed(
     path: str | Path, spec: FeatureSpec, tft_output: Any, *, batch_rows: int = 16_384
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -96,7 +89,7 @@ def load_transformed(
 
     parts: dict[str, list[np.ndarray]] = {}
     labels: list[np.ndarray] = []
-    for raw in _raw_batches(path, spec, batch_rows):
+    for raw in read_column_batches(path, analysis_columns(spec), batch_rows):
         transformed = apply({name: tf.constant(raw[name]) for name in raw_names})
         for name, tensor in transformed.items():
             if name == label:
