@@ -197,8 +197,17 @@ def register(
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def deploy(model_name: str, model_repository: str, version: int, run_id: str) -> str:
-    """Makes the gate-approved version production; returns its folder."""
-    from skewless.deploy import promote_local
+def deploy(
+    model_name: str, model_repository: str, version: int, run_id: str, canary_percent: int
+) -> str:
+    """Puts the gate-approved version into service (production, or a canary beside it).
 
-    return str(promote_local(model_repository, model_name, version, run_id))
+    Returns the deployment as JSON: role, version, canary share and artifact folder.
+    """
+    import json
+
+    from skewless.deploy import deploy_local
+
+    return json.dumps(
+        deploy_local(model_repository, model_name, version, run_id, canary_percent=canary_percent)
+    )

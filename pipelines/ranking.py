@@ -1,5 +1,8 @@
 """The ranking pipeline: ingest -> transform -> train -> evaluate -> register -> (gate) -> deploy.
 
+The deploy step makes a passing model production, or (when one already serves) a canary taking
+``canary_percent`` of requests until ``skewless promote``.
+
 One typed factory, compiled by ``skewless compile`` to ``pipelines/ranking_pipeline.yaml``
 (committed; a test recompiles and compares). The hyperparameters are the fields of
 :class:`skewless.train.HParams` and the gate thresholds those of
@@ -45,6 +48,7 @@ def ranking_pipeline(
     production_model_dir: str = "",
     model_name: str = "ranking",
     model_repository: str = "",
+    canary_percent: int = 10,
 ):
     """Trains, evaluates and (if the gate passes) deploys a ranking model.
 
@@ -72,6 +76,8 @@ def ranking_pipeline(
         model_name: Name under which the model is deployed.
         model_repository: Model repository root the deploy step publishes into (its registry,
             registry.db, lives there too).
+        canary_percent: Share of requests (0-100) a passing model takes beside production
+            until it is promoted; 0 (or no production yet) makes it production at once.
     """
     ingest_task = ingest(
         data_uri=data_uri, spec_yaml=spec_yaml, max_quarantine_fraction=max_quarantine_fraction
@@ -120,6 +126,7 @@ def ranking_pipeline(
             model_repository=model_repository,
             version=register_task.output,
             run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            canary_percent=canary_percent,
         )
 
 

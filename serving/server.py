@@ -7,6 +7,11 @@ metrics (``/metrics``). Requests carry raw feature values named as in the featur
 transform runs inside the model. Every request is validated against the spec the model was exported
 with before it reaches TensorFlow, and a bad one gets a 400 naming the field.
 
+Served from a registry, the model follows it: ``production`` takes the requests, and a canary
+``candidate`` takes its recorded share of them, chosen at random per request; each answer names its
+version in the ``x-model-version`` header. Every answered request can be logged (version, role,
+rows, latency, mean probability) as one JSON line, which ``skewless ab-report`` summarizes.
+
 Concurrent requests are micro-batched (:mod:`skewless.serving.batching`). With ``workers > 1``
 KServe spawns REST worker processes and hands each a pickled copy of the model; a pickled
 :class:`RankingModel` carries only its path and settings, and each worker loads TensorFlow itself.
@@ -15,9 +20,11 @@ KServe spawns REST worker processes and hands each a pickled copy of the model; 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import json
 import os
+import random
 import sys
 import tempfile
 import threading
@@ -31,7 +38,8 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from skewless.registry import SQLiteRegistry
+from skewless.ab_report import REQUEST_LOG as REQUEST_LOG
+from skewless.registry import SQLiteRegistry, Traffic
 from skewless.serving.batching import MicroBatcher
 from skewless.serving.validation import DEFAULT_MAX_BATCH, RequestError, RequestValidator
 from skewless.spec import SPEC_ASSET, FeatureSpec, load_spec
@@ -105,7 +113,8 @@ class ServingConfig:
             request never waits).
         batching: Micro-batch concurrent requests; False calls the model once per request on the
             event loop (the naive baseline of the benchmark).
-        watch_seconds: How often a registry-backed model checks whether its alias moved.
+        watch_seconds: How often a registry-backed model checks whether its aliases moved.
+        request_log: File to append one JSON line per answered request to (None: no log).
     """
 
     max_request_rows: int = DEFAULT_MAX_BATCH
@@ -113,6 +122,7 @@ class ServingConfig:
     max_wait_ms: float = 1.0
     batching: bool = True
     watch_seconds: float = 1.0
+    request_log: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +133,22 @@ class _Loaded:
     model_dir: Path
     saved_model: Any
     signature: Any
+    validator: RequestValidator
+
+
+@dataclasses.dataclass(frozen=True)
+class _Routing:
+    """What serves now: production, an optional canary, and the canary's share of requests."""
+
+    production: _Loaded
+    candidate: _Loaded | None = None
+    candidate_percent: int = 0
+
+    def pick(self) -> tuple[str, _Loaded]:
+        """The role and version for one request: the canary with its share, else production."""
+        if self.candidate is not None and random.random() * 100 < self.candidate_percent:
+            return "candidate", self.candidate
+        return "production", self.production
 
 
 class RankingModel(kserve.Model):
@@ -135,7 +161,6 @@ class RankingModel(kserve.Model):
         config: ServingConfig | None = None,
         *,
         registry: str | Path | None = None,
-        alias: str = "production",
     ) -> None:
         """Loads the model from a folder, or the version a registry alias points at.
 
@@ -143,60 +168,85 @@ class RankingModel(kserve.Model):
             name: Model name in the URL paths (and in the registry).
             model_dir: Exported SavedModel folder (when not serving from a registry).
             config: Admission and batching settings (defaults when None).
-            registry: A registry file; the model serves ``alias`` and follows it when it moves
-                (a rollback or a promotion takes effect without a restart).
-            alias: The registry alias to serve.
+            registry: A registry file; the model serves ``production`` plus a canary
+                ``candidate`` at its share, and follows both when they move (a rollback, a canary
+                or a promotion takes effect without a restart).
         """
         super().__init__(name, return_response_headers=True)
         if (model_dir is None) == (registry is None):
             raise ValueError("give exactly one of model_dir and registry")
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.registry = SQLiteRegistry(registry) if registry is not None else None
-        self.alias = alias
         self.config = config or ServingConfig()
         self.load()
 
-    def _resolve(self) -> tuple[str, Path]:
-        """(version, folder) to serve now; registry artifacts are checksum-verified."""
+    def _traffic(self) -> Traffic:
+        """The versions to serve now (a folder-backed model has only its one version)."""
         if self.registry is None:
-            assert self.model_dir is not None
-            return self.model_dir.name, self.model_dir
-        version = self.registry.get(self.name, self.alias).version
-        return str(version), self.registry.verified_artifact(self.name, version)
+            return Traffic(production=None, candidate=None, candidate_percent=0)
+        return self.registry.traffic(self.name)
 
-    def _load_version(self, version: str, model_dir: Path) -> _Loaded:
+    def _load_version(self, version: int | None, current: _Routing | None) -> _Loaded:
+        """Loads one version (None: the folder given at start), or reuses it if already loaded."""
+        for loaded in (current.production, current.candidate) if current else ():
+            if loaded is not None and version is not None and loaded.version == str(version):
+                return loaded
         import tensorflow as tf
 
+        if version is None:
+            assert self.model_dir is not None
+            label, model_dir = self.model_dir.name, self.model_dir
+        else:
+            assert self.registry is not None
+            label, model_dir = str(version), self.registry.verified_artifact(self.name, version)
         saved_model = tf.saved_model.load(str(model_dir))
-        loaded = _Loaded(version, model_dir, saved_model, saved_model.signatures["serving_default"])
+        validator = RequestValidator(model_spec(model_dir), max_batch=self.config.max_request_rows)
+        loaded = _Loaded(
+            label, model_dir, saved_model, saved_model.signatures["serving_default"], validator
+        )
         # Printed, not logged: it happens before kserve configures logging, and in each worker.
         print(
-            f"skewless: loaded model {self.name!r} version {version} from {model_dir} "
+            f"skewless: loaded model {self.name!r} version {label} from {model_dir} "
             f"in process {os.getpid()}",
             file=sys.stderr,
             flush=True,
         )
         return loaded
 
+    def _route(self, traffic: Traffic, current: _Routing | None) -> _Routing:
+        if self.registry is not None and traffic.production is None:
+            raise FileNotFoundError(f"registry {self.registry.path} has no production {self.name}")
+        production = self._load_version(traffic.production, current)
+        candidate = None
+        if traffic.candidate is not None:
+            candidate = self._load_version(traffic.candidate, current)
+        return _Routing(production, candidate, traffic.candidate_percent if candidate else 0)
+
     def load(self) -> bool:
-        """Loads the version to serve, starts the batcher and (for a registry) the watcher."""
-        version, model_dir = self._resolve()
-        self.validator = RequestValidator(
-            model_spec(model_dir), max_batch=self.config.max_request_rows
-        )
-        self.current = self._load_version(version, model_dir)
+        """Loads the versions to serve, starts the batchers and (for a registry) the watcher."""
+        self.served = self._traffic()
+        self.routing = self._route(self.served, None)
         # TensorFlow leaves hundreds of thousands of long-lived Python objects; a full GC pass
         # over them stalls the event loop for ~100 ms (p99 at 32 clients fell from 268 ms to
         # 22 ms with this). Freezing moves them out of the collector's sight.
         gc.collect()
         gc.freeze()
-        self.batcher = (
-            MicroBatcher(
-                self.probabilities,
-                max_batch_rows=self.config.max_batch_rows,
-                max_wait_ms=self.config.max_wait_ms,
-            )
+        # One batcher per role: a batch is one model call, so it never mixes two versions.
+        self.batchers = (
+            {
+                role: MicroBatcher(
+                    functools.partial(self.probabilities, role),
+                    max_batch_rows=self.config.max_batch_rows,
+                    max_wait_ms=self.config.max_wait_ms,
+                )
+                for role in ("production", "candidate")
+            }
             if self.config.batching
+            else None
+        )
+        self.request_log = (
+            open(self.config.request_log, "a", buffering=1)  # noqa: SIM115 - lives with the server
+            if self.config.request_log
             else None
         )
         if self.registry is not None:
@@ -204,32 +254,32 @@ class RankingModel(kserve.Model):
         self.ready = True
         return True
 
-    def _watch(self) -> None:
-        """Follows the alias: loads a new version off the event loop, then swaps it in.
+    @property
+    def validator(self) -> RequestValidator:
+        """The production version's request validator."""
+        return self.routing.production.validator
 
-        Each poll is one small registry read; the artifact is checksummed (a pass over all its
-        files) only when the alias has actually moved.
+    def _watch(self) -> None:
+        """Follows the aliases: loads new versions off the event loop, then swaps them in.
+
+        Each poll is one small registry read; an artifact is checksummed (a pass over all its
+        files) only when an alias has actually moved to it.
         """
         assert self.registry is not None
         while True:
             time.sleep(self.config.watch_seconds)
             try:
-                if str(self.registry.get(self.name, self.alias).version) == self.current.version:
-                    continue
-                version, model_dir = self._resolve()
-                if version != self.current.version:
-                    loaded = self._load_version(version, model_dir)
-                    self.validator = RequestValidator(
-                        model_spec(model_dir), max_batch=self.config.max_request_rows
-                    )
-                    self.current = loaded
-            except Exception as err:  # keep serving the current version, and say why
-                print(f"skewless: not switching version: {err}", file=sys.stderr, flush=True)
+                traffic = self._traffic()
+                if traffic != self.served:
+                    self.routing = self._route(traffic, self.routing)
+                    self.served = traffic
+            except Exception as err:  # keep serving the current versions, and say why
+                print(f"skewless: not switching versions: {err}", file=sys.stderr, flush=True)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles settings only: a loaded SavedModel cannot cross processes."""
         state = dict(self.__dict__)
-        for key in ("current", "batcher", "validator"):
+        for key in ("routing", "batchers", "request_log", "served"):
             state.pop(key, None)
         state["ready"] = False
         return state
@@ -239,27 +289,32 @@ class RankingModel(kserve.Model):
         self.__dict__.update(state)
         self.load()
 
-    def probabilities(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
-        """One signature call on typed columns; returns probabilities and the version used."""
+    def probabilities(self, role: str, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
+        """One signature call of the version in ``role``; returns probabilities and the version."""
         import tensorflow as tf
 
-        current = self.current  # read once: a swap mid-call must not mix versions
+        routing = self.routing  # read once: a swap mid-call must not mix versions
+        loaded = routing.candidate if role == "candidate" else routing.production
+        if loaded is None:  # the canary ended between routing and this call
+            loaded = routing.production
         tensors = {name: tf.constant(values) for name, values in columns.items()}
-        return np.asarray(current.signature(**tensors)["probability"]), current.version
+        return np.asarray(loaded.signature(**tensors)["probability"]), loaded.version
 
-    def columns(self, payload: Any, headers: dict[str, str] | None) -> dict[str, np.ndarray]:
+    def columns(
+        self, payload: Any, headers: dict[str, str] | None, validator: RequestValidator
+    ) -> dict[str, np.ndarray]:
         """Validated, typed columns of a V1 or V2 request."""
         _check_content_type(headers)
         if isinstance(payload, InferRequest):
-            return self.validator.from_columns(_v2_columns(payload), "inputs")
+            return validator.from_columns(_v2_columns(payload), "inputs")
         if isinstance(payload, bytes | str):
             raise RequestError("request body must be a JSON object")
         if not isinstance(payload, dict):
             raise RequestError(f"request body must be a JSON object, got {type(payload).__name__}")
         if "instances" in payload:
-            return self.validator.from_rows(payload["instances"], "instances")
+            return validator.from_rows(payload["instances"], "instances")
         if "inputs" in payload:
-            return self.validator.from_columns(payload["inputs"], "inputs")
+            return validator.from_columns(payload["inputs"], "inputs")
         raise RequestError("request needs 'instances' (a list of rows) or 'inputs' (columns)")
 
     async def predict(
@@ -268,21 +323,41 @@ class RankingModel(kserve.Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> Any:
-        """Validates, then predicts through the batcher (or directly when batching is off)."""
+        """Picks a version by the traffic split, validates against its spec, then predicts."""
+        started = time.perf_counter()
+        role, loaded = self.routing.pick()
         try:
-            columns = self.columns(payload, headers)
+            columns = self.columns(payload, headers, loaded.validator)
         except RequestError as err:
             raise InvalidInput(str(err)) from None
-        if self.batcher is not None:
-            probability, batch_rows, version = await self.batcher.submit(columns)
+        if self.batchers is not None:
+            probability, batch_rows, version = await self.batchers[role].submit(columns)
         else:
-            probability, version = self.probabilities(columns)
+            probability, version = self.probabilities(role, columns)
             batch_rows = len(probability)
         if response_headers is not None:
             # Which version answered, and how many rows shared its model call.
             response_headers[VERSION_HEADER] = version
             response_headers[BATCH_ROWS_HEADER] = str(batch_rows)
+        if self.request_log is not None:
+            self._log_request(role, version, probability, time.perf_counter() - started)
         return _response(self.name, payload, probability)
+
+    def _log_request(
+        self, role: str, version: str, probability: np.ndarray, seconds: float
+    ) -> None:
+        assert self.request_log is not None
+        record = {
+            "time": round(time.time(), 3),
+            "model": self.name,
+            "version": version,
+            "role": role,
+            "rows": len(probability),
+            "latency_ms": round(seconds * 1000, 3),
+            "mean_probability": round(float(probability.mean()), 6),
+        }
+        # One write of one short line per request: appends from several workers stay whole.
+        self.request_log.write(json.dumps(record) + "\n")
 
 
 class NoOpModel(kserve.Model):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from skewless.ab_report import REQUEST_LOG
 from skewless.local_run import DEFAULT_ROWS
 from skewless.spec import SpecError, load_spec
 
@@ -49,6 +50,13 @@ def _non_negative(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _percent(text: str) -> int:
+    value = _positive_int(text) if text.strip() != "0" else 0
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"a percentage is at most 100, got {value}")
     return value
 
 
@@ -162,17 +170,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(
         f"  gate: {'PROMOTED' if summary['deployed'] else 'REJECTED'}: {summary['gate']['reasons']}"
     )
+    traffic = summary["traffic"]
+    if summary["deployment"] == "canary":
+        print(
+            f"  version {summary['registered_version']} is a canary taking "
+            f"{traffic['candidate_percent']}% of requests beside production version "
+            f"{traffic['production']}; compare with `skewless ab-report`, then "
+            f"`skewless promote {args.model_name}` (or stop it: "
+            f"`skewless canary {args.model_name} --percent 0`)"
+        )
     if args.no_serve:
         return 0
     if not summary["served_model_path"]:
         raise CliError("no production model to serve: the gate has never promoted one")
-    from skewless.serving.server import serve
+    from skewless.serving.server import ServingConfig, serve
 
+    registry = Path(args.workdir) / "models" / "registry.db"
     serve(
-        registry=Path(args.workdir) / "models" / "registry.db",
+        registry=registry,
         name=args.model_name,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
+        config=ServingConfig(request_log=str(registry.with_name(REQUEST_LOG))),
         announce=True,
     )
     return 0
@@ -182,10 +201,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``skewless serve``: a KServe model server for an exported model."""
     from skewless.serving.server import ServingConfig, serve
 
+    request_log = args.request_log
+    if request_log is None and args.registry:
+        request_log = str(Path(args.registry).with_name(REQUEST_LOG))
     config = ServingConfig(
         max_request_rows=args.max_request_rows,
         max_batch_rows=args.max_batch_rows,
         max_wait_ms=args.max_wait_ms,
+        request_log=request_log or None,
     )
     try:
         serve(
@@ -220,13 +243,62 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_canary(args: argparse.Namespace) -> int:
+    """``skewless canary NAME --percent P``: start, resize or stop (0) a canary."""
+    import getpass
+
+    registry = _registry(args)
+    version = args.version
+    if version is None:
+        current = registry.traffic(args.name).candidate
+        version = current if current is not None else registry.get(args.name, "candidate").version
+    traffic = registry.start_canary(
+        args.name, version, args.percent, actor=getpass.getuser(), reason=args.reason
+    )
+    if traffic.candidate is None:
+        print(f"{args.name}: canary stopped; production version {traffic.production} takes all "
+              "requests")  # fmt: skip
+    else:
+        print(f"{args.name}: version {traffic.candidate} takes {traffic.candidate_percent}% of "
+              f"requests, production version {traffic.production} the rest")  # fmt: skip
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """``skewless promote NAME``: the canary candidate becomes production."""
+    import getpass
+
+    version = _registry(args).promote(args.name, actor=getpass.getuser(), reason=args.reason)
+    print(f"{args.name}: production is now version {version.version}; the canary has ended. "
+          "Servers started with --registry switch within their watch interval.")  # fmt: skip
+    return 0
+
+
+def cmd_ab_report(args: argparse.Namespace) -> int:
+    """``skewless ab-report``: per-version traffic, latency and scores from the request log."""
+    from skewless.ab_report import format_report, summarize
+
+    report = summarize(args.log, model=args.model, since=args.since)
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_report(report))
+    return 0
+
+
 def _registry(args: argparse.Namespace) -> Any:
+    """The registry ``--registry`` names: a SQLite file, or a Kubeflow Model Registry URL."""
+    if args.registry.startswith(("http://", "https://")):
+        from skewless.kubeflow_registry import KubeflowRegistry
+
+        return KubeflowRegistry(args.registry, user_token=os.environ.get("MODEL_REGISTRY_TOKEN"))
     from skewless.registry import SQLiteRegistry
 
     path = Path(args.registry)
     if not path.is_file():
         raise CliError(
-            f"--registry: no registry at {path} (a run's is <workdir>/models/registry.db)"
+            f"--registry: no registry at {path} (a run's is <workdir>/models/registry.db; a "
+            "Kubeflow Model Registry is given by its URL, e.g. http://localhost:8080)"
         )
     return SQLiteRegistry(path)
 
@@ -263,6 +335,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     print(f"compiled {compile_pipeline(args.out or COMPILED_PATH)}")
     return 0
+
+
+REGISTRY_HELP = "registry: a SQLite file, or a Kubeflow Model Registry URL (http[s]://host[:port])"
 
 
 def _add_spec(parser: argparse.ArgumentParser) -> None:
@@ -364,26 +439,58 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="under load, wait this long for more requests to fill a batch (1.0)",
     )
+    srv.add_argument(
+        "--request-log",
+        help=f"append one JSON line per answered request here (default with --registry: "
+        f"{REQUEST_LOG} beside the registry; '' for none)",
+    )
     srv.set_defaults(func=cmd_serve)
 
     models = sub.add_parser("models", help="inspect the model registry")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     default_registry = "runs/default/models/registry.db"
     listing = models_sub.add_parser("list", help="every registered version")
-    listing.add_argument("--registry", default=default_registry, help="registry file")
+    listing.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func=cmd_models_list)
     show = models_sub.add_parser("show", help="one version: NAME, NAME:VERSION or NAME:ALIAS")
     show.add_argument("model", help="e.g. ranking, ranking:2, ranking:production")
-    show.add_argument("--registry", default=default_registry, help="registry file")
+    show.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
     show.set_defaults(func=cmd_models_show)
 
     back = sub.add_parser("rollback", help="move a model's production alias back")
     back.add_argument("name", help="model name, e.g. ranking")
     back.add_argument("--to", type=_positive_int, help="version (default: the previous one)")
     back.add_argument("--reason", default="", help="recorded in the alias history")
-    back.add_argument("--registry", default=default_registry, help="registry file")
+    back.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
     back.set_defaults(func=cmd_rollback)
+
+    canary = sub.add_parser("canary", help="start, resize or stop (--percent 0) a canary")
+    canary.add_argument("name", help="model name, e.g. ranking")
+    canary.add_argument(
+        "--percent", type=_percent, required=True, help="share of requests for the candidate"
+    )
+    canary.add_argument(
+        "--version", type=_positive_int, help="version (default: the current candidate)"
+    )
+    canary.add_argument("--reason", default="", help="recorded in the alias history")
+    canary.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
+    canary.set_defaults(func=cmd_canary)
+
+    promote = sub.add_parser("promote", help="make the canary candidate production")
+    promote.add_argument("name", help="model name, e.g. ranking")
+    promote.add_argument("--reason", default="", help="recorded in the alias history")
+    promote.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
+    promote.set_defaults(func=cmd_promote)
+
+    report = sub.add_parser("ab-report", help="per-version traffic and latency from the server log")
+    report.add_argument(
+        "--log", default=f"runs/default/models/{REQUEST_LOG}", help="the server's request log"
+    )
+    report.add_argument("--model", help="only this model")
+    report.add_argument("--since", type=float, help="only requests from this Unix time on")
+    report.add_argument("--json", action="store_true", help="machine-readable output")
+    report.set_defaults(func=cmd_ab_report)
 
     comp = sub.add_parser("compile", help="compile the pipeline to YAML")
     comp.add_argument("--out", help="output file (default: pipelines/ranking_pipeline.yaml)")
@@ -392,12 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from skewless.ab_report import ReportError
     from skewless.deploy import DeployError
     from skewless.ingest import IngestError
     from skewless.local_run import RunError
     from skewless.registry import RegistryError
 
-    return (SpecError, IngestError, CliError, RunError, DeployError, RegistryError)
+    return (ReportError, SpecError, IngestError, CliError, RunError, DeployError, RegistryError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,7 +71,7 @@ def register_local(
     """Copies the SavedModel in as the next version and registers it, promoted or not.
 
     A refused candidate is registered too, with the gate's reasons, so every trained model is
-    accounted for; only :func:`promote_local` lets a version take traffic. The copy goes to a
+    accounted for; only :func:`deploy_local` lets a version take traffic. The copy goes to a
     temporary folder first and is renamed into place, so a reader never sees a half-written one.
 
     Args:
@@ -113,17 +113,46 @@ def register_local(
     return registered.to_dict()
 
 
-def promote_local(repository: str | Path, model_name: str, version: int, run_id: str) -> Path:
-    """Makes a registered, gate-approved version production; returns its verified folder."""
+def deploy_local(
+    repository: str | Path, model_name: str, version: int, run_id: str, canary_percent: int = 0
+) -> dict[str, Any]:
+    """Puts a registered, gate-approved version into service.
+
+    With no production version yet, or ``canary_percent`` 0, the version becomes production at
+    once. Otherwise it becomes the candidate taking ``canary_percent`` of requests beside
+    production, until ``skewless promote`` (or a rollback) ends the canary.
+
+    Returns:
+        ``{"role": "production" | "canary", "version", "canary_percent", "artifact"}``.
+
+    Raises:
+        RegistryError: The gate refused the version (it can never take traffic), or its artifact
+            no longer matches its checksum.
+    """
     registry = registry_for(repository)
     registered = registry.get(model_name, version)
-    if not registered.gate.get("promote"):
-        raise DeployError(
-            f"{model_name} version {version} was refused by the gate "
-            f"({'; '.join(registered.gate.get('reasons', []))}); it cannot take traffic"
-        )
     reasons = "; ".join(registered.gate.get("reasons", []))
-    registry.set_alias(
-        model_name, "production", version, actor="pipeline:deploy", reason=f"{run_id}: {reasons}"
-    )
-    return registry.verified_artifact(model_name, version)
+    has_production = registry.traffic(model_name).production is not None
+    role = "canary" if canary_percent and has_production else "production"
+    if role == "canary":
+        registry.start_canary(
+            model_name,
+            version,
+            canary_percent,
+            actor="pipeline:deploy",
+            reason=f"{run_id}: {reasons}",
+        )
+    else:
+        registry.set_alias(
+            model_name,
+            "production",
+            version,
+            actor="pipeline:deploy",
+            reason=f"{run_id}: {reasons}",
+        )
+    return {
+        "role": role,
+        "version": version,
+        "canary_percent": canary_percent if role == "canary" else 0,
+        "artifact": str(registry.verified_artifact(model_name, version)),
+    }

@@ -160,7 +160,10 @@ def run_local(
         raise RunError(f"the evaluate step left no evaluation under {run_dir}")
     deployed = production_model(repository, model_name)
     promoted = bool(evaluation["gate"]["promote"])
-    registered = registry_for(repository).get(model_name, "latest")
+    registry = registry_for(repository)
+    registered = registry.get(model_name, "latest")
+    traffic = registry.traffic(model_name)
+    roles = {traffic.production: "production", traffic.candidate: "canary"}
     summary: dict[str, Any] = {
         "data": str(data_path),
         "run_dir": str(run_dir),
@@ -179,6 +182,9 @@ def run_local(
         "model_path": str(run_dir / "train" / "model"),
         "registered_version": registered.version,
         "deployed": promoted,
+        # What the new version does now: serves everything, serves a canary share, or nothing.
+        "deployment": roles.get(registered.version, "none"),
+        "traffic": traffic.to_dict(),
         "served_model_path": str(deployed) if deployed else None,
         "model_name": model_name,
     }

@@ -6,13 +6,19 @@ the code version, the pipeline run, and when it was registered. Aliases (``produ
 ``candidate``) point at versions; every move of an alias is kept in its history with who moved it
 and why, which is what a rollback reads.
 
-This module holds the embedded SQLite backend. It is safe under concurrent writers: each write is
-one ``BEGIN IMMEDIATE`` transaction (version numbers are allocated inside it), the database runs in
-WAL mode, and writers wait for the lock instead of failing.
+A candidate can take a share of traffic (a canary) before it is promoted to ``production``; the
+share is recorded with the ``candidate`` alias, and servers following the registry split traffic by
+it. Only a version the gate passed may hold ``production`` or ``candidate``.
+
+One interface, two backends. :class:`Registry` holds all the behaviour (aliases, history, canary,
+promotion, rollback, checksum verification) over five storage primitives; :class:`SQLiteRegistry`
+(here: embedded, the default) and :class:`skewless.kfp_registry.KubeflowRegistry` (the Kubeflow
+Model Registry, for clusters) implement them.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import hashlib
 import json
@@ -46,9 +52,12 @@ CREATE TABLE IF NOT EXISTS alias_history (
     version INTEGER NOT NULL,
     actor TEXT NOT NULL,
     reason TEXT NOT NULL,
-    set_at TEXT NOT NULL
+    set_at TEXT NOT NULL,
+    traffic_percent INTEGER NOT NULL DEFAULT 0
 );
 """
+_RECORD_FIELDS = ("artifact_uri", "sha256", "metrics", "gate", "spec_sha256", "stats_sha256",
+                  "code_version", "run_id", "created_at")  # fmt: skip
 
 
 class RegistryError(RuntimeError):
@@ -81,6 +90,19 @@ class ModelVersion:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class Traffic:
+    """Who serves a model now: production, and a canary candidate with its share (0 when none)."""
+
+    production: int | None
+    candidate: int | None
+    candidate_percent: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
+
+
 def directory_sha256(path: str | Path) -> str:
     """Checksum of a folder: its files' relative paths and contents, in sorted order."""
     root = Path(path)
@@ -100,8 +122,231 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class SQLiteRegistry:
-    """The embedded registry backend: one SQLite file."""
+class Registry(abc.ABC):
+    """Registry behaviour over five storage primitives that each backend implements.
+
+    A backend stores version records (numbered per model name, allocated without collisions) and
+    an append-only log of alias moves; everything else is derived here, so every backend behaves
+    the same way.
+    """
+
+    @abc.abstractmethod
+    def _insert_version(self, name: str, record: dict[str, Any]) -> int:
+        """Stores ``record`` as the next version of ``name``; returns the version number."""
+
+    @abc.abstractmethod
+    def _version_record(self, name: str, version: int) -> dict[str, Any] | None:
+        """The stored record (keys of ``_RECORD_FIELDS``) of one version, or None."""
+
+    @abc.abstractmethod
+    def _version_numbers(self, name: str | None) -> list[tuple[str, int]]:
+        """(name, version) of every version, of one model or all, sorted."""
+
+    @abc.abstractmethod
+    def _append_alias_event(self, name: str, event: dict[str, Any]) -> None:
+        """Appends one alias move (alias, version, actor, reason, set_at, traffic_percent)."""
+
+    @abc.abstractmethod
+    def _alias_events(self, name: str) -> list[dict[str, Any]]:
+        """Every alias move of ``name``, oldest first."""
+
+    def register(
+        self,
+        name: str,
+        artifact_dir: str | Path,
+        *,
+        metrics: dict[str, Any],
+        gate: dict[str, Any],
+        spec_sha256: str,
+        stats_sha256: str,
+        code_version: str,
+        run_id: str,
+    ) -> ModelVersion:
+        """Records ``artifact_dir`` as the next version of ``name`` and returns it."""
+        if not name or not name.replace("-", "_").isidentifier():
+            raise RegistryError(f"model name {name!r} must be letters, digits, '-' or '_'")
+        record = {
+            "artifact_uri": str(Path(artifact_dir).resolve()),
+            "sha256": directory_sha256(artifact_dir),
+            "metrics": metrics,
+            "gate": gate,
+            "spec_sha256": spec_sha256,
+            "stats_sha256": stats_sha256,
+            "code_version": code_version,
+            "run_id": run_id,
+            "created_at": _now(),
+        }
+        return self.get(name, self._insert_version(name, record))
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        actor: str,
+        reason: str,
+        traffic_percent: int = 0,
+    ) -> ModelVersion:
+        """Points ``alias`` at ``version`` of ``name``, recording who and why.
+
+        Raises:
+            RegistryError: Unknown alias or version, or a version the gate refused (it may never
+                take traffic).
+        """
+        if alias not in ALIASES:
+            raise RegistryError(f"unknown alias {alias!r}; aliases are {list(ALIASES)}")
+        if not 0 <= traffic_percent <= 100:
+            raise RegistryError(f"traffic percent must be 0 to 100, got {traffic_percent}")
+        record = self._version_record(name, version)
+        if record is None:
+            raise RegistryError(f"model {name!r} has no version {version}")
+        if not record["gate"].get("promote"):
+            reasons = "; ".join(record["gate"].get("reasons", []))
+            raise RegistryError(
+                f"{name} version {version} was refused by the gate ({reasons}); "
+                "it cannot take traffic"
+            )
+        event = {"alias": alias, "version": version, "actor": actor, "reason": reason,
+                 "set_at": _now(), "traffic_percent": traffic_percent}  # fmt: skip
+        self._append_alias_event(name, event)
+        return self.get(name, version)
+
+    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
+        """Every move of ``alias`` for ``name``, oldest first."""
+        return [
+            {key: event[key] for key in ("version", "actor", "reason", "set_at", "traffic_percent")}
+            for event in self._alias_events(name)
+            if event["alias"] == alias
+        ]
+
+    def _current_aliases(self, name: str) -> dict[str, dict[str, Any]]:
+        current: dict[str, dict[str, Any]] = {}
+        for event in self._alias_events(name):
+            current[event["alias"]] = event
+        return current
+
+    def get(self, name: str, ref: int | str) -> ModelVersion:
+        """A version by number, or by alias (``production``) or ``latest``."""
+        aliases = {a: int(e["version"]) for a, e in self._current_aliases(name).items()}
+        if isinstance(ref, str) and not ref.isdigit():
+            if ref == "latest":
+                numbers = [v for _, v in self._version_numbers(name)]
+                if not numbers:
+                    raise RegistryError(f"no model named {name!r}")
+                ref = max(numbers)
+            elif ref in aliases:
+                ref = aliases[ref]
+            else:
+                raise RegistryError(f"model {name!r} has no version with alias {ref!r}")
+        record = self._version_record(name, int(ref))
+        if record is None:
+            raise RegistryError(f"model {name!r} has no version {ref}")
+        held = tuple(sorted(a for a, v in aliases.items() if v == int(ref)))
+        return ModelVersion(name=name, version=int(ref), aliases=held, **record)
+
+    def list_versions(self, name: str | None = None) -> list[ModelVersion]:
+        """Every version (of one model, or of all), by name then version."""
+        return [self.get(n, v) for n, v in self._version_numbers(name)]
+
+    def traffic(self, name: str) -> Traffic:
+        """Which versions serve ``name`` and the candidate's share of requests."""
+        current = self._current_aliases(name)
+        production = int(current["production"]["version"]) if "production" in current else None
+        candidate = current.get("candidate")
+        if candidate is None or production is None or int(candidate["version"]) == production:
+            return Traffic(production, None, 0)
+        percent = int(candidate.get("traffic_percent", 0))
+        return Traffic(production, int(candidate["version"]) if percent else None, percent)
+
+    def start_canary(
+        self, name: str, version: int, percent: int, *, actor: str, reason: str = ""
+    ) -> Traffic:
+        """Makes ``version`` the candidate taking ``percent`` of requests (0 stops the canary).
+
+        Raises:
+            RegistryError: No production to compare with, the version is already production, or
+                the gate refused it.
+        """
+        production = self.traffic(name).production
+        if production is None:
+            raise RegistryError(f"{name}: no production version yet; promote one first")
+        if version == production and percent:
+            raise RegistryError(f"{name}: version {version} is already production")
+        if percent:
+            self.verified_artifact(name, version)
+        self.set_alias(name, "candidate", version, actor=actor, reason=reason,
+                       traffic_percent=percent)  # fmt: skip
+        return self.traffic(name)
+
+    def promote(self, name: str, *, actor: str, reason: str = "") -> ModelVersion:
+        """Makes the candidate production (it then takes all traffic) and ends the canary.
+
+        Raises:
+            RegistryError: There is no candidate other than the production version.
+        """
+        current = self._current_aliases(name)
+        if "candidate" not in current:
+            raise RegistryError(f"{name}: there is no candidate to promote")
+        version = int(current["candidate"]["version"])
+        if "production" in current and int(current["production"]["version"]) == version:
+            raise RegistryError(f"{name}: candidate version {version} is already production")
+        self.verified_artifact(name, version)
+        note = "promoted candidate" + (f": {reason}" if reason else "")
+        promoted = self.set_alias(name, "production", version, actor=actor, reason=note)
+        self.set_alias(name, "candidate", version, actor=actor, reason=note)
+        return promoted
+
+    def rollback(
+        self, name: str, *, to: int | None = None, actor: str, reason: str = ""
+    ) -> ModelVersion:
+        """Moves ``production`` back: to ``to``, or to the version that held it before.
+
+        A canary in progress is stopped too: a rollback means the newest models are suspect.
+
+        Raises:
+            RegistryError: Nothing to roll back to (no production, or no earlier holder).
+        """
+        current = self.get(name, "production").version
+        if to is None:
+            earlier = [h["version"] for h in self.alias_history(name, "production")]
+            previous = [v for v in earlier if v != current]
+            if not previous:
+                raise RegistryError(f"{name}: production has had no other version to go back to")
+            to = previous[-1]
+        if to == current:
+            raise RegistryError(f"{name}: version {to} is already production")
+        self.verified_artifact(name, to)  # never roll back onto a tampered artifact
+        note = f"rollback from {current}" + (f": {reason}" if reason else "")
+        rolled = self.set_alias(name, "production", to, actor=actor, reason=note)
+        canary = self.traffic(name)
+        if canary.candidate is not None:
+            self.set_alias(name, "candidate", canary.candidate, actor=actor, reason=note)
+        return rolled
+
+    def verified_artifact(self, name: str, ref: int | str) -> Path:
+        """The artifact folder of a version, after checking its files against the checksum.
+
+        Raises:
+            ChecksumMismatchError: The files changed since registration; the registry refuses
+                to hand out the artifact.
+        """
+        version = self.get(name, ref)
+        actual = directory_sha256(version.artifact_uri)
+        if actual != version.sha256:
+            raise ChecksumMismatchError(
+                f"{name} version {version.version}: artifact {version.artifact_uri} has checksum "
+                f"{actual[:12]}..., registered as {version.sha256[:12]}...; refusing to serve it"
+            )
+        return Path(version.artifact_uri)
+
+
+class SQLiteRegistry(Registry):
+    """The embedded backend: one SQLite file, safe under concurrent writers.
+
+    Each write is one ``BEGIN IMMEDIATE`` transaction (version numbers are allocated inside it),
+    the database runs in WAL mode, and writers wait for the lock instead of failing.
+    """
 
     def __init__(self, path: str | Path) -> None:
         """Opens (creating if needed) the registry at ``path``."""
@@ -110,6 +355,12 @@ class SQLiteRegistry:
         with closing(self._connect()) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(_SCHEMA)
+            columns = {
+                row["name"] for row in connection.execute("PRAGMA table_info(alias_history)")
+            }
+            if "traffic_percent" not in columns:  # a registry written before canaries existed
+                connection.execute("ALTER TABLE alias_history ADD COLUMN "
+                                   "traffic_percent INTEGER NOT NULL DEFAULT 0")  # fmt: skip
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE) below.
@@ -130,151 +381,56 @@ class SQLiteRegistry:
         finally:
             connection.close()
 
-    def register(
-        self,
-        name: str,
-        artifact_dir: str | Path,
-        *,
-        metrics: dict[str, Any],
-        gate: dict[str, Any],
-        spec_sha256: str,
-        stats_sha256: str,
-        code_version: str,
-        run_id: str,
-    ) -> ModelVersion:
-        """Records ``artifact_dir`` as the next version of ``name`` and returns it."""
-        if not name or not name.replace("-", "_").isidentifier():
-            raise RegistryError(f"model name {name!r} must be letters, digits, '-' or '_'")
-        sha = directory_sha256(artifact_dir)
+    def _insert_version(self, name: str, record: dict[str, Any]) -> int:
         with self._write() as connection:
             row = connection.execute(
                 "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?", (name,)
             ).fetchone()
             version = int(row[0])
+            values = [json.dumps(record[f]) if f in ("metrics", "gate") else record[f]
+                      for f in _RECORD_FIELDS]  # fmt: skip
             connection.execute(
-                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, version, str(Path(artifact_dir).resolve()), sha, json.dumps(metrics),
-                 json.dumps(gate), spec_sha256, stats_sha256, code_version, run_id, _now()),
-            )  # fmt: skip
-        return self.get(name, version)
-
-    def set_alias(
-        self, name: str, alias: str, version: int, *, actor: str, reason: str
-    ) -> ModelVersion:
-        """Points ``alias`` at ``version`` of ``name``, recording who and why."""
-        if alias not in ALIASES:
-            raise RegistryError(f"unknown alias {alias!r}; aliases are {list(ALIASES)}")
-        with self._write() as connection:
-            exists = connection.execute(
-                "SELECT 1 FROM versions WHERE name = ? AND version = ?", (name, version)
-            ).fetchone()
-            if exists is None:
-                raise RegistryError(f"model {name!r} has no version {version}")
-            connection.execute(
-                "INSERT INTO alias_history (name, alias, version, actor, reason, set_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (name, alias, version, actor, reason, _now()),
+                f"INSERT INTO versions (name, version, {', '.join(_RECORD_FIELDS)}) "
+                f"VALUES (?, ?, {', '.join('?' * len(_RECORD_FIELDS))})",
+                (name, version, *values),
             )
-        return self.get(name, version)
+        return version
 
-    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
-        """Every move of ``alias`` for ``name``, oldest first."""
+    def _version_record(self, name: str, version: int) -> dict[str, Any] | None:
         with closing(self._connect()) as connection:
-            rows = connection.execute(
-                "SELECT version, actor, reason, set_at FROM alias_history "
-                "WHERE name = ? AND alias = ? ORDER BY id",
-                (name, alias),
-            ).fetchall()
-        return [dict(row) for row in rows]
-
-    def _current_aliases(self, connection: sqlite3.Connection, name: str) -> dict[str, int]:
-        rows = connection.execute(
-            "SELECT alias, version FROM alias_history WHERE id IN "
-            "(SELECT MAX(id) FROM alias_history WHERE name = ? GROUP BY alias)",
-            (name,),
-        ).fetchall()
-        return {row["alias"]: int(row["version"]) for row in rows}
-
-    def get(self, name: str, ref: int | str) -> ModelVersion:
-        """A version by number, or by alias (``production``) or ``latest``."""
-        with closing(self._connect()) as connection:
-            aliases = self._current_aliases(connection, name)
-            if isinstance(ref, str) and not ref.isdigit():
-                if ref == "latest":
-                    row = connection.execute(
-                        "SELECT MAX(version) FROM versions WHERE name = ?", (name,)
-                    ).fetchone()
-                    if row[0] is None:
-                        raise RegistryError(f"no model named {name!r}")
-                    ref = int(row[0])
-                elif ref in aliases:
-                    ref = aliases[ref]
-                else:
-                    raise RegistryError(f"model {name!r} has no version with alias {ref!r}")
             row = connection.execute(
-                "SELECT * FROM versions WHERE name = ? AND version = ?", (name, int(ref))
+                "SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)
             ).fetchone()
         if row is None:
-            raise RegistryError(f"model {name!r} has no version {ref}")
-        held = tuple(sorted(a for a, v in aliases.items() if v == int(row["version"])))
-        return ModelVersion(
-            name=row["name"],
-            version=int(row["version"]),
-            artifact_uri=row["artifact_uri"],
-            sha256=row["sha256"],
-            metrics=json.loads(row["metrics"]),
-            gate=json.loads(row["gate"]),
-            spec_sha256=row["spec_sha256"],
-            stats_sha256=row["stats_sha256"],
-            code_version=row["code_version"],
-            run_id=row["run_id"],
-            created_at=row["created_at"],
-            aliases=held,
-        )
+            return None
+        return {f: json.loads(row[f]) if f in ("metrics", "gate") else row[f]
+                for f in _RECORD_FIELDS}  # fmt: skip
 
-    def list_versions(self, name: str | None = None) -> list[ModelVersion]:
-        """Every version (of one model, or of all), by name then version."""
+    def _version_numbers(self, name: str | None) -> list[tuple[str, int]]:
         with closing(self._connect()) as connection:
-            query = "SELECT name, version FROM versions"
             rows = connection.execute(
-                query + (" WHERE name = ?" if name else "") + " ORDER BY name, version",
+                "SELECT name, version FROM versions"
+                + (" WHERE name = ?" if name else "")
+                + " ORDER BY name, version",
                 (name,) if name else (),
             ).fetchall()
-        return [self.get(row["name"], int(row["version"])) for row in rows]
+        return [(row["name"], int(row["version"])) for row in rows]
 
-    def rollback(
-        self, name: str, *, to: int | None = None, actor: str, reason: str = ""
-    ) -> ModelVersion:
-        """Moves ``production`` back: to ``to``, or to the version that held it before.
+    def _append_alias_event(self, name: str, event: dict[str, Any]) -> None:
+        with self._write() as connection:
+            connection.execute(
+                "INSERT INTO alias_history "
+                "(name, alias, version, actor, reason, set_at, traffic_percent) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, event["alias"], event["version"], event["actor"], event["reason"],
+                 event["set_at"], event["traffic_percent"]),
+            )  # fmt: skip
 
-        Raises:
-            RegistryError: Nothing to roll back to (no production, or no earlier holder).
-        """
-        current = self.get(name, "production").version
-        if to is None:
-            earlier = [h["version"] for h in self.alias_history(name, "production")]
-            previous = [v for v in earlier if v != current]
-            if not previous:
-                raise RegistryError(f"{name}: production has had no other version to go back to")
-            to = previous[-1]
-        if to == current:
-            raise RegistryError(f"{name}: version {to} is already production")
-        self.verified_artifact(name, to)  # never roll back onto a tampered artifact
-        note = f"rollback from {current}" + (f": {reason}" if reason else "")
-        return self.set_alias(name, "production", to, actor=actor, reason=note)
-
-    def verified_artifact(self, name: str, ref: int | str) -> Path:
-        """The artifact folder of a version, after checking its files against the checksum.
-
-        Raises:
-            ChecksumMismatchError: The files changed since registration; the registry refuses
-                to hand out the artifact.
-        """
-        version = self.get(name, ref)
-        actual = directory_sha256(version.artifact_uri)
-        if actual != version.sha256:
-            raise ChecksumMismatchError(
-                f"{name} version {version.version}: artifact {version.artifact_uri} has checksum "
-                f"{actual[:12]}..., registered as {version.sha256[:12]}...; refusing to serve it"
-            )
-        return Path(version.artifact_uri)
+    def _alias_events(self, name: str) -> list[dict[str, Any]]:
+        with closing(self._connect()) as connection:
+            rows = connection.execute(
+                "SELECT alias, version, actor, reason, set_at, traffic_percent "
+                "FROM alias_history WHERE name = ? ORDER BY id",
+                (name,),
+            ).fetchall()
+        return [dict(row) for row in rows]

@@ -51,6 +51,7 @@ def chain(data_uri: str, model_repository: str):
             model_repository=model_repository,
             version=registered.output,
             run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            canary_percent=10,
         )
 
 
@@ -134,7 +135,14 @@ def test_deploy_component(run):
     from skewless.deploy import production_model, registry_for
 
     assert run["tasks"]["register"].parameter("Output") == 1
-    version_dir = Path(run["tasks"]["deploy"].parameter("Output"))
+    deployed = json.loads(run["tasks"]["deploy"].parameter("Output"))
+    # Nothing served before, so the canary share does not apply: the version goes to production.
+    assert (deployed["role"], deployed["version"], deployed["canary_percent"]) == (
+        "production",
+        1,
+        0,
+    )
+    version_dir = Path(deployed["artifact"])
     assert version_dir == (run["root"] / "models" / "ranking" / "1").resolve()
     assert (version_dir / "saved_model.pb").is_file()
     registry = registry_for(run["root"] / "models")

@@ -52,6 +52,7 @@ def test_run_summary(run):
     assert 0.5 < metrics["auc"] <= metrics["bayes_optimal_auc"] + 0.05
     assert {"pr_auc", "log_loss", "calibration_error", "accuracy", "baseline_auc"} <= set(metrics)
     assert summary["gate"]["promote"] is True and summary["deployed"] is True
+    assert summary["deployment"] == "production"  # nothing served before: no canary
     assert Path(summary["served_model_path"]).name == "1"
     assert "eval AUC" in run["stdout"] and "PROMOTED" in run["stdout"]
 
@@ -156,9 +157,38 @@ def test_models_cli_lists_the_registered_production_version(run):
     assert "model 'ranking' has no version 5" in missing.stderr
 
 
-def test_second_run_then_rollback_switches_the_live_server(run):
-    import time
+def _answers(url: str, count: int, versions: list[str]) -> dict[str, int]:
+    """Sends ``count`` one-row requests; records and counts the answering versions."""
+    from support import post
 
+    from skewless.serving.server import VERSION_HEADER
+
+    counts: dict[str, int] = {}
+    for _ in range(count):
+        status, _, headers = post(url, {"instances": [EXAMPLE]})
+        assert status == 200
+        versions.append(headers[VERSION_HEADER])
+        counts[headers[VERSION_HEADER]] = counts.get(headers[VERSION_HEADER], 0) + 1
+    return counts
+
+
+def _until(url: str, version: str, versions: list[str], seconds: float = 60) -> float:
+    """Polls until a request is answered by ``version``; returns the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if _answers(url, 1, versions) == {version: 1}:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"server never answered from version {version} within {seconds} s")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    completed = subprocess.run([*SKEWLESS, *args], capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
+
+
+def test_second_run_canary_promote_and_rollback_in_the_live_server(run):
     from support import post, serving
 
     from skewless.serving.server import VERSION_HEADER
@@ -172,27 +202,48 @@ def test_second_run_then_rollback_switches_the_live_server(run):
     )  # fmt: skip
     assert second.returncode == 0, second.stderr[-3000:]
     summary = json.loads((workdir / "run_summary.json").read_text())
-    # The second run was gated against the first (now production) on the same eval rows.
+    # The second run was gated against the first (now production) on the same eval rows...
     assert summary["production_metrics"]["auc"] == pytest.approx(run["summary"]["metrics"]["auc"])
-    assert Path(summary["served_model_path"]).name == "2"
+    # ...and, passing, became a canary beside it (default share 10%), not production.
+    assert summary["deployment"] == "canary"
+    assert summary["traffic"] == {"production": 1, "candidate": 2, "candidate_percent": 10}
+    assert Path(summary["served_model_path"]).name == "1"
+    assert "is a canary taking 10% of requests" in second.stdout
 
     registry = str(workdir / "models" / "registry.db")
+    log = workdir / "models" / "requests.jsonl"
+    versions: list[str] = []
     with serving("", "--registry", registry) as server:
         url = f"{server['http']}/v1/models/ranking:predict"
-        status, _, headers = post(url, {"instances": [EXAMPLE]})
-        assert status == 200 and headers[VERSION_HEADER] == "2"
+        _cli("canary", "ranking", "--percent", "50", "--registry", registry)
+        _until(url, "2", versions)
+        counts = _answers(url, 400, versions)
+        # Binomial(400, 0.5): mean 200, sd 10; the bounds are 6 sd wide.
+        assert set(counts) == {"1", "2"} and 140 < counts["2"] < 260, counts
+
+        report = json.loads(_cli("ab-report", "--log", str(log), "--json").stdout)
+        assert report["requests"] == len(versions)
+        assert {v["version"]: v["requests"] for v in report["versions"]} == {
+            version: versions.count(version) for version in set(versions)
+        }
+        by_version = {v["version"]: v for v in report["versions"]}
+        assert (
+            by_version["2"]["roles"] == ["candidate"] and "production" in by_version["1"]["roles"]
+        )
+        assert all(v["latency_ms"]["p50"] > 0 for v in report["versions"])
+
+        _cli("promote", "ranking", "--registry", registry, "--reason", "test")
+        _until(url, "2", versions)
+        time.sleep(1.5)  # past one watch interval: no stale routing left
+        assert _answers(url, 50, versions) == {"2": 50}
+
         started = time.monotonic()
-        rollback = subprocess.run([*SKEWLESS, "rollback", "ranking", "--registry", registry,
-                                   "--reason", "test"], capture_output=True, text=True)  # fmt: skip
-        assert rollback.returncode == 0, rollback.stderr
+        rollback = _cli("rollback", "ranking", "--registry", registry, "--reason", "test")
         assert "production is now version 1" in rollback.stdout
-        while time.monotonic() - started < 60:
-            status, after, headers = post(url, {"instances": [EXAMPLE]})
-            if headers[VERSION_HEADER] == "1":
-                break
-            time.sleep(0.1)
+        _until(url, "1", versions)
         switched_after = time.monotonic() - started
-    assert headers[VERSION_HEADER] == "1", "server did not follow the rollback within 60 s"
+        status, after, headers = post(url, {"instances": [EXAMPLE]})
+    assert status == 200 and headers[VERSION_HEADER] == "1"
     v1 = tf.saved_model.load(run["summary"]["served_model_path"]).signatures["serving_default"]
     expected = v1(**{n: tf.constant([v], dtype=tf.float32 if isinstance(v, int | float)
                                     else tf.string) for n, v in EXAMPLE.items()})  # fmt: skip
@@ -201,7 +252,8 @@ def test_second_run_then_rollback_switches_the_live_server(run):
 
 
 def test_shuffled_labels_are_refused_registered_and_never_served(run, tmp_path):
-    from skewless.deploy import DeployError, promote_local, registry_for
+    from skewless.deploy import deploy_local, registry_for
+    from skewless.registry import RegistryError
 
     workdir = run["workdir"]
     registry = registry_for(workdir / "models")
@@ -224,5 +276,6 @@ def test_shuffled_labels_are_refused_registered_and_never_served(run, tmp_path):
     assert refused.aliases == ()
     assert registry.get("ranking", "production").version == production_before
     assert "deploy" not in summary["step_seconds"]
-    with pytest.raises(DeployError, match="was refused by the gate"):
-        promote_local(workdir / "models", "ranking", refused.version, "manual")
+    for canary_percent in (0, 50):
+        with pytest.raises(RegistryError, match="was refused by the gate"):
+            deploy_local(workdir / "models", "ranking", refused.version, "manual", canary_percent)

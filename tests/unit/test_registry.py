@@ -1,18 +1,44 @@
-"""The SQLite model registry: versions, lineage, aliases with history, checksums, concurrency."""
+"""The model registry: versions, lineage, aliases with history, canary, checksums, concurrency.
+
+Every behaviour test runs against both backends: the embedded SQLite file, and the Kubeflow Model
+Registry through the real ``model-registry`` client over HTTP to a stand-in of its REST service
+(tests/model_registry_standin.py; the real service cannot run here).
+"""
 
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from model_registry_standin import model_registry_standin
 
+from skewless.kubeflow_registry import KubeflowRegistry
 from skewless.registry import (
     ChecksumMismatchError,
+    Registry,
     RegistryError,
     SQLiteRegistry,
+    Traffic,
     directory_sha256,
 )
+
+
+def _open(locator: str) -> Registry:
+    if locator.startswith("http://"):
+        return KubeflowRegistry(locator, user_token="test-token")
+    return SQLiteRegistry(locator)
+
+
+@pytest.fixture(params=["sqlite", "kubeflow"])
+def locator(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where a fresh, empty registry of each backend lives."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "registry.db")
+    else:
+        with model_registry_standin() as url:
+            yield url
 
 
 def _artifact(folder: Path, content: str) -> Path:
@@ -23,15 +49,15 @@ def _artifact(folder: Path, content: str) -> Path:
     return folder
 
 
-def _register(registry: SQLiteRegistry, artifact: Path, auc: float = 0.74):
+def _register(registry: Registry, artifact: Path, auc: float = 0.74):
     return registry.register(
         "ranking", artifact, metrics={"auc": auc}, gate={"promote": True},
         spec_sha256="s" * 64, stats_sha256="t" * 64, code_version="0.1.0", run_id="run-1",
     )  # fmt: skip
 
 
-def test_versions_carry_lineage_and_count_up(tmp_path: Path):
-    registry = SQLiteRegistry(tmp_path / "registry.db")
+def test_versions_carry_lineage_and_count_up(tmp_path: Path, locator: str):
+    registry = _open(locator)
     first = _register(registry, _artifact(tmp_path / "a", "one"))
     second = _register(registry, _artifact(tmp_path / "b", "two"), auc=0.75)
     assert (first.version, second.version) == (1, 2)
@@ -41,8 +67,8 @@ def test_versions_carry_lineage_and_count_up(tmp_path: Path):
     assert registry.get("ranking", "latest").version == 2
 
 
-def test_aliases_move_and_keep_their_history(tmp_path: Path):
-    registry = SQLiteRegistry(tmp_path / "registry.db")
+def test_aliases_move_and_keep_their_history(tmp_path: Path, locator: str):
+    registry = _open(locator)
     _register(registry, _artifact(tmp_path / "a", "one"))
     _register(registry, _artifact(tmp_path / "b", "two"))
     registry.set_alias("ranking", "production", 1, actor="pipeline", reason="gate passed")
@@ -57,8 +83,8 @@ def test_aliases_move_and_keep_their_history(tmp_path: Path):
     ]  # fmt: skip
 
 
-def test_errors_name_what_is_missing(tmp_path: Path):
-    registry = SQLiteRegistry(tmp_path / "registry.db")
+def test_errors_name_what_is_missing(tmp_path: Path, locator: str):
+    registry = _open(locator)
     with pytest.raises(RegistryError, match="no model named 'ranking'"):
         registry.get("ranking", "latest")
     _register(registry, _artifact(tmp_path / "a", "one"))
@@ -74,8 +100,8 @@ def test_errors_name_what_is_missing(tmp_path: Path):
         _register(registry, tmp_path / "nope")
 
 
-def test_a_tampered_artifact_is_refused(tmp_path: Path):
-    registry = SQLiteRegistry(tmp_path / "registry.db")
+def test_a_tampered_artifact_is_refused(tmp_path: Path, locator: str):
+    registry = _open(locator)
     artifact = _artifact(tmp_path / "a", "one")
     _register(registry, artifact)
     assert registry.verified_artifact("ranking", 1) == artifact.resolve()
@@ -85,24 +111,23 @@ def test_a_tampered_artifact_is_refused(tmp_path: Path):
 
 
 def _register_many(args: tuple[str, str, int]) -> list[int]:
-    db, artifact, count = args
-    registry = SQLiteRegistry(db)
+    locator, artifact, count = args
+    registry = _open(locator)
     return [_register(registry, Path(artifact)).version for _ in range(count)]
 
 
-def test_concurrent_writers_never_collide(tmp_path: Path):
+def test_concurrent_writers_never_collide(tmp_path: Path, locator: str):
     artifact = _artifact(tmp_path / "a", "one")
-    db = str(tmp_path / "registry.db")
-    SQLiteRegistry(db)
+    _open(locator)
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        results = pool.map(_register_many, [(db, str(artifact), 10)] * 4)
+        results = pool.map(_register_many, [(locator, str(artifact), 10)] * 4)
     versions = sorted(v for chunk in results for v in chunk)
     assert versions == list(range(1, 41))  # every writer got its own version, none lost
-    assert len(SQLiteRegistry(db).list_versions("ranking")) == 40
+    assert len(_open(locator).list_versions("ranking")) == 40
 
 
-def test_rollback_goes_to_the_previous_holder_or_a_named_version(tmp_path: Path):
-    registry = SQLiteRegistry(tmp_path / "registry.db")
+def test_rollback_goes_to_the_previous_holder_or_a_named_version(tmp_path: Path, locator: str):
+    registry = _open(locator)
     for i, label in enumerate("abc", start=1):
         _register(registry, _artifact(tmp_path / label, label))
         registry.set_alias("ranking", "production", i, actor="pipeline", reason="gate passed")
@@ -120,9 +145,60 @@ def test_rollback_goes_to_the_previous_holder_or_a_named_version(tmp_path: Path)
     assert registry.get("ranking", "production").version == 1
 
 
-def test_rollback_needs_an_earlier_version(tmp_path: Path):
-    registry = SQLiteRegistry(tmp_path / "registry.db")
+def test_rollback_needs_an_earlier_version(tmp_path: Path, locator: str):
+    registry = _open(locator)
     _register(registry, _artifact(tmp_path / "a", "a"))
     registry.set_alias("ranking", "production", 1, actor="pipeline", reason="first")
     with pytest.raises(RegistryError, match="no other version to go back to"):
         registry.rollback("ranking", actor="bob")
+
+
+def test_a_version_the_gate_refused_can_never_take_traffic(tmp_path: Path, locator: str):
+    registry = _open(locator)
+    _register(registry, _artifact(tmp_path / "a", "a"))
+    registry.set_alias("ranking", "production", 1, actor="pipeline", reason="first")
+    refused = registry.register(
+        "ranking", _artifact(tmp_path / "b", "b"), metrics={"auc": 0.5},
+        gate={"promote": False, "reasons": ["failed auc >= min_auc"]}, spec_sha256="s",
+        stats_sha256="t", code_version="0.1.0", run_id="run-2",
+    )  # fmt: skip
+    for alias in ("production", "candidate"):
+        with pytest.raises(RegistryError, match=r"refused by the gate \(failed auc >= min_auc\)"):
+            registry.set_alias("ranking", alias, refused.version, actor="x", reason="y")
+    with pytest.raises(RegistryError, match="refused by the gate"):
+        registry.start_canary("ranking", refused.version, 50, actor="x")
+    with pytest.raises(RegistryError, match="refused by the gate"):
+        registry.rollback("ranking", to=refused.version, actor="x")
+    assert registry.traffic("ranking") == Traffic(production=1, candidate=None, candidate_percent=0)
+
+
+def test_canary_then_promote_then_rollback(tmp_path: Path, locator: str):
+    registry = _open(locator)
+    for label in "abc":
+        _register(registry, _artifact(tmp_path / label, label))
+    with pytest.raises(RegistryError, match="no production version yet"):
+        registry.start_canary("ranking", 2, 10, actor="pipeline")
+    registry.set_alias("ranking", "production", 1, actor="pipeline", reason="first")
+    with pytest.raises(RegistryError, match="there is no candidate to promote"):
+        registry.promote("ranking", actor="alice")
+
+    assert registry.start_canary("ranking", 2, 10, actor="pipeline") == Traffic(1, 2, 10)
+    assert registry.start_canary("ranking", 2, 25, actor="alice") == Traffic(1, 2, 25)
+    assert registry.get("ranking", "candidate").version == 2
+    assert [h["traffic_percent"] for h in registry.alias_history("ranking", "candidate")] == [
+        10, 25
+    ]  # fmt: skip
+    assert registry.promote("ranking", actor="alice", reason="CTR up").version == 2
+    assert registry.traffic("ranking") == Traffic(production=2, candidate=None, candidate_percent=0)
+    with pytest.raises(RegistryError, match="candidate version 2 is already production"):
+        registry.promote("ranking", actor="alice")
+
+    # Stopping a canary: share 0 leaves production alone.
+    registry.start_canary("ranking", 3, 50, actor="pipeline")
+    assert registry.start_canary("ranking", 3, 0, actor="alice") == Traffic(2, None, 0)
+    # A rollback during a canary stops the canary as well.
+    registry.start_canary("ranking", 3, 50, actor="pipeline")
+    assert registry.rollback("ranking", actor="bob").version == 1
+    assert registry.traffic("ranking") == Traffic(production=1, candidate=None, candidate_percent=0)
+    with pytest.raises(RegistryError, match="traffic percent must be 0 to 100"):
+        registry.start_canary("ranking", 3, 101, actor="bob")
