@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-BASE = "/api/model_registry/v1"
+BASE = "/api/model_registry/v1alpha3"
 
 
 class _Store:

@@ -1,4 +1,4 @@
-"""The Kubeflow Model Registry backend, through its Python client (``model-registry``).
+"""The Kubeflow Model Registry backend, through its Python client (``model-registry`` 0.3.8).
 
 Same behaviour as the SQLite backend: all of it lives in :class:`skewless.registry.Registry`; this
 module maps the five storage primitives onto Model Registry objects:
