@@ -4,14 +4,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/default
+# checkov pins versions that clash with TensorFlow's; it gets its own environment.
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+CHECKOV_VERSION := 3.3.30
+# The image tag lives in src/skewless/image.py only.
+IMAGE := $(shell sed -n 's/^IMAGE = "\(.*\)"/\1/p' src/skewless/image.py)
+CLUSTER ?= skewless
 
-.PHONY: run test lint typecheck bench bench-transform bench-serving compile clean help
+.PHONY: run test lint typecheck bench bench-transform bench-serving compile clean help \
+	image kind-load cluster cluster-down
 
 help:
 	@echo "make run        - generate default data, run the whole pipeline locally (KFP local runner), serve the model"
 	@echo "make test       - lint, type-check and run the test suite"
 	@echo "make bench      - run the benchmarks; reports go to bench/results/"
-	@echo "make compile    - recompile pipelines/pipeline.yaml"
+	@echo "make compile    - recompile pipelines/ranking_pipeline.yaml"
+	@echo "make image      - build the container image ($(IMAGE)) with docker"
+	@echo "make kind-load  - load that image into the kind cluster"
+	@echo "make cluster    - kind + cert-manager + KServe + KFP + Model Registry (KNATIVE=1: Knative mode too)"
+	@echo "make cluster-down - delete the kind cluster"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +34,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/skewless run --workdir $(WORKDIR)
 
-test: $(STAMP) lint typecheck
-	$(BIN)/pytest tests
+$(TOOLS_STAMP):
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --upgrade pip
+	$(TOOLS)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	@touch $(TOOLS_STAMP)
+
+test: $(STAMP) $(TOOLS_STAMP) lint typecheck
+	SKEWLESS_CHECKOV=$(TOOLS)/bin/checkov $(BIN)/pytest tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -47,5 +65,19 @@ bench-serving: $(STAMP)
 		apt-get install -y -qq wrk >/dev/null) || echo "wrk not installed: using the Python client"
 	$(BIN)/python bench/bench_serving.py
 
+image:
+	@command -v docker >/dev/null || { echo "error: docker is not installed" >&2; exit 1; }
+	docker build -t $(IMAGE) .
+
+kind-load:
+	@command -v kind >/dev/null || { echo "error: kind is not installed" >&2; exit 1; }
+	kind load docker-image $(IMAGE) --name $(CLUSTER)
+
+cluster:
+	CLUSTER=$(CLUSTER) manifests/cluster/cluster.sh up
+
+cluster-down:
+	CLUSTER=$(CLUSTER) manifests/cluster/cluster.sh down
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) runs .pytest_cache .mypy_cache .ruff_cache

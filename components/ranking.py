@@ -176,38 +176,57 @@ def register(
     ingested: Input[Dataset],
     model_name: str,
     model_repository: str,
+    registry: str,
     run_id: str,
 ) -> int:
     """Registers the candidate as the next version (promoted or not); returns its number."""
     import json
     from pathlib import Path
 
-    from skewless.deploy import register_local
+    from skewless.deploy import register_version
 
-    return int(
-        register_local(
-            model.path,
-            model_repository,
-            model_name,
-            evaluation=json.loads(Path(evaluation.path).read_text()),
-            stats_path=f"{ingested.path}/stats.json",
-            run_id=run_id,
-        )["version"]
+    return register_version(
+        model.path,
+        model.uri,
+        model_repository,
+        model_name,
+        registry=registry,
+        evaluation=json.loads(Path(evaluation.path).read_text()),
+        stats_path=f"{ingested.path}/stats.json",
+        run_id=run_id,
     )
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def deploy(
-    model_name: str, model_repository: str, version: int, run_id: str, canary_percent: int
+    model_name: str,
+    model_repository: str,
+    registry: str,
+    version: int,
+    run_id: str,
+    canary_percent: int,
+    deploy_target: str,
+    kserve_namespace: str,
+    kserve_mode: str,
 ) -> str:
     """Puts the gate-approved version into service (production, or a canary beside it).
 
-    Returns the deployment as JSON: role, version, canary share and artifact folder.
+    Returns the deployment as JSON: role, version, canary share and artifact.
     """
     import json
 
-    from skewless.deploy import deploy_local
+    from skewless.deploy import deploy_version
 
     return json.dumps(
-        deploy_local(model_repository, model_name, version, run_id, canary_percent=canary_percent)
+        deploy_version(
+            model_repository,
+            model_name,
+            version,
+            run_id,
+            canary_percent,
+            registry=registry,
+            target=deploy_target,
+            namespace=kserve_namespace,
+            mode=kserve_mode,
+        )
     )

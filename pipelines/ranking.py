@@ -49,6 +49,10 @@ def ranking_pipeline(
     model_name: str = "ranking",
     model_repository: str = "",
     canary_percent: int = 10,
+    registry: str = "",
+    deploy_target: str = "local",
+    kserve_namespace: str = "kubeflow",
+    kserve_mode: str = "Standard",
 ):
     """Trains, evaluates and (if the gate passes) deploys a ranking model.
 
@@ -78,6 +82,12 @@ def ranking_pipeline(
             registry.db, lives there too).
         canary_percent: Share of requests (0-100) a passing model takes beside production
             until it is promoted; 0 (or no production yet) makes it production at once.
+        registry: Kubeflow Model Registry URL; empty means the SQLite registry beside
+            model_repository (the local default).
+        deploy_target: "local" (registry only; local servers follow it) or "kserve" (also
+            create/patch the InferenceService and wait for Ready).
+        kserve_namespace: Namespace of the InferenceService.
+        kserve_mode: KServe deployment mode, "Standard" or "Knative".
     """
     ingest_task = ingest(
         data_uri=data_uri, spec_yaml=spec_yaml, max_quarantine_fraction=max_quarantine_fraction
@@ -118,15 +128,20 @@ def ranking_pipeline(
         ingested=ingest_task.outputs["ingested"],
         model_name=model_name,
         model_repository=model_repository,
+        registry=registry,
         run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
     with dsl.If(evaluate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
         deploy(
             model_name=model_name,
             model_repository=model_repository,
+            registry=registry,
             version=register_task.output,
             run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             canary_percent=canary_percent,
+            deploy_target=deploy_target,
+            kserve_namespace=kserve_namespace,
+            kserve_mode=kserve_mode,
         )
 
 

@@ -232,9 +232,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     import time
 
     started = time.perf_counter()
-    version = _registry(args).rollback(
-        args.name, to=args.to, actor=getpass.getuser(), reason=args.reason
-    )
+    registry = _registry(args)
+    version = registry.rollback(args.name, to=args.to, actor=getpass.getuser(), reason=args.reason)
+    if args.kserve:
+        _apply_cluster(args, registry, version.version, "production", 0)
     print(
         f"{args.name}: production is now version {version.version} ({version.artifact_uri}); "
         f"registry updated in {1000 * (time.perf_counter() - started):.0f} ms. Servers started "
@@ -255,6 +256,10 @@ def cmd_canary(args: argparse.Namespace) -> int:
     traffic = registry.start_canary(
         args.name, version, args.percent, actor=getpass.getuser(), reason=args.reason
     )
+    if args.kserve and traffic.candidate is not None:
+        _apply_cluster(args, registry, traffic.candidate, "canary", traffic.candidate_percent)
+    elif args.kserve and traffic.production is not None:
+        _apply_cluster(args, registry, traffic.production, "production", 0)
     if traffic.candidate is None:
         print(f"{args.name}: canary stopped; production version {traffic.production} takes all "
               "requests")  # fmt: skip
@@ -268,7 +273,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
     """``skewless promote NAME``: the canary candidate becomes production."""
     import getpass
 
-    version = _registry(args).promote(args.name, actor=getpass.getuser(), reason=args.reason)
+    registry = _registry(args)
+    version = registry.promote(args.name, actor=getpass.getuser(), reason=args.reason)
+    if args.kserve:
+        _apply_cluster(args, registry, version.version, "production", 0)
     print(f"{args.name}: production is now version {version.version}; the canary has ended. "
           "Servers started with --registry switch within their watch interval.")  # fmt: skip
     return 0
@@ -284,6 +292,35 @@ def cmd_ab_report(args: argparse.Namespace) -> int:
     else:
         print(format_report(report))
     return 0
+
+
+def _apply_cluster(
+    args: argparse.Namespace, registry: Any, version: int, role: str, percent: int
+) -> None:
+    """Makes the InferenceService follow a registry decision (``--kserve NAMESPACE``)."""
+    from skewless.kserve_deploy import deploy_role
+
+    served = deploy_role(
+        args.name, args.kserve, registry.verified_uri(args.name, version), version=str(version),
+        role=role, canary_percent=percent, mode=args.kserve_mode,
+        timeout_seconds=args.timeout,
+    )  # fmt: skip
+    print(f"InferenceService {args.kserve}/{served} serves version {version} ({role}) and is Ready")
+
+
+def _add_kserve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kserve",
+        metavar="NAMESPACE",
+        help="also patch the model's InferenceService in this namespace (current kube context)",
+    )
+    parser.add_argument(
+        "--kserve-mode", choices=["Standard", "Knative"], default="Standard",
+        help="KServe deployment mode of that InferenceService (Standard)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=_non_negative, default=600, help="seconds to wait for Ready (600)"
+    )
 
 
 def _registry(args: argparse.Namespace) -> Any:
@@ -326,6 +363,60 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     version = registry.get(name, ref or "latest")
     _print_json({**version.to_dict(),
                  "production_history": registry.alias_history(name, "production")})  # fmt: skip
+    return 0
+
+
+def cron_for_kfp(text: str) -> str:
+    """A crontab expression in the six-field form KFP's scheduler reads (seconds first).
+
+    Accepts the usual five fields (``0 3 * * *``: 03:00 daily) or KFP's six.
+    """
+    fields = text.split()
+    if len(fields) == 5:
+        return "0 " + " ".join(fields)
+    if len(fields) == 6:
+        return " ".join(fields)
+    raise CliError(
+        f"--schedule {text!r}: expected a cron expression of 5 fields (min hour day month weekday) "
+        "or KFP's 6 (with seconds first)"
+    )
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """``skewless submit``: compile the pipeline and start a run (or a recurring run) on KFP."""
+    import tempfile
+    import time
+
+    import kfp
+
+    from skewless.pipelines.ranking import PIPELINE_NAME, compile_pipeline
+
+    parameters = {"data_uri": args.data_uri, **_pipeline_parameters(args.param)}
+    if args.spec:
+        parameters["spec_yaml"] = Path(args.spec).read_text()
+        load_spec(args.spec)  # a bad spec fails here, not in the cluster
+    cron = cron_for_kfp(args.schedule) if args.schedule else None
+    package = compile_pipeline(Path(tempfile.mkdtemp()) / "ranking_pipeline.yaml")
+    try:
+        client = kfp.Client(host=args.host)
+        name = f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if cron is None:
+            run = client.create_run_from_pipeline_package(
+                str(package), arguments=parameters, run_name=name,
+                experiment_name=args.experiment, enable_caching=False,
+            )  # fmt: skip
+            print(f"submitted run {run.run_id} ({name}) to {args.host}")
+            return 0
+        experiment = client.create_experiment(name=args.experiment)
+        recurring = client.create_recurring_run(
+            experiment_id=experiment.experiment_id, job_name=name, cron_expression=cron,
+            max_concurrency=1, no_catchup=True, params=parameters,
+            pipeline_package_path=str(package), enable_caching=False,
+        )  # fmt: skip
+    except Exception as err:  # kfp raises urllib3, ApiException, ValueError ... for one cause
+        raise CliError(f"submitting to KFP at {args.host}: {type(err).__name__}: {err}") from None
+    print(f"created recurring run {recurring.recurring_run_id} ({name}): cron {cron!r}, "
+          "one run at a time")  # fmt: skip
     return 0
 
 
@@ -463,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--to", type=_positive_int, help="version (default: the previous one)")
     back.add_argument("--reason", default="", help="recorded in the alias history")
     back.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
+    _add_kserve(back)
     back.set_defaults(func=cmd_rollback)
 
     canary = sub.add_parser("canary", help="start, resize or stop (--percent 0) a canary")
@@ -475,12 +567,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     canary.add_argument("--reason", default="", help="recorded in the alias history")
     canary.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
+    _add_kserve(canary)
     canary.set_defaults(func=cmd_canary)
 
     promote = sub.add_parser("promote", help="make the canary candidate production")
     promote.add_argument("name", help="model name, e.g. ranking")
     promote.add_argument("--reason", default="", help="recorded in the alias history")
     promote.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
+    _add_kserve(promote)
     promote.set_defaults(func=cmd_promote)
 
     report = sub.add_parser("ab-report", help="per-version traffic and latency from the server log")
@@ -491,6 +585,29 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", type=float, help="only requests from this Unix time on")
     report.add_argument("--json", action="store_true", help="machine-readable output")
     report.set_defaults(func=cmd_ab_report)
+
+    sub_run = sub.add_parser(
+        "submit",
+        help="compile the pipeline and submit a run (or a recurring run) to Kubeflow Pipelines",
+        description="Example: skewless submit --host http://localhost:8888 "
+        "--data-uri minio://mlpipeline/data/interactions.parquet --param deploy_target=kserve",
+    )
+    sub_run.add_argument(
+        "--host", default="http://localhost:8888", help="KFP API endpoint (http://localhost:8888)"
+    )
+    sub_run.add_argument("--data-uri", required=True, help="raw data the pipeline steps can read")
+    _add_spec(sub_run)
+    sub_run.add_argument("--experiment", default="skewless", help="KFP experiment (skewless)")
+    sub_run.add_argument(
+        "--schedule",
+        metavar="CRON",
+        help="create a recurring run instead, e.g. '0 3 * * *' (daily 03:00); one at a time",
+    )
+    sub_run.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="pipeline parameter, e.g. --param canary_percent=20 (repeatable)",
+    )  # fmt: skip
+    sub_run.set_defaults(func=cmd_submit)
 
     comp = sub.add_parser("compile", help="compile the pipeline to YAML")
     comp.add_argument("--out", help="output file (default: pipelines/ranking_pipeline.yaml)")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from skewless import __version__
-from skewless.registry import RegistryError, SQLiteRegistry
+from skewless.registry import Registry, RegistryError, SQLiteRegistry
 from skewless.spec import SPEC_ASSET
 
 REGISTRY_FILE = "registry.db"
@@ -71,7 +71,7 @@ def register_local(
     """Copies the SavedModel in as the next version and registers it, promoted or not.
 
     A refused candidate is registered too, with the gate's reasons, so every trained model is
-    accounted for; only :func:`deploy_local` lets a version take traffic. The copy goes to a
+    accounted for; only :func:`deploy_version` lets a version take traffic. The copy goes to a
     temporary folder first and is renamed into place, so a reader never sees a half-written one.
 
     Args:
@@ -113,46 +113,108 @@ def register_local(
     return registered.to_dict()
 
 
-def deploy_local(
-    repository: str | Path, model_name: str, version: int, run_id: str, canary_percent: int = 0
+def open_registry(repository: str | Path, registry: str = "") -> Registry:
+    """The registry a pipeline step uses: the Kubeflow Model Registry at ``registry`` (a URL),
+    or else the SQLite file beside the model repository."""
+    if registry:
+        from skewless.kubeflow_registry import KubeflowRegistry
+
+        return KubeflowRegistry(registry)
+    return registry_for(repository)
+
+
+def register_version(
+    model_dir: str | Path,
+    model_uri: str,
+    repository: str | Path,
+    model_name: str,
+    *,
+    registry: str,
+    evaluation: dict[str, Any],
+    stats_path: str | Path | None,
+    run_id: str,
+) -> int:
+    """Registers a trained model (promoted or not) and returns its version number.
+
+    Without ``registry`` the files are copied into the local repository (:func:`register_local`);
+    with a Kubeflow Model Registry URL they stay where the pipeline stored them (``model_uri``,
+    as KServe reads it) and the checksum is taken from the step's local copy.
+    """
+    if not registry:
+        registered = register_local(model_dir, repository, model_name, evaluation=evaluation,
+                                    stats_path=stats_path, run_id=run_id)  # fmt: skip
+        return int(registered["version"])
+    from skewless.kserve_deploy import storage_uri
+
+    version = open_registry(repository, registry).register(
+        model_name,
+        model_dir,
+        metrics=evaluation["metrics"],
+        gate=evaluation["gate"],
+        spec_sha256=_file_sha256(Path(model_dir) / SPEC_ASSET),
+        stats_sha256=_file_sha256(Path(stats_path)) if stats_path else "",
+        code_version=__version__,
+        run_id=run_id,
+        artifact_uri=storage_uri(model_uri),
+    )
+    return version.version
+
+
+def deploy_version(
+    repository: str | Path,
+    model_name: str,
+    version: int,
+    run_id: str,
+    canary_percent: int = 0,
+    *,
+    registry: str = "",
+    target: str = "local",
+    namespace: str = "kubeflow",
+    mode: str = "Standard",
+    timeout_seconds: float = 600,
 ) -> dict[str, Any]:
     """Puts a registered, gate-approved version into service.
 
     With no production version yet, or ``canary_percent`` 0, the version becomes production at
     once. Otherwise it becomes the candidate taking ``canary_percent`` of requests beside
-    production, until ``skewless promote`` (or a rollback) ends the canary.
+    production, until ``skewless promote`` (or a rollback) ends the canary. The registry records
+    the decision; with ``target="kserve"`` the InferenceService follows it
+    (:func:`skewless.kserve_deploy.deploy_role`), and the step waits for it to be Ready.
 
     Returns:
-        ``{"role": "production" | "canary", "version", "canary_percent", "artifact"}``.
+        ``{"role": "production" | "canary", "version", "canary_percent", "artifact"}`` (plus
+        ``"inference_service"`` for a cluster deployment).
 
     Raises:
         RegistryError: The gate refused the version (it can never take traffic), or its artifact
             no longer matches its checksum.
+        ClusterDeployError: The InferenceService was refused or did not become Ready in time.
     """
-    registry = registry_for(repository)
-    registered = registry.get(model_name, version)
+    if target not in ("local", "kserve"):
+        raise DeployError(f"deploy target {target!r}: expected 'local' or 'kserve'")
+    store = open_registry(repository, registry)
+    registered = store.get(model_name, version)
     reasons = "; ".join(registered.gate.get("reasons", []))
-    has_production = registry.traffic(model_name).production is not None
+    has_production = store.traffic(model_name).production is not None
     role = "canary" if canary_percent and has_production else "production"
+    note = f"{run_id}: {reasons}"
     if role == "canary":
-        registry.start_canary(
-            model_name,
-            version,
-            canary_percent,
-            actor="pipeline:deploy",
-            reason=f"{run_id}: {reasons}",
+        store.start_canary(
+            model_name, version, canary_percent, actor="pipeline:deploy", reason=note
         )
     else:
-        registry.set_alias(
-            model_name,
-            "production",
-            version,
-            actor="pipeline:deploy",
-            reason=f"{run_id}: {reasons}",
-        )
-    return {
+        store.set_alias(model_name, "production", version, actor="pipeline:deploy", reason=note)
+    result: dict[str, Any] = {
         "role": role,
         "version": version,
         "canary_percent": canary_percent if role == "canary" else 0,
-        "artifact": str(registry.verified_artifact(model_name, version)),
+        "artifact": store.verified_uri(model_name, version),
     }
+    if target == "kserve":
+        from skewless.kserve_deploy import deploy_role
+
+        result["inference_service"] = deploy_role(
+            model_name, namespace, result["artifact"], version=str(version), role=role,
+            canary_percent=canary_percent, mode=mode, timeout_seconds=timeout_seconds,
+        )  # fmt: skip
+    return result

@@ -104,14 +104,46 @@ class Traffic:
 
 
 def directory_sha256(path: str | Path) -> str:
-    """Checksum of a folder: its files' relative paths and contents, in sorted order."""
-    root = Path(path)
+    """Checksum of a folder: its files' relative paths and contents, in path order.
+
+    ``path`` may be a local folder or an object-store URI (``s3://``, ``gs://``, ``minio://`` read
+    as S3), read through pyarrow's filesystems; the same files give the same checksum either way.
+    """
+    text = str(path)
+    if "://" in text and not text.startswith("file://"):
+        return _remote_sha256(text)
+    root = Path(text.removeprefix("file://"))
     if not root.is_dir():
         raise RegistryError(f"artifact folder not found: {root}")
     digest = hashlib.sha256()
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         digest.update(str(file.relative_to(root)).encode() + b"\0")
         with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _remote_sha256(uri: str) -> str:
+    import pyarrow.fs
+
+    if uri.startswith("minio://"):
+        uri = "s3://" + uri.removeprefix("minio://")
+    try:
+        filesystem, base = pyarrow.fs.FileSystem.from_uri(uri)
+        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(base, recursive=True))
+    except (OSError, ValueError) as err:
+        raise RegistryError(f"artifact folder not readable: {uri}: {err}") from err
+    files = [i.path for i in infos if i.type == pyarrow.fs.FileType.File]
+    if not files:
+        raise RegistryError(f"artifact folder not found: {uri}")
+    # The same order and names as the local walk: relative paths, compared part by part.
+    relative = sorted((f[len(base) :].lstrip("/") for f in files), key=lambda r: r.split("/"))
+    digest = hashlib.sha256()
+    for name in relative:
+        digest.update(name.encode() + b"\0")
+        with filesystem.open_input_stream(f"{base}/{name}") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
         digest.update(b"\0")
@@ -161,12 +193,17 @@ class Registry(abc.ABC):
         stats_sha256: str,
         code_version: str,
         run_id: str,
+        artifact_uri: str | None = None,
     ) -> ModelVersion:
-        """Records ``artifact_dir`` as the next version of ``name`` and returns it."""
+        """Records ``artifact_dir`` as the next version of ``name`` and returns it.
+
+        ``artifact_uri`` is where servers will read the files (an object-store URI on a cluster)
+        when that is not ``artifact_dir`` itself; the checksum is taken from ``artifact_dir``.
+        """
         if not name or not name.replace("-", "_").isidentifier():
             raise RegistryError(f"model name {name!r} must be letters, digits, '-' or '_'")
         record = {
-            "artifact_uri": str(Path(artifact_dir).resolve()),
+            "artifact_uri": artifact_uri or str(Path(artifact_dir).resolve()),
             "sha256": directory_sha256(artifact_dir),
             "metrics": metrics,
             "gate": gate,
@@ -274,7 +311,7 @@ class Registry(abc.ABC):
         if version == production and percent:
             raise RegistryError(f"{name}: version {version} is already production")
         if percent:
-            self.verified_artifact(name, version)
+            self.verified_uri(name, version)
         self.set_alias(name, "candidate", version, actor=actor, reason=reason,
                        traffic_percent=percent)  # fmt: skip
         return self.traffic(name)
@@ -291,7 +328,7 @@ class Registry(abc.ABC):
         version = int(current["candidate"]["version"])
         if "production" in current and int(current["production"]["version"]) == version:
             raise RegistryError(f"{name}: candidate version {version} is already production")
-        self.verified_artifact(name, version)
+        self.verified_uri(name, version)
         note = "promoted candidate" + (f": {reason}" if reason else "")
         promoted = self.set_alias(name, "production", version, actor=actor, reason=note)
         self.set_alias(name, "candidate", version, actor=actor, reason=note)
@@ -316,7 +353,7 @@ class Registry(abc.ABC):
             to = previous[-1]
         if to == current:
             raise RegistryError(f"{name}: version {to} is already production")
-        self.verified_artifact(name, to)  # never roll back onto a tampered artifact
+        self.verified_uri(name, to)  # never roll back onto a tampered artifact
         note = f"rollback from {current}" + (f": {reason}" if reason else "")
         rolled = self.set_alias(name, "production", to, actor=actor, reason=note)
         canary = self.traffic(name)
@@ -324,8 +361,8 @@ class Registry(abc.ABC):
             self.set_alias(name, "candidate", canary.candidate, actor=actor, reason=note)
         return rolled
 
-    def verified_artifact(self, name: str, ref: int | str) -> Path:
-        """The artifact folder of a version, after checking its files against the checksum.
+    def verified_uri(self, name: str, ref: int | str) -> str:
+        """The artifact URI (or local folder) of a version, after checking its checksum.
 
         Raises:
             ChecksumMismatchError: The files changed since registration; the registry refuses
@@ -338,7 +375,14 @@ class Registry(abc.ABC):
                 f"{name} version {version.version}: artifact {version.artifact_uri} has checksum "
                 f"{actual[:12]}..., registered as {version.sha256[:12]}...; refusing to serve it"
             )
-        return Path(version.artifact_uri)
+        return version.artifact_uri
+
+    def verified_artifact(self, name: str, ref: int | str) -> Path:
+        """The local artifact folder of a version, checksum-verified (see verified_uri)."""
+        uri = self.verified_uri(name, ref)
+        if "://" in uri:
+            raise RegistryError(f"{name} {ref}: artifact {uri} is remote, not a local folder")
+        return Path(uri)
 
 
 class SQLiteRegistry(Registry):

@@ -43,15 +43,20 @@ def chain(data_uri: str, model_repository: str):
         ingested=ingested.outputs["ingested"],
         model_name="ranking",
         model_repository=model_repository,
+        registry="",
         run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
     with dsl.If(evaluated.outputs["Output"] == True):  # noqa: E712
         deploy(
             model_name="ranking",
             model_repository=model_repository,
+            registry="",
             version=registered.output,
             run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             canary_percent=10,
+            deploy_target="local",
+            kserve_namespace="kubeflow",
+            kserve_mode="Standard",
         )
 
 

@@ -252,7 +252,7 @@ def test_second_run_canary_promote_and_rollback_in_the_live_server(run):
 
 
 def test_shuffled_labels_are_refused_registered_and_never_served(run, tmp_path):
-    from skewless.deploy import deploy_local, registry_for
+    from skewless.deploy import deploy_version, registry_for
     from skewless.registry import RegistryError
 
     workdir = run["workdir"]
@@ -278,4 +278,4 @@ def test_shuffled_labels_are_refused_registered_and_never_served(run, tmp_path):
     assert "deploy" not in summary["step_seconds"]
     for canary_percent in (0, 50):
         with pytest.raises(RegistryError, match="was refused by the gate"):
-            deploy_local(workdir / "models", "ranking", refused.version, "manual", canary_percent)
+            deploy_version(workdir / "models", "ranking", refused.version, "manual", canary_percent)

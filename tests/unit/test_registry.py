@@ -202,3 +202,15 @@ def test_canary_then_promote_then_rollback(tmp_path: Path, locator: str):
     assert registry.traffic("ranking") == Traffic(production=1, candidate=None, candidate_percent=0)
     with pytest.raises(RegistryError, match="traffic percent must be 0 to 100"):
         registry.start_canary("ranking", 3, 101, actor="bob")
+
+
+def test_an_object_store_artifact_has_the_same_checksum_as_its_local_copy(tmp_path: Path):
+    from skewless.registry import _remote_sha256
+
+    artifact = _artifact(tmp_path / "a", "one")
+    (artifact / "assets.extra").mkdir()
+    (artifact / "assets.extra" / "feature_spec.yaml").write_text("spec")
+    # pyarrow's filesystem layer is what reads s3:// and gs:// URIs; file:// runs the same code.
+    assert _remote_sha256(f"file://{artifact}") == directory_sha256(artifact)
+    with pytest.raises(RegistryError, match="artifact folder not (found|readable)"):
+        _remote_sha256(f"file://{tmp_path / 'empty'}")

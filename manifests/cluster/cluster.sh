@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Brings up (or tears down) a kind cluster with cert-manager, KServe (Standard mode; Knative mode
+# too with KNATIVE=1), Kubeflow Pipelines standalone and the Kubeflow Model Registry, at the versions
+# in manifests/versions.env. Every step is idempotent: re-running it converges, it never duplicates.
+#
+#   manifests/cluster/cluster.sh up        # or: make cluster [KNATIVE=1]
+#   manifests/cluster/cluster.sh down      # or: make cluster-down
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=/dev/null
+source "$here/../versions.env"
+CLUSTER="${CLUSTER:-skewless}"
+KNATIVE="${KNATIVE:-0}"
+
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "error: '$1' is not installed. $2" >&2
+  exit 1
+}
+
+check_tools() {
+  need docker "Install Docker (https://docs.docker.com/get-docker/) and start it."
+  docker info >/dev/null 2>&1 || { echo "error: docker is installed but its daemon is not running (docker info failed)." >&2; exit 1; }
+  need kind "Install kind ${KIND_VERSION}: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+  need kubectl "Install kubectl (1.32 or newer): https://kubernetes.io/docs/tasks/tools/"
+  need helm "Install helm 3: https://helm.sh/docs/intro/install/"
+  local kind_version
+  kind_version="$(kind version | awk '{print $2}')"
+  [ "$kind_version" = "$KIND_VERSION" ] || echo "warning: kind is $kind_version; this setup is pinned to $KIND_VERSION" >&2
+}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+up() {
+  check_tools
+  step "kind cluster '$CLUSTER'"
+  if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+    echo "exists"
+  else
+    kind create cluster --name "$CLUSTER" --config "$here/kind-config.yaml" --wait 120s
+  fi
+  kubectl config use-context "kind-$CLUSTER" >/dev/null
+
+  step "cert-manager $CERT_MANAGER_VERSION"
+  helm upgrade --install cert-manager cert-manager --repo https://charts.jetstack.io \
+    --version "$CERT_MANAGER_VERSION" --namespace cert-manager --create-namespace \
+    --set crds.enabled=true --wait --timeout 5m
+
+  if [ "$KNATIVE" = "1" ]; then
+    step "Knative operator $KNATIVE_OPERATOR_VERSION, Knative Serving $KNATIVE_SERVING_VERSION (Kourier)"
+    helm upgrade --install knative-operator knative-operator --repo https://knative.github.io/operator \
+      --version "$KNATIVE_OPERATOR_VERSION" --namespace knative-operator --create-namespace --wait --timeout 5m
+    KNATIVE_SERVING_VERSION="$KNATIVE_SERVING_VERSION" envsubst < "$here/knative-serving.yaml" | kubectl apply -f -
+    kubectl wait --for=condition=Ready knativeserving/knative-serving -n knative-serving --timeout=10m
+  fi
+
+  step "KServe $KSERVE_VERSION (default deployment mode: Standard)"
+  helm upgrade --install kserve-crd oci://ghcr.io/kserve/charts/kserve-crd \
+    --version "$KSERVE_VERSION" --namespace kserve --create-namespace --wait --timeout 5m
+  helm upgrade --install kserve-resources oci://ghcr.io/kserve/charts/kserve-resources \
+    --version "$KSERVE_VERSION" --namespace kserve \
+    --set kserve.version="$KSERVE_VERSION" --set kserve.controller.deploymentMode=Standard \
+    --wait --timeout 10m
+  helm upgrade --install kserve-runtime-configs oci://ghcr.io/kserve/charts/kserve-runtime-configs \
+    --version "$KSERVE_VERSION" --namespace kserve --wait --timeout 5m
+
+  step "Kubeflow Pipelines $KFP_VERSION (standalone, platform-agnostic)"
+  kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=$KFP_VERSION"
+  kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s.io
+  kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=$KFP_VERSION"
+
+  step "Kubeflow Model Registry $MODEL_REGISTRY_VERSION (namespace kubeflow)"
+  kubectl apply -k "github.com/kubeflow/model-registry/manifests/kustomize/overlays/db?ref=$MODEL_REGISTRY_VERSION" -n kubeflow
+
+  step "waiting for Kubeflow Pipelines and the Model Registry (first start pulls images: ~5-10 min)"
+  kubectl wait --for=condition=Available deployment --all -n kubeflow --timeout=20m
+
+  echo
+  echo "cluster '$CLUSTER' is ready. Next: make image kind-load && kubectl apply -k manifests/overlays/kind-$([ "$KNATIVE" = "1" ] && echo knative || echo standard)"
+}
+
+down() {
+  need kind "Nothing to remove without kind."
+  if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+    kind delete cluster --name "$CLUSTER"
+  else
+    echo "no kind cluster named '$CLUSTER'"
+  fi
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down   (KNATIVE=1 adds KServe's Knative mode)" >&2; exit 2 ;;
+esac

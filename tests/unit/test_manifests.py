@@ -1,0 +1,245 @@
+"""The cluster path, checked statically (no cluster or Docker engine runs on these machines).
+
+- Every overlay renders with a real kustomize (the one built into ``kubectl``).
+- Built-in objects validate against the Kubernetes OpenAPI schema of the version in
+  manifests/versions.env (``kubernetes-validate``, strict: unknown fields are errors).
+- InferenceService and ServingRuntime objects validate against KServe's API types as the kserve SDK
+  generates them from KServe's Go types (see ``_check_kserve``): every field must exist in KServe's
+  schema with the right type. The CRD YAML itself is not kept here (see docs/cluster.md).
+- ``checkov`` reports no failed check on the rendered manifests.
+- The base's objects equal what the deploy step creates, and the image tag is the one in
+  src/skewless/image.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+import kubernetes_validate
+import pytest
+import yaml
+from kserve import models as kserve_models
+
+from skewless.image import IMAGE
+from skewless.kserve_deploy import inference_service, serving_runtime
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+OVERLAYS = ["kind-standard", "kind-knative", "tf-serving-runtime"]
+KSERVE_KINDS = {"InferenceService": "V1beta1InferenceService",
+                "ServingRuntime": "V1alpha1ServingRuntime"}  # fmt: skip
+
+
+def _versions() -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in (MANIFESTS / "versions.env").read_text().splitlines()
+             if line.strip() and not line.startswith("#"))  # fmt: skip
+    return {key: value for key, value in pairs}
+
+
+@cache
+def _render(target: str) -> tuple[dict[str, Any], ...]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl (with its built-in kustomize) is needed to render manifests/"
+    rendered = subprocess.run([kubectl, "kustomize", str(MANIFESTS / target)],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+    assert rendered.returncode == 0, f"kustomize {target} failed: {rendered.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(rendered.stdout) if doc)
+
+
+def _one(objects: tuple[dict[str, Any], ...], kind: str) -> dict[str, Any]:
+    (found,) = [o for o in objects if o["kind"] == kind]
+    return found
+
+
+def _model_class(type_name: str) -> Any:
+    return getattr(kserve_models, type_name, None) or getattr(kubernetes.client, type_name)
+
+
+def _check_kserve(value: Any, type_name: str, path: str) -> list[str]:
+    """Errors of ``value`` against a KServe/Kubernetes SDK model type: unknown fields, wrong types.
+
+    The kserve SDK's models are generated from KServe's Go API types, the same types its CRD
+    schemas are generated from; nested Kubernetes types come from the kubernetes client.
+    """
+    if type_name.startswith("list["):
+        if not isinstance(value, list):
+            return [f"{path}: expected a list, got {type(value).__name__}"]
+        return [e for i, item in enumerate(value)
+                for e in _check_kserve(item, type_name[5:-1], f"{path}[{i}]")]  # fmt: skip
+    if type_name.startswith("dict("):
+        if not isinstance(value, dict):
+            return [f"{path}: expected a map, got {type(value).__name__}"]
+        inner = type_name[type_name.index(",") + 1 : -1].strip()
+        return [e for k, v in value.items() for e in _check_kserve(v, inner, f"{path}.{k}")]
+    scalars: dict[str, tuple[type, ...]] = {"str": (str,), "bool": (bool,), "int": (int,),
+                                            "float": (int, float), "datetime": (str,)}  # fmt: skip
+    if type_name in scalars:
+        ok = isinstance(value, scalars[type_name]) and not (
+            type_name in ("int", "float") and isinstance(value, bool)
+        )
+        return [] if ok else [f"{path}: expected {type_name}, got {value!r}"]
+    if type_name == "object":
+        return []
+    model = _model_class(type_name)
+    if not isinstance(value, dict):
+        return [f"{path}: expected an object ({type_name}), got {value!r}"]
+    by_json = {json_name: attr for attr, json_name in model.attribute_map.items()}
+    errors = []
+    for key, item in value.items():
+        if key not in by_json:
+            errors.append(f"{path}.{key}: no such field in {type_name}")
+        else:
+            errors += _check_kserve(item, model.openapi_types[by_json[key]], f"{path}.{key}")
+    return errors
+
+
+def _validate(obj: dict[str, Any]) -> list[str]:
+    if obj["kind"] in KSERVE_KINDS:
+        return _check_kserve(obj, KSERVE_KINDS[obj["kind"]], obj["kind"])
+    version = _versions()["KUBERNETES_VERSION"]
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as err:
+        return [f"{obj['kind']}/{obj['metadata']['name']}: {err.message} at {list(err.path)}"]
+    return []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_renders_and_every_object_validates(overlay: str):
+    objects = _render(f"overlays/{overlay}")
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == ["InferenceService", "NetworkPolicy", "Role", "RoleBinding", "Secret",
+                     "ServiceAccount", "ServingRuntime"]  # fmt: skip
+    errors = [e for obj in objects for e in _validate(obj)]
+    assert errors == []
+    assert {o["metadata"].get("namespace") for o in objects} == {"kubeflow"}
+
+
+def test_the_validators_reject_what_the_cluster_would():
+    isvc = inference_service("ranking", "kubeflow", "s3://b/m")
+    isvc["spec"]["predictor"]["canaryTrafficPercnt"] = 10  # a typo
+    isvc["spec"]["predictor"]["minReplicas"] = "1"  # a string for an integer
+    assert sorted(_validate(isvc)) == [
+        "InferenceService.spec.predictor.canaryTrafficPercnt: no such field in "
+        "V1beta1PredictorSpec",
+        "InferenceService.spec.predictor.minReplicas: expected int, got '1'",
+    ]
+    role = _one(_render("base"), "Role")
+    role["rules"][0]["verb"] = ["get"]
+    assert _validate(role) and "verb" in _validate(role)[0]
+
+
+def test_base_objects_equal_what_the_deploy_step_creates():
+    objects = _render("base")
+    isvc = _one(objects, "InferenceService")
+    expected = inference_service(
+        "ranking", "kubeflow", isvc["spec"]["predictor"]["model"]["storageUri"]
+    )
+    assert isvc == expected
+    assert _one(objects, "ServingRuntime") == serving_runtime("kubeflow")
+
+
+def test_knative_overlay_is_the_knative_inference_service():
+    isvc = _one(_render("overlays/kind-knative"), "InferenceService")
+    uri = isvc["spec"]["predictor"]["model"]["storageUri"]
+    assert isvc == inference_service("ranking", "kubeflow", uri, mode="Knative")
+
+
+def test_tf_serving_overlay_uses_kserves_tensorflow_runtime():
+    model = _one(_render("overlays/tf-serving-runtime"), "InferenceService")["spec"]["predictor"]
+    assert model["model"]["modelFormat"] == {"name": "tensorflow"}
+    assert model["model"]["runtime"] == "kserve-tensorflow-serving"
+
+
+def test_image_tag_is_defined_once():
+    runtime = _one(_render("base"), "ServingRuntime")
+    assert runtime["spec"]["containers"][0]["image"] == IMAGE
+    name, tag = IMAGE.rsplit(":", 1)
+    kustomization = yaml.safe_load((MANIFESTS / "base" / "kustomization.yaml").read_text())
+    assert kustomization["images"] == [{"name": name, "newTag": tag}]
+    makefile = (ROOT / "Makefile").read_text()
+    assert "src/skewless/image.py" in makefile and not re.search(re.escape(tag) + r"\b", makefile)
+
+
+def test_deploy_step_rbac_is_inference_services_in_its_namespace_only():
+    objects = _render("overlays/kind-standard")
+    assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    role = _one(objects, "Role")
+    rule = {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
+            "verbs": ["get", "create", "patch", "watch"]}  # fmt: skip
+    assert role["rules"] == [rule]
+    binding = _one(objects, "RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner",
+                                    "namespace": "kubeflow"}]  # fmt: skip
+
+
+def test_pods_run_as_non_root_with_limits():
+    objects = _render("overlays/kind-standard")
+    container = _one(objects, "ServingRuntime")["spec"]["containers"][0]
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert set(container["resources"]) == {"requests", "limits"}
+    predictor = _one(objects, "InferenceService")["spec"]["predictor"]
+    assert predictor["securityContext"]["runAsNonRoot"] is True
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "USER 10001:10001" in dockerfile
+
+
+def _predictor_pod(objects: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """The Deployment KServe makes of the InferenceService and its ServingRuntime.
+
+    checkov does not read CRDs, so the pod they become is written out for it: the runtime's
+    container with the model's resources, the predictor's pod-level settings and the runtime's
+    volumes and annotations (its justified skips).
+    """
+    runtime = _one(objects, "ServingRuntime")
+    predictor = _one(objects, "InferenceService")["spec"]["predictor"]
+    container = {**runtime["spec"]["containers"][0], "resources": predictor["model"]["resources"]}
+    labels = {"serving.kserve.io/inferenceservice": "ranking"}
+    pod_fields = ("serviceAccountName", "automountServiceAccountToken", "securityContext")
+    pod = {**{k: predictor[k] for k in pod_fields}, "containers": [container],
+           "volumes": runtime["spec"]["volumes"]}  # fmt: skip
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "ranking-predictor",
+            "namespace": "kubeflow",
+            "annotations": runtime["metadata"]["annotations"],
+        },
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+def test_checkov_finds_no_failed_check(tmp_path: Path):
+    checkov = os.environ.get("SKEWLESS_CHECKOV") or shutil.which("checkov")
+    assert checkov, "checkov is needed: `make test` installs it in .venv-tools"
+    for overlay in OVERLAYS:
+        objects = _render(f"overlays/{overlay}")
+        documents = [*objects, _predictor_pod(objects)]
+        (tmp_path / f"{overlay}.yaml").write_text(yaml.safe_dump_all(documents))
+    result = subprocess.run(
+        [checkov, "--directory", str(tmp_path), "--framework", "kubernetes", "--output", "json",
+         "--compact", "--skip-download"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    results = [r.get("results", {}) for r in (report if isinstance(report, list) else [report])]
+    failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}"
+              for r in results for c in r.get("failed_checks", [])]  # fmt: skip
+    passed = sum(len(r.get("passed_checks", [])) for r in results)
+    skipped = {c["check_id"] for r in results for c in r.get("skipped_checks", [])}
+    assert failed == [], "\n".join(failed)
+    assert passed > 100  # the pod, RBAC, ServiceAccount, Secret and NetworkPolicy checks all ran
+    assert skipped == {"CKV_K8S_43", "CKV_K8S_15"}  # only those justified on the ServingRuntime
