@@ -212,5 +212,5 @@ def test_an_object_store_artifact_has_the_same_checksum_as_its_local_copy(tmp_pa
     (artifact / "assets.extra" / "feature_spec.yaml").write_text("spec")
     # pyarrow's filesystem layer is what reads s3:// and gs:// URIs; file:// runs the same code.
     assert _remote_sha256(f"file://{artifact}") == directory_sha256(artifact)
-    with pytest.raises(RegistryError, match="artifact folder not (found|readable)"):
+    with pytest.raises(RegistryError, match=r"artifact folder not (found|readable)"):
         _remote_sha256(f"file://{tmp_path / 'empty'}")
