@@ -549,33 +549,29 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
     show.set_defaults(func=cmd_models_show)
 
-    back = sub.add_parser("rollback", help="move a model's production alias back")
-    back.add_argument("name", help="model name, e.g. ranking")
+    def alias_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        """A command that moves an alias: NAME, --reason, --registry and the --kserve options."""
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("name", help="model name, e.g. ranking")
+        command.add_argument("--reason", default="", help="recorded in the alias history")
+        command.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
+        _add_kserve(command)
+        return command
+
+    back = alias_command("rollback", "move a model's production alias back")
     back.add_argument("--to", type=_positive_int, help="version (default: the previous one)")
-    back.add_argument("--reason", default="", help="recorded in the alias history")
-    back.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
-    _add_kserve(back)
     back.set_defaults(func=cmd_rollback)
 
-    canary = sub.add_parser("canary", help="start, resize or stop (--percent 0) a canary")
-    canary.add_argument("name", help="model name, e.g. ranking")
+    canary = alias_command("canary", "start, resize or stop (--percent 0) a canary")
     canary.add_argument(
         "--percent", type=_percent, required=True, help="share of requests for the candidate"
     )
     canary.add_argument(
         "--version", type=_positive_int, help="version (default: the current candidate)"
     )
-    canary.add_argument("--reason", default="", help="recorded in the alias history")
-    canary.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
-    _add_kserve(canary)
     canary.set_defaults(func=cmd_canary)
 
-    promote = sub.add_parser("promote", help="make the canary candidate production")
-    promote.add_argument("name", help="model name, e.g. ranking")
-    promote.add_argument("--reason", default="", help="recorded in the alias history")
-    promote.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
-    _add_kserve(promote)
-    promote.set_defaults(func=cmd_promote)
+    alias_command("promote", "make the canary candidate production").set_defaults(func=cmd_promote)
 
     report = sub.add_parser("ab-report", help="per-version traffic and latency from the server log")
     report.add_argument(
