@@ -54,6 +54,20 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
 
 
+def _lineage(
+    model_dir: Path, evaluation: dict[str, Any], stats_path: str | Path | None, run_id: str
+) -> dict[str, Any]:
+    """What a registration records besides the artifact: metrics, gate, hashes, code, run."""
+    return {
+        "metrics": evaluation["metrics"],
+        "gate": evaluation["gate"],
+        "spec_sha256": _file_sha256(model_dir / SPEC_ASSET),
+        "stats_sha256": _file_sha256(Path(stats_path)) if stats_path else "",
+        "code_version": __version__,
+        "run_id": run_id,
+    }
+
+
 def _next_version(model_root: Path) -> int:
     versions = [int(p.name) for p in model_root.iterdir() if p.is_dir() and p.name.isdigit()]
     return max(versions, default=0) + 1
@@ -96,14 +110,7 @@ def register_local(
     target = root / str(version)
     os.rename(staging, target)
     registered = registry_for(repository).register(
-        model_name,
-        target,
-        metrics=evaluation["metrics"],
-        gate=evaluation["gate"],
-        spec_sha256=_file_sha256(target / SPEC_ASSET),
-        stats_sha256=_file_sha256(Path(stats_path)) if stats_path else "",
-        code_version=__version__,
-        run_id=run_id,
+        model_name, target, **_lineage(target, evaluation, stats_path, run_id)
     )
     if registered.version != version:
         raise DeployError(
@@ -149,13 +156,8 @@ def register_version(
     version = open_registry(repository, registry).register(
         model_name,
         model_dir,
-        metrics=evaluation["metrics"],
-        gate=evaluation["gate"],
-        spec_sha256=_file_sha256(Path(model_dir) / SPEC_ASSET),
-        stats_sha256=_file_sha256(Path(stats_path)) if stats_path else "",
-        code_version=__version__,
-        run_id=run_id,
         artifact_uri=storage_uri(model_uri),
+        **_lineage(Path(model_dir), evaluation, stats_path, run_id),
     )
     return version.version
 
@@ -187,7 +189,7 @@ def deploy_version(
 
     Raises:
         RegistryError: The gate refused the version (it can never take traffic), or its artifact
-            no longer matches its checksum.
+            no longer matches its checksum (checked before any alias moves).
         ClusterDeployError: The InferenceService was refused or did not become Ready in time.
     """
     if target not in ("local", "kserve"):
@@ -208,7 +210,8 @@ def deploy_version(
         "role": role,
         "version": version,
         "canary_percent": canary_percent if role == "canary" else 0,
-        "artifact": store.verified_uri(model_name, version),
+        # The alias move above checked the artifact's checksum; no second pass over its files.
+        "artifact": registered.artifact_uri,
     }
     if target == "kserve":
         from skewless.kserve_deploy import deploy_role

@@ -154,6 +154,16 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def _check_artifact(name: str, version: int, record: dict[str, Any]) -> None:
+    """Raises ChecksumMismatchError when a version's files no longer match its checksum."""
+    actual = directory_sha256(record["artifact_uri"])
+    if actual != record["sha256"]:
+        raise ChecksumMismatchError(
+            f"{name} version {version}: artifact {record['artifact_uri']} has checksum "
+            f"{actual[:12]}..., registered as {record['sha256'][:12]}...; refusing to serve it"
+        )
+
+
 class Registry(abc.ABC):
     """Registry behaviour over five storage primitives that each backend implements.
 
@@ -227,9 +237,14 @@ class Registry(abc.ABC):
     ) -> ModelVersion:
         """Points ``alias`` at ``version`` of ``name``, recording who and why.
 
+        A move that makes the version serve (``production``, or a candidate with a traffic share)
+        first checks its artifact against the registered checksum.
+
         Raises:
             RegistryError: Unknown alias or version, or a version the gate refused (it may never
                 take traffic).
+            ChecksumMismatchError: The version would serve, and its files changed since
+                registration.
         """
         if alias not in ALIASES:
             raise RegistryError(f"unknown alias {alias!r}; aliases are {list(ALIASES)}")
@@ -244,6 +259,8 @@ class Registry(abc.ABC):
                 f"{name} version {version} was refused by the gate ({reasons}); "
                 "it cannot take traffic"
             )
+        if alias == "production" or traffic_percent:
+            _check_artifact(name, version, record)
         event = {"alias": alias, "version": version, "actor": actor, "reason": reason,
                  "set_at": _now(), "traffic_percent": traffic_percent}  # fmt: skip
         self._append_alias_event(name, event)
@@ -310,8 +327,6 @@ class Registry(abc.ABC):
             raise RegistryError(f"{name}: no production version yet; promote one first")
         if version == production and percent:
             raise RegistryError(f"{name}: version {version} is already production")
-        if percent:
-            self.verified_uri(name, version)
         self.set_alias(name, "candidate", version, actor=actor, reason=reason,
                        traffic_percent=percent)  # fmt: skip
         return self.traffic(name)
@@ -328,7 +343,6 @@ class Registry(abc.ABC):
         version = int(current["candidate"]["version"])
         if "production" in current and int(current["production"]["version"]) == version:
             raise RegistryError(f"{name}: candidate version {version} is already production")
-        self.verified_uri(name, version)
         note = "promoted candidate" + (f": {reason}" if reason else "")
         promoted = self.set_alias(name, "production", version, actor=actor, reason=note)
         self.set_alias(name, "candidate", version, actor=actor, reason=note)
@@ -353,7 +367,6 @@ class Registry(abc.ABC):
             to = previous[-1]
         if to == current:
             raise RegistryError(f"{name}: version {to} is already production")
-        self.verified_uri(name, to)  # never roll back onto a tampered artifact
         note = f"rollback from {current}" + (f": {reason}" if reason else "")
         rolled = self.set_alias(name, "production", to, actor=actor, reason=note)
         canary = self.traffic(name)
@@ -369,12 +382,7 @@ class Registry(abc.ABC):
                 to hand out the artifact.
         """
         version = self.get(name, ref)
-        actual = directory_sha256(version.artifact_uri)
-        if actual != version.sha256:
-            raise ChecksumMismatchError(
-                f"{name} version {version.version}: artifact {version.artifact_uri} has checksum "
-                f"{actual[:12]}..., registered as {version.sha256[:12]}...; refusing to serve it"
-            )
+        _check_artifact(name, version.version, version.to_dict())
         return version.artifact_uri
 
     def verified_artifact(self, name: str, ref: int | str) -> Path:
