@@ -123,7 +123,9 @@ def evaluate(
     ingested: Input[Dataset],
     train_metrics: Input[Metrics],
     spec_yaml: str,
-    production_model_dir: str,
+    model_name: str,
+    model_repository: str,
+    registry: str,
     min_auc: float,
     max_log_loss: float,
     max_calibration_error: float,
@@ -135,6 +137,8 @@ def evaluate(
 ) -> bool:
     """Scores the eval split through the exported model, slices the metrics, and gates.
 
+    The model to beat is whatever the registry says is production when this step runs.
+
     Returns:
         Whether the gate promotes the model. A single ``bool`` output rather than a named one,
         because kfp.local's condition evaluator resolves only a task's single ``Output``.
@@ -143,17 +147,21 @@ def evaluate(
     import shutil
     import tempfile
 
+    from skewless.deploy import production_to_beat
     from skewless.evaluate import GateConfig
     from skewless.evaluate import evaluate as run_evaluate
     from skewless.spec import load_spec_text
 
     work = tempfile.mkdtemp()
+    production = production_to_beat(
+        model_repository, model_name, registry=registry, workdir=f"{work}/production"
+    )
     result = run_evaluate(
         model.path,
         f"{ingested.path}/eval.parquet",
         load_spec_text(spec_yaml),
         work,
-        production_model_dir=production_model_dir or None,
+        production_model_dir=production.path if production else None,
         gate_config=GateConfig(min_auc, max_log_loss, max_calibration_error, min_auc_gain),
         baseline_auc=train_metrics.metadata.get("baseline_eval_auc"),
     )
@@ -165,6 +173,7 @@ def evaluate(
     classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
     classification.log_confusion_matrix(["0", "1"], result["confusion_matrix"])
     evaluation.metadata["promote"] = result["gate"]["promote"]
+    evaluation.metadata["compared_with_version"] = production.version if production else 0
     evaluation.metadata["reasons"] = json.dumps(result["gate"]["reasons"])
     return bool(result["gate"]["promote"])
 

@@ -13,12 +13,25 @@ types.
 
 from pathlib import Path
 
-from kfp import compiler, dsl
+from kfp import compiler, dsl, kubernetes
+from kfp.dsl import PipelineTask
 
 from skewless.components.ranking import deploy, evaluate, ingest, register, train, transform
+from skewless.storage import MINIO_SECRET, MINIO_SECRET_ENV
 
 PIPELINE_NAME = "skewless-ranking"
 COMPILED_PATH = Path(__file__).with_name("ranking_pipeline.yaml")
+
+
+def _reads_object_store(task: PipelineTask) -> None:
+    """Gives a step that reads object-store URIs KFP's MinIO credentials, from KFP's own Secret.
+
+    Ingest reads the data, evaluate downloads the production model, deploy checksums the
+    artifact before it serves. kfp.local ignores this (its steps read local paths).
+    """
+    kubernetes.use_secret_as_env(
+        task, secret_name=MINIO_SECRET, secret_key_to_env=dict(MINIO_SECRET_ENV)
+    )
 
 
 @dsl.pipeline(
@@ -45,7 +58,6 @@ def ranking_pipeline(
     max_log_loss: float = 0.69,
     max_calibration_error: float = 0.05,
     min_auc_gain: float = 0.0,
-    production_model_dir: str = "",
     model_name: str = "ranking",
     model_repository: str = "",
     canary_percent: int = 10,
@@ -57,7 +69,9 @@ def ranking_pipeline(
     """Trains, evaluates and (if the gate passes) deploys a ranking model.
 
     Args:
-        data_uri: Raw CSV or Parquet file the steps can read.
+        data_uri: Raw CSV or Parquet file: a local path (kfp.local), or on a cluster an object-store
+            URI such as ``minio://mlpipeline/data/interactions.csv`` (KFP's own MinIO), ``s3://``
+            or ``gs://``.
         spec_yaml: Feature spec as YAML text; empty means the spec shipped for the default data.
         max_quarantine_fraction: Ingestion fails above this share of quarantined rows.
         beam_args: Beam pipeline options for TFT analysis, space-separated.
@@ -76,7 +90,6 @@ def ranking_pipeline(
         max_log_loss: See GateConfig.
         max_calibration_error: See GateConfig.
         min_auc_gain: See GateConfig.
-        production_model_dir: The current production SavedModel to beat ("" when none).
         model_name: Name under which the model is deployed.
         model_repository: Model repository root the deploy step publishes into (its registry,
             registry.db, lives there too).
@@ -92,6 +105,7 @@ def ranking_pipeline(
     ingest_task = ingest(
         data_uri=data_uri, spec_yaml=spec_yaml, max_quarantine_fraction=max_quarantine_fraction
     )
+    _reads_object_store(ingest_task)
     transform_task = transform(
         ingested=ingest_task.outputs["ingested"], spec_yaml=spec_yaml, beam_args=beam_args
     )
@@ -116,12 +130,15 @@ def ranking_pipeline(
         ingested=ingest_task.outputs["ingested"],
         train_metrics=train_task.outputs["train_metrics"],
         spec_yaml=spec_yaml,
-        production_model_dir=production_model_dir,
+        model_name=model_name,
+        model_repository=model_repository,
+        registry=registry,
         min_auc=min_auc,
         max_log_loss=max_log_loss,
         max_calibration_error=max_calibration_error,
         min_auc_gain=min_auc_gain,
     )
+    _reads_object_store(evaluate_task)
     register_task = register(
         model=train_task.outputs["model"],
         evaluation=evaluate_task.outputs["evaluation"],
@@ -132,7 +149,7 @@ def ranking_pipeline(
         run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
     with dsl.If(evaluate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
-        deploy(
+        deploy_task = deploy(
             model_name=model_name,
             model_repository=model_repository,
             registry=registry,
@@ -143,6 +160,7 @@ def ranking_pipeline(
             kserve_namespace=kserve_namespace,
             kserve_mode=kserve_mode,
         )
+        _reads_object_store(deploy_task)
 
 
 def compile_pipeline(path: str | Path = COMPILED_PATH) -> Path:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from object_store import ObjectStore, object_store
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -60,3 +62,17 @@ def trained(
         tmp_path_factory.mktemp("trained"),
         HParams(epochs=2),
     )
+
+
+@pytest.fixture(scope="session")
+def _object_store_server() -> Iterator[ObjectStore]:
+    with object_store() as store:
+        yield store
+
+
+@pytest.fixture
+def minio(_object_store_server: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> ObjectStore:
+    """KFP's MinIO as a cluster step sees it: an S3 server on loopback, endpoint and keys set."""
+    for name, value in _object_store_server.environment().items():
+        monkeypatch.setenv(name, value)
+    return _object_store_server

@@ -125,7 +125,7 @@ def _pipeline_parameters(pairs: list[str]) -> dict[str, Any]:
     from skewless.pipelines.ranking import ranking_pipeline
 
     signature = inspect.signature(ranking_pipeline.pipeline_func)
-    reserved = {"data_uri", "spec_yaml", "production_model_dir", "model_name", "model_repository"}
+    reserved = {"data_uri", "spec_yaml", "registry", "model_name", "model_repository"}
     allowed = {n: p.annotation for n, p in signature.parameters.items() if n not in reserved}
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -391,7 +391,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     from skewless.pipelines.ranking import PIPELINE_NAME, compile_pipeline
 
-    parameters = {"data_uri": args.data_uri, **_pipeline_parameters(args.param)}
+    parameters = {
+        "data_uri": args.data_uri,
+        "registry": args.registry,
+        **_pipeline_parameters(args.param),
+    }
     if args.spec:
         parameters["spec_yaml"] = Path(args.spec).read_text()
         load_spec(args.spec)  # a bad spec fails here, not in the cluster
@@ -428,6 +432,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+IN_CLUSTER_REGISTRY = "http://model-registry-service.kubeflow.svc.cluster.local:8080"
+"""The Model Registry that `make cluster` installs, as pipeline pods reach it."""
 REGISTRY_HELP = "registry: a SQLite file, or a Kubeflow Model Registry URL (http[s]://host[:port])"
 
 
@@ -591,7 +597,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub_run.add_argument(
         "--host", default="http://localhost:8888", help="KFP API endpoint (http://localhost:8888)"
     )
-    sub_run.add_argument("--data-uri", required=True, help="raw data the pipeline steps can read")
+    sub_run.add_argument(
+        "--data-uri", required=True,
+        help="raw CSV or Parquet the steps read: minio://mlpipeline/<key> (KFP's MinIO), s3://, gs://",
+    )  # fmt: skip
+    sub_run.add_argument(
+        "--registry", default=IN_CLUSTER_REGISTRY,
+        help=f"Kubeflow Model Registry URL as the pipeline pods reach it ({IN_CLUSTER_REGISTRY})",
+    )  # fmt: skip
     _add_spec(sub_run)
     sub_run.add_argument("--experiment", default="skewless", help="KFP experiment (skewless)")
     sub_run.add_argument(

@@ -12,6 +12,7 @@ KServe InferenceService.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from skewless import __version__
-from skewless.registry import Registry, RegistryError, SQLiteRegistry
+from skewless.registry import Registry, SQLiteRegistry
 from skewless.spec import SPEC_ASSET
 
 REGISTRY_FILE = "registry.db"
@@ -43,11 +44,45 @@ def production_model(repository: str | Path, model_name: str) -> Path | None:
     if not (Path(repository) / REGISTRY_FILE).is_file():
         return None
     registry = registry_for(repository)
-    try:
-        registry.get(model_name, "production")
-    except RegistryError:
+    if registry.traffic(model_name).production is None:
         return None
     return registry.verified_artifact(model_name, "production")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProductionModel:
+    """The production version a candidate must beat, as a local folder."""
+
+    version: int
+    path: Path
+
+
+def production_to_beat(
+    repository: str | Path, model_name: str, *, registry: str, workdir: str | Path
+) -> ProductionModel | None:
+    """The current production version, looked up when the evaluate step runs.
+
+    Asking the registry at run time (not taking a path when the run is submitted) keeps a
+    recurring run honest: each run is gated against whatever serves when it evaluates. An
+    artifact in the object store is downloaded under ``workdir`` and verified there.
+
+    Returns:
+        None when no version is production yet (the gate then applies its absolute floors).
+
+    Raises:
+        RegistryError: The registry cannot be read or the artifact cannot be fetched.
+        ChecksumMismatchError: The production artifact changed since it was registered.
+    """
+    if not registry and not (Path(repository) / REGISTRY_FILE).is_file():
+        return None
+    store = open_registry(repository, registry)
+    version = store.traffic(model_name).production
+    if version is None:
+        return None
+    path = store.verified_artifact(
+        model_name, version, download_to=Path(workdir) / f"production-{version}"
+    )
+    return ProductionModel(version, path)
 
 
 def _file_sha256(path: Path) -> str:
@@ -147,6 +182,11 @@ def register_version(
     with a Kubeflow Model Registry URL they stay where the pipeline stored them (``model_uri``,
     as KServe reads it) and the checksum is taken from the step's local copy.
     """
+    if not registry and not str(repository):
+        raise DeployError(
+            "nowhere to register the model: set registry (a Kubeflow Model Registry URL; on a "
+            "cluster) or model_repository (a folder; on one machine)"
+        )
     if not registry:
         registered = register_local(model_dir, repository, model_name, evaluation=evaluation,
                                     stats_path=stats_path, run_id=run_id)  # fmt: skip

@@ -1,9 +1,10 @@
 """Validated ingestion: every raw row is checked against the spec, then kept or quarantined.
 
-Reads CSV or Parquet in bounded chunks with pyarrow, so memory does not grow with the file. Clean
-rows are typed, split into train and eval by hashing the key column (reruns give the same split)
-and written as Parquet; failing rows go to ``quarantine.parquet`` with their raw values and a
-``reason`` naming each failed field and why. Nothing is dropped: ``rows_in == rows_clean +
+Reads CSV or Parquet in bounded chunks with pyarrow, from a local path or the pipeline's object
+store (see :mod:`skewless.storage`), so memory does not grow with the file. Clean rows are typed,
+split into train and eval by hashing the key column (reruns give the same split) and written as
+Parquet; failing rows go to ``quarantine.parquet`` with their raw values and a ``reason`` naming
+each failed field and why. Nothing is dropped: ``rows_in == rows_clean +
 rows_quarantined`` is checked before the summary is written.
 
 Output folder::
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from skewless import stats as stats_lib
+from skewless import storage
 from skewless.progress import Progress
 from skewless.spec import Feature, FeatureSpec
 
@@ -110,18 +113,26 @@ def quarantine_schema(spec: FeatureSpec) -> pa.Schema:
     )
 
 
-def _csv_header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8") as handle:
+def _suffix(source: str) -> str:
+    return PurePosixPath(source).suffix.lower()
+
+
+def _csv_header(source: str) -> list[str]:
+    with io.TextIOWrapper(storage.open_input_file(source), encoding="utf-8", newline="") as handle:
         header = next(csv.reader(handle), None)
     if not header:
-        raise IngestError(f"{path}: CSV file is empty (no header line)")
+        raise IngestError(f"{source}: CSV file is empty (no header line)")
     return header
 
 
-def _read_chunks(path: Path, chunk_rows: int, malformed: list[_Malformed]) -> Iterator[pa.Table]:
-    """Yields raw tables of about ``chunk_rows`` rows; malformed CSV lines go to ``malformed``."""
-    if path.suffix.lower() == ".csv":
-        header = _csv_header(path)
+def _read_chunks(source: str, chunk_rows: int, malformed: list[_Malformed]) -> Iterator[pa.Table]:
+    """Yields raw tables of about ``chunk_rows`` rows; malformed CSV lines go to ``malformed``.
+
+    ``source`` is a local path or an object-store URI (see :mod:`skewless.storage`); either way
+    the file is streamed, never copied whole.
+    """
+    if _suffix(source) == ".csv":
+        header = _csv_header(source)
 
         def on_invalid(row: Any) -> str:
             malformed.append(
@@ -137,7 +148,7 @@ def _read_chunks(path: Path, chunk_rows: int, malformed: list[_Malformed]) -> It
             return "skip"
 
         reader = pacsv.open_csv(
-            path,
+            storage.open_input_file(source),
             read_options=pacsv.ReadOptions(use_threads=False, block_size=16 << 20),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
@@ -148,12 +159,14 @@ def _read_chunks(path: Path, chunk_rows: int, malformed: list[_Malformed]) -> It
         )
         for batch in reader:
             yield pa.Table.from_batches([batch])
-    elif path.suffix.lower() in (".parquet", ".pq"):
-        parquet = pq.ParquetFile(path)
+    elif _suffix(source) in (".parquet", ".pq"):
+        parquet = pq.ParquetFile(storage.open_input_file(source))
         for batch in parquet.iter_batches(batch_size=chunk_rows):
             yield pa.Table.from_batches([batch])
     else:
-        raise IngestError(f"{path}: unsupported file type {path.suffix!r}; use .csv or .parquet")
+        raise IngestError(
+            f"{source}: unsupported file type {_suffix(source)!r}; use .csv or .parquet"
+        )
 
 
 def read_column_batches(
@@ -164,10 +177,10 @@ def read_column_batches(
         yield {name: batch.column(name).to_numpy(zero_copy_only=False) for name in columns}
 
 
-def count_rows(path: Path) -> int | None:
+def count_rows(source: str | Path) -> int | None:
     """Row count when cheap to know (Parquet metadata), for progress reporting."""
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return int(pq.ParquetFile(path).metadata.num_rows)
+    if _suffix(str(source)) in (".parquet", ".pq"):
+        return int(pq.ParquetFile(storage.open_input_file(source)).metadata.num_rows)
     return None
 
 
@@ -410,9 +423,13 @@ def ingest(
         QuarantineLimitError: Too many rows quarantined (outputs are written first).
     """
     started = time.perf_counter()
-    data_path, out = Path(data), Path(out_dir)
-    if not data_path.is_file():
-        raise IngestError(f"data file not found: {data_path}")
+    source, out = str(data), Path(out_dir)
+    try:
+        found = storage.is_file(source)
+    except storage.StorageError as err:
+        raise IngestError(str(err)) from err
+    if not found:
+        raise IngestError(f"data file not found: {source}")
     if not 0.0 <= max_quarantine_fraction <= 1.0:
         raise IngestError(
             f"max_quarantine_fraction must be between 0 and 1, got {max_quarantine_fraction}"
@@ -427,13 +444,13 @@ def ingest(
     rows_parsed = rows_quarantined = malformed_written = 0
     rows_clean = dict.fromkeys(SPLITS, 0)
     extra_columns: set[str] = set()
-    progress = Progress("validate", total=count_rows(data_path) or 0, enabled=show_progress)
+    progress = Progress("validate", total=count_rows(source) or 0, enabled=show_progress)
     try:
-        for table in _read_chunks(data_path, chunk_rows, malformed):
+        for table in _read_chunks(source, chunk_rows, malformed):
             missing_columns = [c for c in spec.column_names if c not in table.column_names]
             if missing_columns:
                 raise IngestError(
-                    f"{data_path}: column(s) {missing_columns} declared in the spec are not in the "
+                    f"{source}: column(s) {missing_columns} declared in the spec are not in the "
                     f"data; the data has {table.column_names}"
                 )
             extra_columns.update(set(table.column_names) - set(spec.column_names))
@@ -460,8 +477,8 @@ def ingest(
             progress.advance(table.num_rows)
         if len(malformed) > malformed_written:
             writers.write("quarantine", _malformed_frame(spec, malformed[malformed_written:]))
-    except pa.ArrowInvalid as err:
-        raise IngestError(f"{data_path}: cannot be read: {err}") from err
+    except (pa.ArrowInvalid, storage.StorageError) as err:
+        raise IngestError(f"{source}: cannot be read: {err}") from err
     finally:
         writers.close()
         progress.close()
@@ -481,7 +498,7 @@ def ingest(
     (out / "stats.json").write_text(json.dumps(stats_doc, indent=1))
     elapsed = time.perf_counter() - started
     summary: dict[str, Any] = {
-        "data": str(data_path),
+        "data": source,
         "spec_sha256": spec.source_sha256,
         "rows_in": rows_in,
         "rows_clean": total_clean,
@@ -509,7 +526,7 @@ def ingest(
     (out / "ingest_summary.json").write_text(json.dumps(summary, indent=1))
 
     if rows_in == 0:
-        raise IngestError(f"{data_path}: no rows to ingest")
+        raise IngestError(f"{source}: no rows to ingest")
     if summary["quarantined_fraction"] > max_quarantine_fraction:
         top = ", ".join(f"{r} x{n}" for r, n in list(reason_counts.most_common(3)))
         raise QuarantineLimitError(
@@ -518,7 +535,7 @@ def ingest(
             f"rows are in {out / 'quarantine.parquet'}"
         )
     if total_clean == 0 or rows_clean["train"] == 0:
-        raise IngestError(f"{data_path}: no clean training rows after validation")
+        raise IngestError(f"{source}: no clean training rows after validation")
     return IngestResult(out_dir=out, summary=summary)
 
 

@@ -126,7 +126,6 @@ def run_local(
             raise RunError(f"--data: file not found: {data_path}")
 
     repository = root / "models"
-    production = production_model(repository, model_name)
     pipeline_root = root / "pipeline_root"
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -140,7 +139,6 @@ def run_local(
         ranking_pipeline(
             data_uri=str(data_path),
             spec_yaml=spec_yaml,
-            production_model_dir=str(production or ""),
             model_name=model_name,
             model_repository=str(repository),
             **(parameters or {}),

@@ -29,6 +29,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
+from skewless import storage
+
 ALIASES = ("production", "candidate")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -106,47 +108,18 @@ class Traffic:
 def directory_sha256(path: str | Path) -> str:
     """Checksum of a folder: its files' relative paths and contents, in path order.
 
-    ``path`` may be a local folder or an object-store URI (``s3://``, ``gs://``, ``minio://`` read
-    as S3), read through pyarrow's filesystems; the same files give the same checksum either way.
+    ``path`` may be a local folder or an object-store URI (see :mod:`skewless.storage`); the same
+    files give the same checksum either way.
     """
-    text = str(path)
-    if "://" in text and not text.startswith("file://"):
-        return _remote_sha256(text)
-    root = Path(text.removeprefix("file://"))
-    if not root.is_dir():
-        raise RegistryError(f"artifact folder not found: {root}")
-    digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(root)).encode() + b"\0")
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def _remote_sha256(uri: str) -> str:
-    import pyarrow.fs
-
-    if uri.startswith("minio://"):
-        uri = "s3://" + uri.removeprefix("minio://")
     try:
-        filesystem, base = pyarrow.fs.FileSystem.from_uri(uri)
-        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(base, recursive=True))
-    except (OSError, ValueError) as err:
-        raise RegistryError(f"artifact folder not readable: {uri}: {err}") from err
-    files = [i.path for i in infos if i.type == pyarrow.fs.FileType.File]
-    if not files:
-        raise RegistryError(f"artifact folder not found: {uri}")
-    # The same order and names as the local walk: relative paths, compared part by part.
-    relative = sorted((f[len(base) :].lstrip("/") for f in files), key=lambda r: r.split("/"))
-    digest = hashlib.sha256()
-    for name in relative:
-        digest.update(name.encode() + b"\0")
-        with filesystem.open_input_stream(f"{base}/{name}") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
+        digest = hashlib.sha256()
+        for name in storage.list_files(path):
+            digest.update(name.encode() + b"\0")
+            for block in storage.read_blocks(storage.join(path, name)):
                 digest.update(block)
-        digest.update(b"\0")
+            digest.update(b"\0")
+    except storage.StorageError as err:
+        raise RegistryError(f"artifact {err}") from err
     return digest.hexdigest()
 
 
@@ -154,12 +127,15 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _check_artifact(name: str, version: int, record: dict[str, Any]) -> None:
-    """Raises ChecksumMismatchError when a version's files no longer match its checksum."""
-    actual = directory_sha256(record["artifact_uri"])
+def _check_artifact(
+    name: str, version: int, record: dict[str, Any], *, local_copy: Path | None = None
+) -> None:
+    """Raises ChecksumMismatchError when a version's files (or a copy of them) changed."""
+    actual = directory_sha256(local_copy if local_copy is not None else record["artifact_uri"])
     if actual != record["sha256"]:
+        copy = f" (copied to {local_copy})" if local_copy is not None else ""
         raise ChecksumMismatchError(
-            f"{name} version {version}: artifact {record['artifact_uri']} has checksum "
+            f"{name} version {version}: artifact {record['artifact_uri']}{copy} has checksum "
             f"{actual[:12]}..., registered as {record['sha256'][:12]}...; refusing to serve it"
         )
 
@@ -385,12 +361,35 @@ class Registry(abc.ABC):
         _check_artifact(name, version.version, version.to_dict())
         return version.artifact_uri
 
-    def verified_artifact(self, name: str, ref: int | str) -> Path:
-        """The local artifact folder of a version, checksum-verified (see verified_uri)."""
-        uri = self.verified_uri(name, ref)
-        if "://" in uri:
+    def verified_artifact(
+        self, name: str, ref: int | str, *, download_to: str | Path | None = None
+    ) -> Path:
+        """The artifact of a version as a local folder, checksum-verified (see verified_uri).
+
+        Args:
+            name: Model name.
+            ref: Version number or alias.
+            download_to: Where to copy an artifact that lives in an object store (a folder that
+                does not exist yet); the copy is what gets verified. Without it, a remote
+                artifact is an error.
+
+        Raises:
+            RegistryError: A remote artifact and no ``download_to``, or it cannot be read.
+            ChecksumMismatchError: The files differ from the registered checksum.
+        """
+        version = self.get(name, ref)
+        uri = version.artifact_uri
+        if not storage.is_remote(uri):
+            _check_artifact(name, version.version, version.to_dict())
+            return Path(uri.removeprefix("file://"))
+        if download_to is None:
             raise RegistryError(f"{name} {ref}: artifact {uri} is remote, not a local folder")
-        return Path(uri)
+        try:
+            local = storage.download(uri, download_to)
+        except storage.StorageError as err:
+            raise RegistryError(f"{name} version {version.version}: {err}") from err
+        _check_artifact(name, version.version, version.to_dict(), local_copy=local)
+        return local
 
 
 class SQLiteRegistry(Registry):

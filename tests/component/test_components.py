@@ -33,8 +33,7 @@ def chain(data_uri: str, model_repository: str):
         model=trained.outputs["model"],
         ingested=ingested.outputs["ingested"],
         train_metrics=trained.outputs["train_metrics"],
-        spec_yaml="",
-        production_model_dir="",
+        spec_yaml="", model_name="ranking", model_repository=model_repository, registry="",
         min_auc=0.0, max_log_loss=10.0, max_calibration_error=1.0, min_auc_gain=0.0,
     )  # fmt: skip
     registered = register(
@@ -77,15 +76,26 @@ class Task:
         return self.executor_output["parameterValues"][name]
 
 
+def _run_chain(pipeline_root: Path, data_uri: str, model_repository: Path) -> dict[str, Task]:
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    chain(data_uri=data_uri, model_repository=str(model_repository))
+    (run_dir,) = pipeline_root.iterdir()
+    return {p.name: Task(p) for p in run_dir.iterdir() if p.is_dir()}
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def run(tmp_path_factory: pytest.TempPathFactory, _object_store_server) -> dict[str, Any]:
+    """The chain twice into one repository: from a local file, then from the object store."""
     root = tmp_path_factory.mktemp("kfp")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "runs"))
     data = write_dataset(2_000, 4, root / "raw.parquet", show_progress=False)
-    chain(data_uri=str(data), model_repository=str(root / "models"))
-    (run_dir,) = (root / "runs").iterdir()
-    tasks = {p.name: Task(p) for p in run_dir.iterdir() if p.is_dir()}
-    return {"tasks": tasks, "root": root}
+    tasks = _run_chain(root / "runs", str(data), root / "models")
+    # The second run reads its data as a cluster step does (the steps inherit this environment).
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in _object_store_server.environment().items():
+            env.setenv(name, value)
+        uri = _object_store_server.upload(data, "data/components/raw.parquet")
+        second = _run_chain(root / "runs-2", uri, root / "models")
+    return {"tasks": tasks, "second": second, "root": root, "data_uri": uri}
 
 
 def test_every_component_ran(run):
@@ -134,6 +144,27 @@ def test_evaluate_component(run):
     ]  # fmt: skip
     assert "<h1>Evaluation: PROMOTE</h1>" in task.path("report").read_text()
     assert json.loads(task.path("evaluation").read_text())["gate"]["promote"] is True
+    assert task.metadata("evaluation")["compared_with_version"] == 0  # nothing served yet
+
+
+def test_ingest_component_reads_data_from_the_object_store(run):
+    first, second = run["tasks"]["ingest"], run["second"]["ingest"]
+    assert json.loads((second.path("ingested") / "ingest_summary.json").read_text())[
+        "data"] == run["data_uri"]  # fmt: skip
+    for key in ("rows_in", "rows_quarantined", "rows_train", "rows_eval"):
+        assert second.metadata("ingest_metrics")[key] == first.metadata("ingest_metrics")[key]
+
+
+def test_evaluate_component_finds_the_production_model_in_the_registry_itself(run):
+    # The first run made version 1 production; the second run's evaluate step looked it up.
+    task = run["second"]["evaluate"]
+    assert task.metadata("evaluation")["compared_with_version"] == 1
+    evaluation = json.loads(task.path("evaluation").read_text())
+    assert set(evaluation["production_metrics"]) >= {"auc", "log_loss"}
+    (gain,) = [c for c in evaluation["gate"]["checks"] if "production_auc" in c["check"]]
+    assert gain["value"] == pytest.approx(
+        evaluation["metrics"]["auc"] - evaluation["production_metrics"]["auc"]
+    )
 
 
 def test_deploy_component(run):

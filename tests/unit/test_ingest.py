@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from object_store import ObjectStore
 
 from skewless.ingest import IngestError, QuarantineLimitError, ingest
 from skewless.spec import load_spec_text
@@ -206,3 +207,47 @@ def test_statistics_and_drift(tmp_path: Path):
     drift = json.loads((tmp_path / "new" / "drift.json").read_text())
     assert drift["features"]["country"]["value"] == pytest.approx(1.0)
     assert drift["features"]["tags"]["drifted"] is False
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_data_in_the_pipelines_object_store_ingests_exactly_as_a_local_file(
+    tmp_path: Path, minio: ObjectStore, fmt: str
+):
+    rows = _good_rows(40)
+    rows[3] = _with(rows[3], "age", "abc")
+    rows[7] = _with(rows[7], "country", "XX")
+    if fmt == "csv":
+        rows[9] = rows[9] + ["surplus"]  # a malformed line, read from the stream too
+        local = _write_csv(tmp_path / "raw.csv", rows)
+    else:
+        local = tmp_path / "raw.parquet"
+        pd.DataFrame(rows, columns=HEADER).to_parquet(local)
+    uri = minio.upload(local, f"data/raw.{fmt}")
+
+    from_disk = ingest(local, SPEC, tmp_path / "disk", max_quarantine_fraction=1.0).summary
+    from_store = ingest(uri, SPEC, tmp_path / "store", max_quarantine_fraction=1.0).summary
+
+    assert from_store["data"] == f"minio://mlpipeline/data/raw.{fmt}"
+    ignore = {"data", "seconds", "rows_per_second"}
+    assert {k: v for k, v in from_store.items() if k not in ignore} == {
+        k: v for k, v in from_disk.items() if k not in ignore
+    }
+    assert from_store["rows_quarantined"] == (3 if fmt == "csv" else 2)
+    for name in ("train", "eval", "quarantine"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "store" / f"{name}.parquet"),
+            pd.read_parquet(tmp_path / "disk" / f"{name}.parquet"),
+        )
+    with pytest.raises(
+        IngestError, match=r"data file not found: minio://mlpipeline/data/none\.csv"
+    ):
+        ingest("minio://mlpipeline/data/none.csv", SPEC, tmp_path / "none")
+
+
+def test_object_store_data_without_credentials_names_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    with pytest.raises(IngestError, match="AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        ingest("minio://mlpipeline/data/raw.csv", SPEC, tmp_path / "out")

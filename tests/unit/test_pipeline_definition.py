@@ -17,7 +17,8 @@ from skewless.train import HParams
 
 def test_committed_yaml_equals_a_fresh_compile(tmp_path: Path):
     fresh = compile_pipeline(tmp_path / "pipeline.yaml")
-    assert yaml.safe_load(fresh.read_text()) == yaml.safe_load(COMPILED_PATH.read_text()), (
+    fresh_documents = list(yaml.safe_load_all(fresh.read_text()))
+    assert fresh_documents == list(yaml.safe_load_all(COMPILED_PATH.read_text())), (
         "pipelines/ranking_pipeline.yaml is stale: run `make compile` and commit it"
     )
 
@@ -25,7 +26,7 @@ def test_committed_yaml_equals_a_fresh_compile(tmp_path: Path):
 def test_compiled_yaml_loads_with_the_kfp_sdk_and_uses_our_image():
     component = load_component_from_file(str(COMPILED_PATH))
     assert component.name == "skewless-ranking"
-    spec = yaml.safe_load(COMPILED_PATH.read_text())
+    spec, _platform = yaml.safe_load_all(COMPILED_PATH.read_text())
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {IMAGE}
     commands = [
@@ -41,3 +42,18 @@ def test_pipeline_parameters_mirror_hparams_and_gate_config():
             assert field.name in parameters, f"pipeline lacks parameter {field.name}"
             assert parameters[field.name].default == getattr(config, field.name), field.name
             assert parameters[field.name].annotation is type(getattr(config, field.name))
+
+
+def test_exactly_the_steps_that_read_the_object_store_get_kfps_credentials():
+    _spec, platform = yaml.safe_load_all(COMPILED_PATH.read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert sorted(executors) == ["exec-deploy", "exec-evaluate", "exec-ingest"]
+    for name, config in executors.items():
+        assert list(config) == ["secretAsEnv"], name
+        (secret,) = config["secretAsEnv"]
+        assert secret["secretName"] == "mlpipeline-minio-artifact"
+        assert secret["optional"] is False
+        assert {(k["secretKey"], k["envVar"]) for k in secret["keyToEnv"]} == {
+            ("accesskey", "AWS_ACCESS_KEY_ID"),
+            ("secretkey", "AWS_SECRET_ACCESS_KEY"),
+        }

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from model_registry_standin import model_registry_standin
+from object_store import ObjectStore
 
 from skewless.kubeflow_registry import KubeflowRegistry
 from skewless.registry import (
@@ -110,6 +111,54 @@ def test_a_tampered_artifact_is_refused(tmp_path: Path, locator: str):
         registry.verified_artifact("ranking", 1)
 
 
+def test_an_artifact_in_the_object_store_is_downloaded_and_verified(
+    tmp_path: Path, locator: str, minio: ObjectStore
+):
+    registry = _open(locator)
+    artifact = _artifact(tmp_path / "a", "one")
+    uri = minio.upload(artifact, f"v2/artifacts/{tmp_path.name}/model")
+    registry.register(
+        "ranking", artifact, artifact_uri=uri, metrics={"auc": 0.7}, gate={"promote": True},
+        spec_sha256="", stats_sha256="", code_version="0.1.0", run_id="run-1",
+    )  # fmt: skip
+    registry.set_alias(
+        "ranking", "production", 1, actor="ci", reason="ok"
+    )  # checksummed in the store
+    with pytest.raises(RegistryError, match="is remote, not a local folder"):
+        registry.verified_artifact("ranking", "production")
+    copy = registry.verified_artifact("ranking", "production", download_to=tmp_path / "copy")
+    assert directory_sha256(copy) == directory_sha256(artifact)
+    assert (copy / "variables" / "v.index").read_text() == "oneone"
+
+    key = uri.removeprefix("minio://mlpipeline/")
+    minio.client.put_object(Bucket="mlpipeline", Key=f"{key}/saved_model.pb", Body=b"x")
+    with pytest.raises(ChecksumMismatchError, match=rf"{uri} \(copied to .*copy2\)"):
+        registry.verified_artifact("ranking", 1, download_to=tmp_path / "copy2")
+
+
+def test_the_evaluate_step_finds_production_itself(tmp_path: Path, minio: ObjectStore):
+    from skewless.deploy import production_to_beat
+
+    with model_registry_standin() as url:
+        workdir = tmp_path / "work"
+        assert production_to_beat("", "ranking", registry=url, workdir=workdir) is None
+        registry = _open(url)
+        for content in ("one", "two"):
+            artifact = _artifact(tmp_path / content, content)
+            registry.register(
+                "ranking", artifact, artifact_uri=minio.upload(artifact, f"pt/{content}"),
+                metrics={"auc": 0.7}, gate={"promote": True}, spec_sha256="", stats_sha256="",
+                code_version="0.1.0", run_id="run-1",
+            )  # fmt: skip
+        registry.set_alias("ranking", "production", 2, actor="ci", reason="ok")
+        found = production_to_beat("", "ranking", registry=url, workdir=workdir)
+        assert found is not None and found.version == 2
+        assert (found.path / "saved_model.pb").read_text() == "two"
+    # Without a registry URL it is the SQLite file beside the repository; none there yet.
+    assert production_to_beat(tmp_path / "repo", "ranking", registry="", workdir=workdir) is None
+    assert not (tmp_path / "repo").exists()
+
+
 def _register_many(args: tuple[str, str, int]) -> list[int]:
     locator, artifact, count = args
     registry = _open(locator)
@@ -202,15 +251,3 @@ def test_canary_then_promote_then_rollback(tmp_path: Path, locator: str):
     assert registry.traffic("ranking") == Traffic(production=1, candidate=None, candidate_percent=0)
     with pytest.raises(RegistryError, match="traffic percent must be 0 to 100"):
         registry.start_canary("ranking", 3, 101, actor="bob")
-
-
-def test_an_object_store_artifact_has_the_same_checksum_as_its_local_copy(tmp_path: Path):
-    from skewless.registry import _remote_sha256
-
-    artifact = _artifact(tmp_path / "a", "one")
-    (artifact / "assets.extra").mkdir()
-    (artifact / "assets.extra" / "feature_spec.yaml").write_text("spec")
-    # pyarrow's filesystem layer is what reads s3:// and gs:// URIs; file:// runs the same code.
-    assert _remote_sha256(f"file://{artifact}") == directory_sha256(artifact)
-    with pytest.raises(RegistryError, match=r"artifact folder not (found|readable)"):
-        _remote_sha256(f"file://{tmp_path / 'empty'}")

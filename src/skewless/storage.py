@@ -1,0 +1,165 @@
+"""Where steps read data and model artifacts: local paths, or the pipeline's object store.
+
+On one machine everything is a local path. On a cluster the raw data and every model artifact live
+in the pipeline's S3-compatible store, named by URI, and are read through pyarrow's filesystems:
+
+- ``minio://bucket/key``: Kubeflow Pipelines' own MinIO, found the way KFP's launcher finds it
+  (``MINIO_SERVICE_SERVICE_HOST``/``_PORT``, which Kubernetes sets for a ``minio-service`` in the
+  pod's namespace, else ``minio-service.kubeflow:9000``), over plain HTTP, with the credentials in
+  ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (the pipeline maps KFP's
+  ``mlpipeline-minio-artifact`` Secret onto them).
+- ``s3://bucket/key``: S3 or any S3-compatible store, configured the AWS way (the same variables,
+  ``AWS_ENDPOINT_URL`` for a non-AWS endpoint).
+- ``gs://bucket/key``: Google Cloud Storage with the ambient credentials.
+- anything else (``file://`` or a plain path): the local disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pyarrow
+import pyarrow.fs as pafs
+
+MINIO_SECRET = "mlpipeline-minio-artifact"
+"""KFP's Secret with its MinIO credentials (keys ``accesskey`` and ``secretkey``)."""
+MINIO_SECRET_ENV = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
+"""How the pipeline maps that Secret's keys onto a step's environment."""
+MINIO_DEFAULT_ENDPOINT = "minio-service.kubeflow:9000"
+_REMOTE_SCHEMES = ("minio://", "s3://", "gs://", "gcs://")
+
+
+class StorageError(RuntimeError):
+    """A URI cannot be resolved or read: bad scheme, missing object, or missing credentials."""
+
+
+def is_remote(uri: str | Path) -> bool:
+    """Whether ``uri`` names an object in a store rather than a local file."""
+    return str(uri).startswith(_REMOTE_SCHEMES)
+
+
+def minio_endpoint() -> str:
+    """``host:port`` of KFP's MinIO, discovered as KFP's launcher does."""
+    host = os.environ.get("MINIO_SERVICE_SERVICE_HOST", "")
+    port = os.environ.get("MINIO_SERVICE_SERVICE_PORT", "")
+    return f"{host}:{port}" if host and port else MINIO_DEFAULT_ENDPOINT
+
+
+def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
+    """The filesystem that holds ``uri`` and the path of ``uri`` inside it.
+
+    Raises:
+        StorageError: A ``minio://`` URI without credentials in the environment, or a URI pyarrow
+            cannot open.
+    """
+    text = str(uri)
+    if text.startswith("minio://"):
+        return _minio_filesystem(text), text.removeprefix("minio://").rstrip("/")
+    if is_remote(text):
+        try:
+            filesystem, path = pafs.FileSystem.from_uri(text)
+        except (OSError, ValueError) as err:
+            raise StorageError(f"{text}: cannot open the store: {err}") from err
+        return filesystem, path.rstrip("/")
+    local = Path(text.removeprefix("file://")).resolve()
+    return pafs.LocalFileSystem(), local.as_posix()
+
+
+def _minio_filesystem(uri: str) -> pafs.FileSystem:
+    missing = [name for name in MINIO_SECRET_ENV.values() if not os.environ.get(name)]
+    if missing:
+        raise StorageError(
+            f"{uri}: reading KFP's MinIO needs {' and '.join(missing)} in the environment; in a "
+            f"pipeline step they come from the Secret {MINIO_SECRET!r} (keys accesskey, "
+            "secretkey); elsewhere export them (and port-forward svc/minio-service, setting "
+            "MINIO_SERVICE_SERVICE_HOST and MINIO_SERVICE_SERVICE_PORT)"
+        )
+    return pafs.S3FileSystem(
+        endpoint_override=minio_endpoint(),
+        scheme="http",
+        access_key=os.environ[MINIO_SECRET_ENV["accesskey"]],
+        secret_key=os.environ[MINIO_SECRET_ENV["secretkey"]],
+        region=os.environ.get("AWS_REGION", "us-east-1"),
+    )
+
+
+def _info(filesystem: pafs.FileSystem, path: str, uri: str) -> pafs.FileInfo:
+    try:
+        return filesystem.get_file_info(path)
+    except OSError as err:
+        raise StorageError(f"{uri}: cannot be read: {err}") from err
+
+
+def join(folder: str | Path, name: str) -> str:
+    """The URI (or path) of ``name`` inside ``folder``."""
+    return f"{str(folder).rstrip('/')}/{name}"
+
+
+def is_file(uri: str | Path) -> bool:
+    """Whether ``uri`` names an existing file (or object)."""
+    filesystem, path = resolve(uri)
+    return _info(filesystem, path, str(uri)).type == pafs.FileType.File
+
+
+def open_input_file(uri: str | Path) -> pyarrow.NativeFile:
+    """Opens a file for random access (what Parquet and the CSV reader want)."""
+    filesystem, path = resolve(uri)
+    try:
+        return filesystem.open_input_file(path)
+    except OSError as err:
+        raise StorageError(f"{uri}: cannot be opened: {err}") from err
+
+
+def list_files(uri: str | Path) -> list[str]:
+    """Relative paths of every file under a folder, sorted as the local walk sorts them.
+
+    Raises:
+        StorageError: The folder does not exist or holds no file.
+    """
+    filesystem, base = resolve(uri)
+    try:
+        infos = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
+    except OSError as err:  # FileNotFoundError and NotADirectoryError included
+        raise StorageError(f"folder not found: {uri} ({err})") from err
+    names = [i.path[len(base) :].lstrip("/") for i in infos if i.type == pafs.FileType.File]
+    if not names:
+        raise StorageError(f"folder not found or empty: {uri}")
+    return sorted(names, key=lambda name: PurePosixPath(name).parts)
+
+
+def read_blocks(uri: str | Path, block_size: int = 1 << 20) -> Iterator[bytes]:
+    """A file's bytes, in blocks, without holding it whole in memory."""
+    filesystem, path = resolve(uri)
+    try:
+        with filesystem.open_input_stream(path, compression=None) as handle:
+            yield from iter(lambda: handle.read(block_size), b"")
+    except OSError as err:
+        raise StorageError(f"{uri}: cannot be read: {err}") from err
+
+
+def download(uri: str | Path, destination: str | Path) -> Path:
+    """Copies a remote folder to a local one (created; it must not exist yet) and returns it.
+
+    The files go to a sibling staging folder first, renamed into place when complete, so a
+    reader never sees a partial copy.
+    """
+    target = Path(destination)
+    if target.exists():
+        raise StorageError(f"download target already exists: {target}")
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    for name in list_files(uri):
+        local = staging / name
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with local.open("wb") as out:
+                for block in read_blocks(join(uri, name)):
+                    out.write(block)
+        except (OSError, StorageError) as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StorageError(f"{join(uri, name)}: cannot be downloaded: {err}") from err
+    staging.rename(target)
+    return target
