@@ -80,6 +80,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upload(args: argparse.Namespace) -> int:
+    """``skewless upload``: copy a local data file to where cluster steps read it."""
+    from skewless import storage
+
+    if not storage.is_remote(args.uri):
+        raise CliError(f"{args.uri!r}: expected an object-store URI (minio://, s3://, gs://)")
+    written = storage.upload(args.file, args.uri)
+    print(f"uploaded {written:,} bytes to {args.uri}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """``skewless validate``: validated ingestion into clean splits, quarantine and statistics."""
     from skewless.ingest import ingest
@@ -390,15 +401,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
     import kfp
 
     from skewless.pipelines.ranking import PIPELINE_NAME, compile_pipeline
+    from skewless.storage import is_remote
 
+    if not is_remote(args.data_uri):
+        raise CliError(
+            f"--data-uri {args.data_uri!r}: the cluster's steps cannot read this machine's disk; "
+            "copy it into the object store first (skewless upload FILE "
+            "minio://mlpipeline/data/NAME) and pass that URI"
+        )
     parameters = {
         "data_uri": args.data_uri,
         "registry": args.registry,
         **_pipeline_parameters(args.param),
     }
     if args.spec:
+        load_spec(args.spec)  # a missing or bad spec fails here, not in the cluster
         parameters["spec_yaml"] = Path(args.spec).read_text()
-        load_spec(args.spec)  # a bad spec fails here, not in the cluster
     cron = cron_for_kfp(args.schedule) if args.schedule else None
     package = compile_pipeline(Path(tempfile.mkdtemp()) / "ranking_pipeline.yaml")
     try:
@@ -457,6 +475,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="output file (.parquet, or .csv)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=cmd_generate)
+
+    up = sub.add_parser(
+        "upload",
+        help="copy a local data file to the object store, for a cluster run",
+        description="Example (KFP's store, port-forwarded): MINIO_SERVICE_SERVICE_HOST=localhost "
+        "MINIO_SERVICE_SERVICE_PORT=9000 AWS_ACCESS_KEY_ID=minio AWS_SECRET_ACCESS_KEY=minio123 "
+        "skewless upload interactions.parquet minio://mlpipeline/data/interactions.parquet",
+    )
+    up.add_argument("file", help="local file")
+    up.add_argument("uri", help="destination: minio://bucket/key (KFP's store), s3://, gs://")
+    up.set_defaults(func=cmd_upload)
 
     val = sub.add_parser("validate", help="validate raw data into clean splits and quarantine")
     val.add_argument("--data", required=True, help="raw CSV or Parquet file")
@@ -630,8 +659,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from skewless.ingest import IngestError
     from skewless.local_run import RunError
     from skewless.registry import RegistryError
+    from skewless.storage import StorageError
 
-    return (ReportError, SpecError, IngestError, CliError, RunError, DeployError, RegistryError)
+    return (
+        ReportError, SpecError, IngestError, CliError, RunError, DeployError, RegistryError,
+        StorageError,
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

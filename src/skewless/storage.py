@@ -140,6 +140,29 @@ def read_blocks(uri: str | Path, block_size: int = 1 << 20) -> Iterator[bytes]:
         raise StorageError(f"{uri}: cannot be read: {err}") from err
 
 
+def upload(local: str | Path, uri: str | Path) -> int:
+    """Copies a local file to ``uri`` (an object, or a local path); returns the bytes written.
+
+    Raises:
+        StorageError: The file does not exist, or the store refuses the write.
+    """
+    source = Path(local)
+    if not source.is_file():
+        raise StorageError(f"file not found: {source}")
+    filesystem, path = resolve(uri)
+    written = 0
+    try:
+        if isinstance(filesystem, pafs.LocalFileSystem):
+            filesystem.create_dir(str(PurePosixPath(path).parent), recursive=True)
+        with source.open("rb") as handle, filesystem.open_output_stream(path) as out:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                out.write(block)
+                written += len(block)
+    except OSError as err:
+        raise StorageError(f"{uri}: cannot be written: {err}") from err
+    return written
+
+
 def download(uri: str | Path, destination: str | Path) -> Path:
     """Copies a remote folder to a local one (created; it must not exist yet) and returns it.
 
