@@ -180,7 +180,8 @@ def register_version(
 
     Without ``registry`` the files are copied into the local repository (:func:`register_local`);
     with a Kubeflow Model Registry URL they stay where the pipeline stored them (``model_uri``,
-    as KServe reads it) and the checksum is taken from the step's local copy.
+    as KFP records it: ``minio://`` for its own store) and the checksum is taken from the step's
+    local copy.
     """
     if not registry and not str(repository):
         raise DeployError(
@@ -191,12 +192,10 @@ def register_version(
         registered = register_local(model_dir, repository, model_name, evaluation=evaluation,
                                     stats_path=stats_path, run_id=run_id)  # fmt: skip
         return int(registered["version"])
-    from skewless.kserve_deploy import storage_uri
-
     version = open_registry(repository, registry).register(
         model_name,
         model_dir,
-        artifact_uri=storage_uri(model_uri),
+        artifact_uri=model_uri,
         **_lineage(Path(model_dir), evaluation, stats_path, run_id),
     )
     return version.version

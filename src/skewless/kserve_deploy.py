@@ -309,9 +309,13 @@ def deploy_role(
 ) -> str:
     """Serves a version as production or as a canary, in the form ``mode`` supports.
 
+    ``uri`` is the artifact as the registry records it (``minio://`` for KFP's store); the
+    InferenceService gets the form KServe's storage initializer reads (:func:`storage_uri`).
+
     Returns:
         The name of the InferenceService that now serves the version.
     """
+    uri = storage_uri(uri)
     if role == "canary" and mode == "Standard":
         target = f"{name}-candidate"
         apply_version(target, namespace, uri, version=version, mode=mode,

@@ -80,7 +80,8 @@ def test_knative_canary_then_promotion_patches_one_inference_service():
     cluster = _Cluster()
     args = {"namespace": "kubeflow", "mode": "Knative", "api": cluster, "timeout_seconds": 5}
     deploy_role("ranking", uri="s3://b/1", version="1", role="production", canary_percent=0, **args)
-    deploy_role("ranking", uri="s3://b/2", version="2", role="canary", canary_percent=10, **args)
+    # As the registry records a KFP artifact; the InferenceService reads it through S3.
+    deploy_role("ranking", uri="minio://b/2", version="2", role="canary", canary_percent=10, **args)
     predictor = cluster.objects["ranking"]["spec"]["predictor"]
     assert (
         predictor["canaryTrafficPercent"] == 10 and predictor["model"]["storageUri"] == "s3://b/2"
