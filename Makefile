@@ -41,7 +41,7 @@ $(TOOLS_STAMP):
 	@touch $(TOOLS_STAMP)
 
 test: $(STAMP) $(TOOLS_STAMP) lint typecheck
-	SKEWLESS_CHECKOV=$(TOOLS)/bin/checkov $(BIN)/pytest tests
+	SKEWLESS_CHECKOV=$(TOOLS)/bin/checkov $(BIN)/pytest -rs tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -5,7 +5,12 @@
   manifests/versions.env (``kubernetes-validate``, strict: unknown fields are errors).
 - InferenceService and ServingRuntime objects validate against KServe's API types as the kserve SDK
   generates them from KServe's Go types (see ``_check_kserve``): every field must exist in KServe's
-  schema with the right type. The CRD YAML itself is not kept here (see docs/cluster.md).
+  schema with the right type.
+- The same objects validate against the ``openAPIV3Schema`` of KServe's real CRDs of the pinned
+  version, with unknown fields made errors (as ``kubectl apply``'s strict field validation does).
+  Fetched upstream files may not be committed here, so the CRDs are read from the project's
+  shared data (``../shared/kserve-crds/<KSERVE_VERSION>/``, or ``$SKEWLESS_KSERVE_CRDS``); until
+  they are placed there this test reports itself skipped with that reason (see docs/cluster.md).
 - ``checkov`` reports no failed check on the rendered manifests.
 - The base's objects equal what the deploy step creates, and the image tag is the one in
   src/skewless/image.py.
@@ -18,10 +23,12 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes.client
 import kubernetes_validate
 import pytest
@@ -110,6 +117,94 @@ def _validate(obj: dict[str, Any]) -> list[str]:
     except kubernetes_validate.ValidationError as err:
         return [f"{obj['kind']}/{obj['metadata']['name']}: {err.message} at {list(err.path)}"]
     return []
+
+
+def _crd_folder() -> Path:
+    configured = os.environ.get("SKEWLESS_KSERVE_CRDS")
+    if configured:
+        return Path(configured)
+    return ROOT.parent / "shared" / "kserve-crds" / _versions()["KSERVE_VERSION"]
+
+
+def _json_schema(node: dict[str, Any], *, root: bool = False) -> dict[str, Any]:
+    """A CRD's structural openAPIV3Schema as JSON Schema, with Kubernetes' meaning kept.
+
+    Unknown fields are errors except under ``x-kubernetes-preserve-unknown-fields``;
+    ``x-kubernetes-int-or-string`` takes either; ``nullable`` admits null; ``metadata`` is
+    checked by the API server's ObjectMeta, not the CRD, so it is left open.
+    """
+    out = {k: v for k, v in node.items() if not k.startswith("x-kubernetes") and k not in
+           ("properties", "items", "additionalProperties", "nullable", "description")}  # fmt: skip
+    if node.get("x-kubernetes-int-or-string"):
+        out["type"] = ["integer", "string"]
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if "properties" in node:
+        out["properties"] = {
+            k: {"type": "object"} if root and k == "metadata" else _json_schema(v)
+            for k, v in node["properties"].items()
+        }
+        if not node.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if isinstance(node.get("additionalProperties"), dict):
+        out["additionalProperties"] = _json_schema(node["additionalProperties"])
+    if "items" in node:
+        out["items"] = _json_schema(node["items"])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in node:
+            out[key] = [_json_schema(n) for n in node[key]]
+    return out
+
+
+@cache
+def _crd_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
+    """(apiVersion, kind) -> a validator of that kind's CRD schema."""
+    folder = _crd_folder()
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        pytest.skip(
+            f"KServe {_versions()['KSERVE_VERSION']} CRDs are not in {folder}: fetched upstream "
+            "files may not be committed, so the project owner places them in the shared data "
+            "(config/crd/full/serving.kserve.io_{inferenceservices,servingruntimes}.yaml of that "
+            "tag); set SKEWLESS_KSERVE_CRDS to validate against another copy"
+        )
+    validators = {}
+    for file in files:
+        for crd in (d for d in yaml.safe_load_all(file.read_text()) if d):
+            for version in crd["spec"]["versions"]:
+                schema = _json_schema(version["schema"]["openAPIV3Schema"], root=True)
+                key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+                validators[key] = jsonschema.Draft7Validator(schema)
+    return validators
+
+
+def _crd_errors(obj: dict[str, Any]) -> list[str]:
+    validator = _crd_validators().get((obj["apiVersion"], obj["kind"]))
+    assert validator is not None, f"no CRD in {_crd_folder()} for {obj['apiVersion']} {obj['kind']}"
+    return sorted(
+        f"{obj['kind']}.{'.'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(obj)
+    )
+
+
+def _kserve_objects() -> Iterator[dict[str, Any]]:
+    for overlay in OVERLAYS:
+        yield from (o for o in _render(f"overlays/{overlay}") if o["kind"] in KSERVE_KINDS)
+    yield inference_service("ranking", "kubeflow", "s3://b/m", mode="Knative", canary_percent=10)
+    yield inference_service("ranking-candidate", "kubeflow", "s3://b/m", mode="Standard")
+
+
+def test_kserve_objects_validate_against_kserves_real_crd_schemas():
+    objects = list(_kserve_objects())
+    assert len(objects) == 8
+    assert [e for obj in objects for e in _crd_errors(obj)] == []
+    isvc = inference_service("ranking", "kubeflow", "s3://b/m")
+    isvc["spec"]["predictor"]["canaryTrafficPercnt"] = 10  # a typo
+    isvc["spec"]["predictor"]["minReplicas"] = "1"  # a string for an integer
+    errors = _crd_errors(isvc)
+    assert len(errors) == 2
+    assert "'canaryTrafficPercnt' was unexpected" in errors[0] + errors[1]
+    assert "'1' is not of type 'integer'" in errors[0] + errors[1]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
