@@ -13,9 +13,11 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from support import JsonHandler
 
 BASE = "/apis/v2beta1"
 
@@ -32,19 +34,8 @@ class KfpApi:
         self.lock = threading.Lock()
 
 
-def _handler(api: KfpApi) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+def _handler(api: KfpApi) -> type[JsonHandler]:
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
             url = urlparse(self.path)
             if url.path == f"{BASE}/healthz":
@@ -59,7 +50,7 @@ def _handler(api: KfpApi) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"code": 5, "message": f"no route {url.path}"})
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = self._body()
             path = urlparse(self.path).path
             with api.lock:
                 if path == f"{BASE}/experiments":

@@ -12,14 +12,15 @@ or version under one model) with 409. It stores custom properties as given.
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from support import JsonHandler
 
 BASE = "/api/model_registry/v1alpha3"
 
@@ -38,26 +39,11 @@ class _Store:
                 "lastUpdateTimeSinceEpoch": now}  # fmt: skip
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     store: _Store
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the tests report what matters."""
-
-    def _send(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _missing(self, what: str) -> None:
         self._send(404, {"code": "404", "message": f"{what} not found"})
-
-    def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length", 0))
-        return json.loads(self.rfile.read(length)) if length else {}
 
     @staticmethod
     def _list(items: list[dict[str, Any]]) -> dict[str, Any]:

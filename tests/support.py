@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 SKEWLESS = [sys.executable, "-m", "skewless.cli"]
@@ -81,3 +82,22 @@ def _wait_ready(url: str, process: subprocess.Popen[str], log: Any, seconds: flo
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.3)
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Base of the stand-in API servers: JSON in, JSON out, no access log."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the tests report what matters."""
+
+    def _send(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length", 0))
+        return json.loads(self.rfile.read(length)) if length else {}
