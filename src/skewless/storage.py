@@ -174,7 +174,11 @@ def download(uri: str | Path, destination: str | Path) -> Path:
         raise StorageError(f"download target already exists: {target}")
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    for name in list_files(uri):
+    names = list_files(uri)
+    unsafe = [n for n in names if n.startswith("/") or ".." in PurePosixPath(n).parts]
+    if unsafe:  # an object key could otherwise write outside the target folder
+        raise StorageError(f"{uri}: refusing to download object names that leave it: {unsafe}")
+    for name in names:
         local = staging / name
         local.parent.mkdir(parents=True, exist_ok=True)
         try:

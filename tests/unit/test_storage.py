@@ -92,3 +92,11 @@ def test_a_missing_object_store_folder_is_a_clear_error(minio: ObjectStore, tmp_
         storage.download("minio://mlpipeline/none", tmp_path / "x")
     with pytest.raises(RegistryError, match="artifact folder not found"):
         directory_sha256(tmp_path / "empty")
+
+
+def test_a_download_never_writes_outside_its_target(minio: ObjectStore, tmp_path: Path):
+    minio.client.put_object(Bucket="mlpipeline", Key="evil/model/saved_model.pb", Body=b"x")
+    minio.client.put_object(Bucket="mlpipeline", Key="evil/model/../../escape.txt", Body=b"x")
+    with pytest.raises(storage.StorageError, match="refusing to download object names"):
+        storage.download("minio://mlpipeline/evil/model", tmp_path / "deep" / "copy")
+    assert not list(tmp_path.rglob("escape.txt"))
