@@ -212,6 +212,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``skewless serve``: a KServe model server for an exported model."""
     from skewless.serving.server import ServingConfig, serve
 
+    if args.registry and args.registry.startswith(("http://", "https://")):
+        raise CliError(
+            f"--registry {args.registry}: serve follows a registry file; on a cluster KServe "
+            "serves the Model Registry's versions (skewless promote/canary/rollback --kserve)"
+        )
+    if args.registry and not Path(args.registry).is_file():
+        raise CliError(f"--registry: no registry at {args.registry} (a run's is "
+                       "<workdir>/models/registry.db)")  # fmt: skip
     request_log = args.request_log
     if request_log is None and args.registry:
         request_log = str(Path(args.registry).with_name(REQUEST_LOG))
