@@ -7,7 +7,7 @@
 #   manifests/cluster/cluster.sh down      # or: make cluster-down
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-# shellcheck source=/dev/null
+# shellcheck source=SCRIPTDIR/../versions.env
 source "$here/../versions.env"
 CLUSTER="${CLUSTER:-skewless}"
 KNATIVE="${KNATIVE:-0}"
