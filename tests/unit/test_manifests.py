@@ -11,7 +11,7 @@
   Fetched upstream files may not be committed here, so the CRDs are read from the project's
   shared data (``../shared/kserve-crds/<KSERVE_VERSION>/``, or ``$SKEWLESS_KSERVE_CRDS``); until
   they are placed there this test reports itself skipped with that reason (see docs/cluster.md).
-- ``checkov`` reports no failed check on the rendered manifests.
+- ``checkov`` reports no failed check on the rendered manifests, nor on the Dockerfile.
 - The base's objects equal what the deploy step creates, and the image tag is the one in
   src/skewless/image.py.
 """
@@ -338,3 +338,18 @@ def test_checkov_finds_no_failed_check(tmp_path: Path):
     assert failed == [], "\n".join(failed)
     assert passed > 100  # the pod, RBAC, ServiceAccount, Secret and NetworkPolicy checks all ran
     assert skipped == {"CKV_K8S_43", "CKV_K8S_15"}  # only those justified on the ServingRuntime
+
+
+def test_checkov_finds_no_failed_check_in_the_dockerfile():
+    checkov = os.environ.get("SKEWLESS_CHECKOV") or shutil.which("checkov")
+    assert checkov, "checkov is needed: `make test` installs it in .venv-tools"
+    result = subprocess.run(
+        [checkov, "--file", str(ROOT / "Dockerfile"), "--framework", "dockerfile", "--output",
+         "json", "--compact", "--skip-download"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    results = json.loads(result.stdout)["results"]
+    failed = [f"{c['check_id']}: {c['check_name']}" for c in results["failed_checks"]]
+    assert failed == [], "\n".join(failed)
+    assert len(results["passed_checks"]) > 40  # non-root USER, no ADD, pinned base, ...
+    assert {c["check_id"] for c in results["skipped_checks"]} == {"CKV_DOCKER_2"}  # justified there
