@@ -153,9 +153,7 @@ def evaluate(
     from skewless.spec import load_spec_text
 
     work = tempfile.mkdtemp()
-    production = production_to_beat(
-        model_repository, model_name, registry=registry, workdir=f"{work}/production"
-    )
+    production = production_to_beat(model_repository, model_name, registry=registry, workdir=work)
     result = run_evaluate(
         model.path,
         f"{ingested.path}/eval.parquet",

@@ -4,8 +4,8 @@ Reads CSV or Parquet in bounded chunks with pyarrow, from a local path or the pi
 store (see :mod:`skewless.storage`), so memory does not grow with the file. Clean rows are typed,
 split into train and eval by hashing the key column (reruns give the same split) and written as
 Parquet; failing rows go to ``quarantine.parquet`` with their raw values and a ``reason`` naming
-each failed field and why. Nothing is dropped: ``rows_in == rows_clean +
-rows_quarantined`` is checked before the summary is written.
+each failed field and why. Nothing is dropped: ``rows_in == rows_clean + rows_quarantined`` is
+checked before the summary is written.
 
 Output folder::
 

@@ -113,9 +113,9 @@ def directory_sha256(path: str | Path) -> str:
     """
     try:
         digest = hashlib.sha256()
-        for name in storage.list_files(path):
+        for name, blocks in storage.iter_files(path):
             digest.update(name.encode() + b"\0")
-            for block in storage.read_blocks(storage.join(path, name)):
+            for block in blocks:
                 digest.update(block)
             digest.update(b"\0")
     except storage.StorageError as err:

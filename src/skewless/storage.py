@@ -120,6 +120,10 @@ def list_files(uri: str | Path) -> list[str]:
         StorageError: The folder does not exist or holds no file.
     """
     filesystem, base = resolve(uri)
+    return _list(filesystem, base, uri)
+
+
+def _list(filesystem: pafs.FileSystem, base: str, uri: str | Path) -> list[str]:
     try:
         infos = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
     except OSError as err:  # FileNotFoundError and NotADirectoryError included
@@ -130,14 +134,28 @@ def list_files(uri: str | Path) -> list[str]:
     return sorted(names, key=lambda name: PurePosixPath(name).parts)
 
 
-def read_blocks(uri: str | Path, block_size: int = 1 << 20) -> Iterator[bytes]:
-    """A file's bytes, in blocks, without holding it whole in memory."""
-    filesystem, path = resolve(uri)
+def _blocks(filesystem: pafs.FileSystem, path: str, uri: str | Path) -> Iterator[bytes]:
     try:
         with filesystem.open_input_stream(path, compression=None) as handle:
-            yield from iter(lambda: handle.read(block_size), b"")
+            yield from iter(lambda: handle.read(1 << 20), b"")
     except OSError as err:
         raise StorageError(f"{uri}: cannot be read: {err}") from err
+
+
+def read_blocks(uri: str | Path) -> Iterator[bytes]:
+    """A file's bytes, in blocks, without holding it whole in memory."""
+    filesystem, path = resolve(uri)
+    return _blocks(filesystem, path, uri)
+
+
+def iter_files(uri: str | Path) -> Iterator[tuple[str, Iterator[bytes]]]:
+    """Every file under a folder, in :func:`list_files` order: its relative name and its bytes.
+
+    One filesystem (one connection setup) serves the whole folder.
+    """
+    filesystem, base = resolve(uri)
+    for name in _list(filesystem, base, uri):
+        yield name, _blocks(filesystem, f"{base}/{name}", join(uri, name))
 
 
 def upload(local: str | Path, uri: str | Path) -> int:
@@ -174,7 +192,8 @@ def download(uri: str | Path, destination: str | Path) -> Path:
         raise StorageError(f"download target already exists: {target}")
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    names = list_files(uri)
+    filesystem, base = resolve(uri)
+    names = _list(filesystem, base, uri)
     unsafe = [n for n in names if n.startswith("/") or ".." in PurePosixPath(n).parts]
     if unsafe:  # an object key could otherwise write outside the target folder
         raise StorageError(f"{uri}: refusing to download object names that leave it: {unsafe}")
@@ -183,7 +202,7 @@ def download(uri: str | Path, destination: str | Path) -> Path:
         local.parent.mkdir(parents=True, exist_ok=True)
         try:
             with local.open("wb") as out:
-                for block in read_blocks(join(uri, name)):
+                for block in _blocks(filesystem, f"{base}/{name}", join(uri, name)):
                     out.write(block)
         except (OSError, StorageError) as err:
             shutil.rmtree(staging, ignore_errors=True)
