@@ -100,3 +100,15 @@ def test_a_download_never_writes_outside_its_target(minio: ObjectStore, tmp_path
     with pytest.raises(storage.StorageError, match="refusing to download object names"):
         storage.download("minio://mlpipeline/evil/model", tmp_path / "deep" / "copy")
     assert not list(tmp_path.rglob("escape.txt"))
+
+
+def test_s3_uris_use_the_aws_configuration(
+    minio: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Any S3-compatible store, reached the AWS way: AWS_ENDPOINT_URL plus the same keys.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{minio.host}:{minio.port}")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    local = _folder(tmp_path / "model")
+    minio.upload(local, "aws/model")
+    assert storage.is_file("s3://mlpipeline/aws/model/saved_model.pb")
+    assert directory_sha256("s3://mlpipeline/aws/model") == directory_sha256(local)
