@@ -217,9 +217,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"--registry {args.registry}: serve follows a registry file; on a cluster KServe "
             "serves the Model Registry's versions (skewless promote/canary/rollback --kserve)"
         )
-    if args.registry and not Path(args.registry).is_file():
-        raise CliError(f"--registry: no registry at {args.registry} (a run's is "
-                       "<workdir>/models/registry.db)")  # fmt: skip
+    if args.registry:
+        _registry_file(args.registry)
     request_log = args.request_log
     if request_log is None and args.registry:
         request_log = str(Path(args.registry).with_name(REQUEST_LOG))
@@ -350,13 +349,18 @@ def _registry(args: argparse.Namespace) -> Any:
         return KubeflowRegistry(args.registry, user_token=os.environ.get("MODEL_REGISTRY_TOKEN"))
     from skewless.registry import SQLiteRegistry
 
-    path = Path(args.registry)
+    return SQLiteRegistry(_registry_file(args.registry))
+
+
+def _registry_file(text: str) -> Path:
+    """``--registry`` as an existing SQLite file (opening a missing one would create it)."""
+    path = Path(text)
     if not path.is_file():
         raise CliError(
             f"--registry: no registry at {path} (a run's is <workdir>/models/registry.db; a "
             "Kubeflow Model Registry is given by its URL, e.g. http://localhost:8080)"
         )
-    return SQLiteRegistry(path)
+    return path
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:

@@ -41,12 +41,8 @@ def production_model(repository: str | Path, model_name: str) -> Path | None:
     Raises:
         ChecksumMismatchError: The production artifact changed since it was registered.
     """
-    if not (Path(repository) / REGISTRY_FILE).is_file():
-        return None
-    registry = registry_for(repository)
-    if registry.traffic(model_name).production is None:
-        return None
-    return registry.verified_artifact(model_name, "production")
+    found = production_to_beat(repository, model_name, registry="")
+    return found.path if found is not None else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,13 +54,14 @@ class ProductionModel:
 
 
 def production_to_beat(
-    repository: str | Path, model_name: str, *, registry: str, workdir: str | Path
+    repository: str | Path, model_name: str, *, registry: str, workdir: str | Path | None = None
 ) -> ProductionModel | None:
     """The current production version, looked up when the evaluate step runs.
 
     Asking the registry at run time (not taking a path when the run is submitted) keeps a
     recurring run honest: each run is gated against whatever serves when it evaluates. An
-    artifact in the object store is downloaded under ``workdir`` and verified there.
+    artifact in the object store is downloaded under ``workdir`` and verified there (without
+    ``workdir``, only a local artifact will do).
 
     Returns:
         None when no version is production yet (the gate then applies its absolute floors).
@@ -79,9 +76,8 @@ def production_to_beat(
     version = store.traffic(model_name).production
     if version is None:
         return None
-    path = store.verified_artifact(
-        model_name, version, download_to=Path(workdir) / f"production-{version}"
-    )
+    download_to = Path(workdir) / f"production-{version}" if workdir is not None else None
+    path = store.verified_artifact(model_name, version, download_to=download_to)
     return ProductionModel(version, path)
 
 

@@ -86,13 +86,6 @@ def _minio_filesystem(uri: str) -> pafs.FileSystem:
     )
 
 
-def _info(filesystem: pafs.FileSystem, path: str, uri: str) -> pafs.FileInfo:
-    try:
-        return filesystem.get_file_info(path)
-    except OSError as err:
-        raise StorageError(f"{uri}: cannot be read: {err}") from err
-
-
 def join(folder: str | Path, name: str) -> str:
     """The URI (or path) of ``name`` inside ``folder``."""
     return f"{str(folder).rstrip('/')}/{name}"
@@ -101,7 +94,10 @@ def join(folder: str | Path, name: str) -> str:
 def is_file(uri: str | Path) -> bool:
     """Whether ``uri`` names an existing file (or object)."""
     filesystem, path = resolve(uri)
-    return _info(filesystem, path, str(uri)).type == pafs.FileType.File
+    try:
+        return filesystem.get_file_info(path).type == pafs.FileType.File
+    except OSError as err:
+        raise StorageError(f"{uri}: cannot be read: {err}") from err
 
 
 def open_input_file(uri: str | Path) -> pyarrow.NativeFile:
