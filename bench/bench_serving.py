@@ -220,11 +220,11 @@ def _in_process(model_dir: str, row: dict[str, Any], seconds: float) -> dict:
 
 
 def _train_small_model(work: Path) -> str:
-    from skewless.generate import write_dataset
-    from skewless.ingest import ingest
-    from skewless.spec import load_spec
-    from skewless.train import HParams, train
-    from skewless.transform import analyze
+    from skewless.contract.spec import load_spec
+    from skewless.data.generate import write_dataset
+    from skewless.data.ingest import ingest
+    from skewless.model.train import HParams, train
+    from skewless.model.transform import analyze
 
     spec = load_spec()
     data = write_dataset(20_000, 0, work / "raw.parquet", show_progress=False)
@@ -295,8 +295,8 @@ def main() -> None:
     parser.add_argument("--variants", default="noop,naive,batched", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    from skewless.contract.spec import load_spec
     from skewless.serving.server import example_row
-    from skewless.spec import load_spec
 
     model_dir = args.model or _train_small_model(Path(tempfile.mkdtemp(prefix="bench-serving-")))
     row = example_row(load_spec())

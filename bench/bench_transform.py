@@ -5,7 +5,7 @@ Measured side by side on the same clean training split and the same transform gr
 * materialize: TFT's ``TransformDataset`` on Beam (the local FnApiRunner) writes transformed
   tf.Examples to TFRecord, and training then parses them back into arrays;
 * in-process: the transform graph's Keras layer applied to Parquet record batches
-  (``skewless.train.load_transformed``), which is what training does.
+  (``skewless.model.train.load_transformed``), which is what training does.
 
 Also reports TFT analysis time. Writes bench/results/transform.{json,md}.
 Usage: python bench/bench_transform.py [--rows 100000]
@@ -32,7 +32,7 @@ def _materialize(train: Path, spec, transform_dir: Path, out: Path) -> float:
     from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
     from tfx_bsl.tfxio.parquet_tfxio import ParquetTFXIO
 
-    from skewless.transform import _to_tfxio_batches, analysis_columns, raw_feature_spec
+    from skewless.model.transform import _to_tfxio_batches, analysis_columns, raw_feature_spec
 
     columns = analysis_columns(spec)
     schema = schema_utils.schema_from_feature_spec(raw_feature_spec(spec))
@@ -87,11 +87,11 @@ def main() -> None:
 
     import tensorflow_transform as tft
 
-    from skewless.generate import write_dataset
-    from skewless.ingest import ingest
-    from skewless.spec import load_spec
-    from skewless.train import load_transformed
-    from skewless.transform import analyze
+    from skewless.contract.spec import load_spec
+    from skewless.data.generate import write_dataset
+    from skewless.data.ingest import ingest
+    from skewless.model.train import load_transformed
+    from skewless.model.transform import analyze
 
     spec = load_spec()
     work = Path(tempfile.mkdtemp(prefix="bench-transform-"))

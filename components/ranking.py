@@ -21,8 +21,8 @@ def ingest(
     ingest_metrics: Output[Metrics],
 ):
     """Validates raw data into clean train/eval splits, quarantine and statistics."""
-    from skewless.ingest import ingest as run_ingest
-    from skewless.spec import load_spec_text
+    from skewless.contract.spec import load_spec_text
+    from skewless.data.ingest import ingest as run_ingest
 
     summary = run_ingest(
         data_uri,
@@ -45,8 +45,8 @@ def transform(
     """Runs TFT analysis on Beam over the training split; writes the transform graph."""
     import shlex
 
-    from skewless.spec import load_spec_text
-    from skewless.transform import analyze
+    from skewless.contract.spec import load_spec_text
+    from skewless.model.transform import analyze
 
     result = analyze(
         f"{ingested.path}/train.parquet",
@@ -80,9 +80,9 @@ def train(
     """Trains the ranking model and exports one SavedModel that carries the transform."""
     import shutil
 
-    from skewless.spec import load_spec_text
-    from skewless.train import HParams
-    from skewless.train import train as run_train
+    from skewless.contract.spec import load_spec_text
+    from skewless.model.train import HParams
+    from skewless.model.train import train as run_train
 
     hparams = HParams(
         epochs=epochs,
@@ -147,10 +147,10 @@ def evaluate(
     import shutil
     import tempfile
 
-    from skewless.deploy import production_to_beat
-    from skewless.evaluate import GateConfig
-    from skewless.evaluate import evaluate as run_evaluate
-    from skewless.spec import load_spec_text
+    from skewless.contract.spec import load_spec_text
+    from skewless.evaluation.evaluate import GateConfig
+    from skewless.evaluation.evaluate import evaluate as run_evaluate
+    from skewless.rollout.deploy import production_to_beat
 
     work = tempfile.mkdtemp()
     production = production_to_beat(model_repository, model_name, registry=registry, workdir=work)
@@ -190,7 +190,7 @@ def register(
     import json
     from pathlib import Path
 
-    from skewless.deploy import register_version
+    from skewless.rollout.deploy import register_version
 
     return register_version(
         model.path,
@@ -222,7 +222,7 @@ def deploy(
     """
     import json
 
-    from skewless.deploy import deploy_version
+    from skewless.rollout.deploy import deploy_version
 
     return json.dumps(
         deploy_version(

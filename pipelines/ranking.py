@@ -5,10 +5,10 @@ The deploy step makes a passing model production, or (when one already serves) a
 
 One typed factory, compiled by ``skewless compile`` to ``pipelines/ranking_pipeline.yaml``
 (committed; a test recompiles and compares). The hyperparameters are the fields of
-:class:`skewless.train.HParams` and the gate thresholds those of
-:class:`skewless.evaluate.GateConfig`, with the same names and defaults (a test checks that they
-agree). No ``from __future__ import annotations``: KFP reads the parameter annotations as live
-types.
+:class:`skewless.model.train.HParams` and the gate thresholds those of
+:class:`skewless.evaluation.evaluate.GateConfig`, with the same names and defaults (a test checks
+that they agree). No ``from __future__ import annotations``: KFP reads the parameter annotations
+as live types.
 """
 
 from pathlib import Path
@@ -17,7 +17,7 @@ from kfp import compiler, dsl, kubernetes
 from kfp.dsl import PipelineTask
 
 from skewless.components.ranking import deploy, evaluate, ingest, register, train, transform
-from skewless.storage import MINIO_SECRET, MINIO_SECRET_ENV
+from skewless.data.storage import MINIO_SECRET, MINIO_SECRET_ENV
 
 PIPELINE_NAME = "skewless-ranking"
 COMPILED_PATH = Path(__file__).with_name("ranking_pipeline.yaml")

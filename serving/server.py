@@ -38,11 +38,11 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from skewless.ab_report import REQUEST_LOG as REQUEST_LOG
-from skewless.registry import SQLiteRegistry, Traffic
+from skewless.contract.spec import SPEC_ASSET, FeatureSpec, load_spec
+from skewless.experiments.ab_report import REQUEST_LOG as REQUEST_LOG
+from skewless.registry.core import SQLiteRegistry, Traffic
 from skewless.serving.batching import MicroBatcher
 from skewless.serving.validation import DEFAULT_MAX_BATCH, RequestError, RequestValidator
-from skewless.spec import SPEC_ASSET, FeatureSpec, load_spec
 
 _JSON_TYPES = ("application/json", "application/cloudevents+json")
 BATCH_ROWS_HEADER = "x-skewless-batch-rows"

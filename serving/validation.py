@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from skewless.spec import Feature, FeatureSpec
+from skewless.contract.spec import Feature, FeatureSpec
 
 DEFAULT_MAX_BATCH = 1024
 

@@ -11,8 +11,8 @@ from object_store import ObjectStore, object_store
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from skewless.generate import write_dataset
-from skewless.spec import FeatureSpec, load_spec
+from skewless.contract.spec import FeatureSpec, load_spec
+from skewless.data.generate import write_dataset
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,7 @@ def small_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ingested(tmp_path_factory: pytest.TempPathFactory, small_parquet: Path, default_spec) -> Path:
     """The small data through validated ingestion."""
-    from skewless.ingest import ingest
+    from skewless.data.ingest import ingest
 
     return ingest(small_parquet, default_spec, tmp_path_factory.mktemp("ingested")).out_dir
 
@@ -40,7 +40,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory, small_parquet: Path, defa
 @pytest.fixture(scope="session")
 def transform_dir(tmp_path_factory: pytest.TempPathFactory, ingested: Path, default_spec) -> Path:
     """TFT analysis of the small training split."""
-    from skewless.transform import analyze
+    from skewless.model.transform import analyze
 
     out = tmp_path_factory.mktemp("transform")
     analyze(ingested / "train.parquet", default_spec, out)
@@ -52,7 +52,7 @@ def trained(
     tmp_path_factory: pytest.TempPathFactory, ingested: Path, transform_dir: Path, default_spec
 ) -> dict:
     """A small model trained for two epochs through the public training function."""
-    from skewless.train import HParams, train
+    from skewless.model.train import HParams, train
 
     return train(
         ingested / "train.parquet",

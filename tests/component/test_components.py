@@ -14,7 +14,7 @@ import pytest
 from kfp import dsl, local
 
 from skewless.components.ranking import deploy, evaluate, ingest, register, train, transform
-from skewless.generate import write_dataset
+from skewless.data.generate import write_dataset
 
 
 @dsl.pipeline(name="component-chain")
@@ -168,7 +168,7 @@ def test_evaluate_component_finds_the_production_model_in_the_registry_itself(ru
 
 
 def test_deploy_component(run):
-    from skewless.deploy import production_model, registry_for
+    from skewless.rollout.deploy import production_model, registry_for
 
     assert run["tasks"]["register"].parameter("Output") == 1
     deployed = json.loads(run["tasks"]["deploy"].parameter("Output"))

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from skewless.contract.spec import load_spec
 from skewless.serving.server import example_row
-from skewless.spec import load_spec
 
 SKEWLESS = [sys.executable, "-m", "skewless.cli"]
 EXAMPLE = example_row(load_spec())
@@ -252,8 +252,8 @@ def test_second_run_canary_promote_and_rollback_in_the_live_server(run):
 
 
 def test_shuffled_labels_are_refused_registered_and_never_served(run, tmp_path):
-    from skewless.deploy import deploy_version, registry_for
-    from skewless.registry import RegistryError
+    from skewless.registry.core import RegistryError
+    from skewless.rollout.deploy import deploy_version, registry_for
 
     workdir = run["workdir"]
     registry = registry_for(workdir / "models")

@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 from support import post, serving
 
+from skewless.contract.spec import load_spec
 from skewless.serving.server import BATCH_ROWS_HEADER, example_row
-from skewless.spec import load_spec
 
 EXAMPLE = example_row(load_spec())
 NUMERIC = {"age", "price", "hour"}

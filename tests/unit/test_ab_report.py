@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skewless.ab_report import ReportError, format_report, summarize
+from skewless.experiments.ab_report import ReportError, format_report, summarize
 
 
 def _line(version: str, role: str, rows: int, latency: float, mean: float, t: float = 100.0):

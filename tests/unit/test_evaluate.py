@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skewless.evaluate import GateConfig, confusion_matrix, evaluate, gate, roc_curve
+from skewless.evaluation.evaluate import GateConfig, confusion_matrix, evaluate, gate, roc_curve
 
 GOOD = {"auc": 0.74, "log_loss": 0.45, "calibration_error": 0.01}
 

@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from skewless.spec import SPEC_ASSET, load_spec
-from skewless.train import (
+from skewless.contract.spec import SPEC_ASSET, load_spec
+from skewless.model.train import (
     HParams,
     build_model,
     export_model,

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skewless import generate, metrics
-from skewless.ingest import ingest
+from skewless.data import generate
+from skewless.data.ingest import ingest
+from skewless.evaluation import metrics
 
 
 def _digest(path: Path) -> str:

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from object_store import ObjectStore
 
-from skewless.ingest import IngestError, QuarantineLimitError, ingest
-from skewless.spec import load_spec_text
+from skewless.contract.spec import load_spec_text
+from skewless.data.ingest import IngestError, QuarantineLimitError, ingest
 
 SPEC = load_spec_text(
     """

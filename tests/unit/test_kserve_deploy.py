@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from skewless.kserve_deploy import (
+from skewless.rollout.kserve import (
     ClusterDeployError,
     deploy_role,
     inference_service,

@@ -36,7 +36,7 @@ import yaml
 from kserve import models as kserve_models
 
 from skewless.image import IMAGE
-from skewless.kserve_deploy import inference_service, serving_runtime
+from skewless.rollout.kserve import inference_service, serving_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"

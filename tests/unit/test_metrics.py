@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from skewless import metrics
+from skewless.evaluation import metrics
 
 
 def test_roc_auc_counts_pairs_and_half_ties():

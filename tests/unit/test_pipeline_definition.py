@@ -9,10 +9,10 @@ from pathlib import Path
 import yaml
 from kfp.components import load_component_from_file
 
-from skewless.evaluate import GateConfig
+from skewless.evaluation.evaluate import GateConfig
 from skewless.image import IMAGE
+from skewless.model.train import HParams
 from skewless.pipelines.ranking import COMPILED_PATH, compile_pipeline, ranking_pipeline
-from skewless.train import HParams
 
 
 def test_committed_yaml_equals_a_fresh_compile(tmp_path: Path):

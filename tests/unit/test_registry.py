@@ -15,8 +15,7 @@ import pytest
 from model_registry_standin import model_registry_standin
 from object_store import ObjectStore
 
-from skewless.kubeflow_registry import KubeflowRegistry
-from skewless.registry import (
+from skewless.registry.core import (
     ChecksumMismatchError,
     Registry,
     RegistryError,
@@ -24,6 +23,7 @@ from skewless.registry import (
     Traffic,
     directory_sha256,
 )
+from skewless.registry.kubeflow import KubeflowRegistry
 
 
 def _open(locator: str) -> Registry:
@@ -137,7 +137,7 @@ def test_an_artifact_in_the_object_store_is_downloaded_and_verified(
 
 
 def test_the_evaluate_step_finds_production_itself(tmp_path: Path, minio: ObjectStore):
-    from skewless.deploy import production_to_beat
+    from skewless.rollout.deploy import production_to_beat
 
     with model_registry_standin() as url:
         workdir = tmp_path / "work"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from skewless.contract.spec import load_spec_text
 from skewless.serving.validation import RequestError, RequestValidator
-from skewless.spec import load_spec_text
 
 SPEC = load_spec_text(
     """

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from skewless.spec import SpecError, load_spec, load_spec_text, parse_spec
+from skewless.contract.spec import SpecError, load_spec, load_spec_text, parse_spec
 
 MINIMAL = """
 features:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from object_store import ObjectStore
 
-from skewless import storage
-from skewless.registry import RegistryError, directory_sha256
+from skewless.data import storage
+from skewless.registry.core import RegistryError, directory_sha256
 
 
 def _folder(root: Path) -> Path:

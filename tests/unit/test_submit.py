@@ -96,7 +96,7 @@ def test_a_local_data_path_is_refused_with_how_to_upload_it(capsys):
 
 
 def test_upload_puts_a_file_where_the_cluster_steps_read_it(minio, tmp_path: Path, capsys):
-    from skewless import storage
+    from skewless.data import storage
 
     local = tmp_path / "interactions.csv"
     local.write_bytes(b"user_id,clicked\nu1,1\n" * 1000)

@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from skewless.ingest import clean_schema
-from skewless.spec import load_spec_text
-from skewless.transform import analyze, id_space
+from skewless.contract.spec import load_spec_text
+from skewless.data.ingest import clean_schema
+from skewless.model.transform import analyze, id_space
 
 SPEC = load_spec_text(
     """

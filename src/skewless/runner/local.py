@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from skewless.deploy import production_model, registry_for
+from skewless.rollout.deploy import production_model, registry_for
 
 DEFAULT_ROWS = 400_000
 DEFAULT_SEED = 0
@@ -105,9 +105,9 @@ def run_local(
     """
     from kfp import local
 
-    from skewless.generate import write_dataset
+    from skewless.contract.spec import load_spec_text
+    from skewless.data.generate import write_dataset
     from skewless.pipelines.ranking import PIPELINE_NAME, ranking_pipeline
-    from skewless.spec import load_spec_text
 
     root = Path(workdir).resolve()
     root.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import tensorflow as tf
 
-from skewless.spec import Cross, Feature, FeatureSpec
+from skewless.contract.spec import Cross, Feature, FeatureSpec
 
 TEXT_SPLIT_PATTERN = "[^0-9a-z]+"
 

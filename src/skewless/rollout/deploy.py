@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from skewless import __version__
-from skewless.registry import Registry, SQLiteRegistry
-from skewless.spec import SPEC_ASSET
+from skewless.contract.spec import SPEC_ASSET
+from skewless.registry.core import Registry, SQLiteRegistry
 
 REGISTRY_FILE = "registry.db"
 
@@ -155,7 +155,7 @@ def open_registry(repository: str | Path, registry: str = "") -> Registry:
     """The registry a pipeline step uses: the Kubeflow Model Registry at ``registry`` (a URL),
     or else the SQLite file beside the model repository."""
     if registry:
-        from skewless.kubeflow_registry import KubeflowRegistry
+        from skewless.registry.kubeflow import KubeflowRegistry
 
         return KubeflowRegistry(registry)
     return registry_for(repository)
@@ -216,7 +216,7 @@ def deploy_version(
     once. Otherwise it becomes the candidate taking ``canary_percent`` of requests beside
     production, until ``skewless promote`` (or a rollback) ends the canary. The registry records
     the decision; with ``target="kserve"`` the InferenceService follows it
-    (:func:`skewless.kserve_deploy.deploy_role`), and the step waits for it to be Ready.
+    (:func:`skewless.rollout.kserve.deploy_role`), and the step waits for it to be Ready.
 
     Returns:
         ``{"role": "production" | "canary", "version", "canary_percent", "artifact"}`` (plus
@@ -249,7 +249,7 @@ def deploy_version(
         "artifact": registered.artifact_uri,
     }
     if target == "kserve":
-        from skewless.kserve_deploy import deploy_role
+        from skewless.rollout.kserve import deploy_role
 
         result["inference_service"] = deploy_role(
             model_name, namespace, result["artifact"], version=str(version), role=role,

@@ -29,7 +29,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from skewless import storage
+from skewless.data import storage
 
 ALIASES = ("production", "candidate")
 _SCHEMA = """
@@ -108,8 +108,8 @@ class Traffic:
 def directory_sha256(path: str | Path) -> str:
     """Checksum of a folder: its files' relative paths and contents, in path order.
 
-    ``path`` may be a local folder or an object-store URI (see :mod:`skewless.storage`); the same
-    files give the same checksum either way.
+    ``path`` may be a local folder or an object-store URI (see :mod:`skewless.data.storage`); the
+    same files give the same checksum either way.
     """
     try:
         digest = hashlib.sha256()

@@ -1,7 +1,7 @@
 """The Kubeflow Model Registry backend, through its Python client (``model-registry`` 0.3.8).
 
-Same behaviour as the SQLite backend: all of it lives in :class:`skewless.registry.Registry`; this
-module maps the five storage primitives onto Model Registry objects:
+Same behaviour as the SQLite backend: all of it lives in :class:`skewless.registry.core.Registry`;
+this module maps the five storage primitives onto Model Registry objects:
 
 - a named model is a RegisteredModel; its alias moves (production, candidate, canary share, who and
   why) are an append-only JSON list in the custom property ``skewless.alias_events``, and the
@@ -27,7 +27,7 @@ import random
 import time
 from typing import Any
 
-from skewless.registry import Registry, RegistryError
+from skewless.registry.core import Registry, RegistryError
 
 RECORD_KEY = "skewless.record"
 EVENTS_KEY = "skewless.alias_events"

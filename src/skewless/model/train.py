@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from skewless.ingest import read_column_batches
-from skewless.spec import SPEC_ASSET, FeatureSpec
-from skewless.transform import analysis_columns, id_space, raw_feature_spec
+from skewless.contract.spec import SPEC_ASSET, FeatureSpec
+from skewless.data.ingest import read_column_batches
+from skewless.model.transform import analysis_columns, id_space, raw_feature_spec
 
 MODEL_DIRNAME = "model"
 SIGNATURE_RAW = "serving_default"
@@ -325,7 +325,7 @@ def train(
     Args:
         train_data: Clean training rows (Parquet).
         eval_data: Clean eval rows (Parquet), used for early stopping.
-        transform_dir: Output of :func:`skewless.transform.analyze`.
+        transform_dir: Output of :func:`skewless.model.transform.analyze`.
         spec: The feature spec.
         out_dir: Receives ``model/`` (SavedModel), ``logs/`` (TensorBoard) and
             ``training_summary.json``.
@@ -337,7 +337,7 @@ def train(
     """
     import tensorflow_transform as tft
 
-    from skewless import metrics
+    from skewless.evaluation import metrics
 
     hparams = hparams or HParams()
     tf.keras.utils.set_random_seed(hparams.seed)

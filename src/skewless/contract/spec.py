@@ -260,7 +260,7 @@ SPEC_ASSET = "assets.extra/feature_spec.yaml"
 
 def default_spec_path() -> Path:
     """Path of the spec shipped with the package for the default ranking data."""
-    return Path(str(resources.files("skewless") / "data" / "ranking_spec.yaml"))
+    return Path(str(resources.files("skewless.contract") / "ranking_spec.yaml"))
 
 
 def load_spec(path: str | Path | None = None) -> FeatureSpec:

@@ -1,8 +1,9 @@
 """Validated ingestion: every raw row is checked against the spec, then kept or quarantined.
 
 Reads CSV or Parquet in bounded chunks with pyarrow, from a local path or the pipeline's object
-store (see :mod:`skewless.storage`), so memory does not grow with the file. Clean rows are typed,
-split into train and eval by hashing the key column (reruns give the same split) and written as
+store (see :mod:`skewless.data.storage`), so memory does not grow with the file. Clean rows are
+typed, split into train and eval by hashing the key column (reruns give the same split) and written
+as
 Parquet; failing rows go to ``quarantine.parquet`` with their raw values and a ``reason`` naming
 each failed field and why. Nothing is dropped: ``rows_in == rows_clean + rows_quarantined`` is
 checked before the summary is written.
@@ -10,7 +11,7 @@ checked before the summary is written.
 Output folder::
 
     train.parquet  eval.parquet  quarantine.parquet
-    stats.json            per-split statistics (see skewless.stats)
+    stats.json            per-split statistics (see skewless.data.stats)
     ingest_summary.json   counts, reasons, timings, drift (when a baseline is given)
 """
 
@@ -32,10 +33,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from skewless import stats as stats_lib
-from skewless import storage
+from skewless.contract.spec import Feature, FeatureSpec
+from skewless.data import stats as stats_lib
+from skewless.data import storage
 from skewless.progress import Progress
-from skewless.spec import Feature, FeatureSpec
 
 DEFAULT_CHUNK_ROWS = 100_000
 SPLITS = ("train", "eval")
@@ -128,7 +129,7 @@ def _csv_header(source: str) -> list[str]:
 def _read_chunks(source: str, chunk_rows: int, malformed: list[_Malformed]) -> Iterator[pa.Table]:
     """Yields raw tables of about ``chunk_rows`` rows; malformed CSV lines go to ``malformed``.
 
-    ``source`` is a local path or an object-store URI (see :mod:`skewless.storage`); either way
+    ``source`` is a local path or an object-store URI (see :mod:`skewless.data.storage`); either way
     the file is streamed, never copied whole.
     """
     if _suffix(source) == ".csv":

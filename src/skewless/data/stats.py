@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skewless.spec import Feature, FeatureSpec
+from skewless.contract.spec import Feature, FeatureSpec
 
 TOP_VALUES_KEPT = 50
 COUNTER_CAP = 100_000

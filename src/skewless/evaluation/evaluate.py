@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skewless import metrics
-from skewless.ingest import read_column_batches
-from skewless.spec import FeatureSpec
+from skewless.contract.spec import FeatureSpec
+from skewless.data.ingest import read_column_batches
+from skewless.evaluation import metrics
 
 SLICE_VALUES_KEPT = 20
 ROC_POINTS = 50

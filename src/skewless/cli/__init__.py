@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from skewless.ab_report import REQUEST_LOG
-from skewless.local_run import DEFAULT_ROWS
-from skewless.spec import SpecError, load_spec
+from skewless.contract.spec import SpecError, load_spec
+from skewless.experiments.ab_report import REQUEST_LOG
+from skewless.runner.local import DEFAULT_ROWS
 
 
 class CliError(RuntimeError):
@@ -73,7 +73,7 @@ def _print_json(document: Any) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """``skewless generate``: write synthetic interaction data."""
-    from skewless.generate import write_dataset
+    from skewless.data.generate import write_dataset
 
     path = write_dataset(args.rows, args.seed, args.out, show_progress=not args.quiet)
     print(f"wrote {args.rows:,} rows to {path}")
@@ -82,7 +82,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_upload(args: argparse.Namespace) -> int:
     """``skewless upload``: copy a local data file to where cluster steps read it."""
-    from skewless import storage
+    from skewless.data import storage
 
     if not storage.is_remote(args.uri):
         raise CliError(f"{args.uri!r}: expected an object-store URI (minio://, s3://, gs://)")
@@ -93,7 +93,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """``skewless validate``: validated ingestion into clean splits, quarantine and statistics."""
-    from skewless.ingest import ingest
+    from skewless.data.ingest import ingest
 
     result = ingest(
         args.data,
@@ -111,7 +111,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``skewless analyze``: TFT analysis of the training split on Beam."""
-    from skewless.transform import analyze
+    from skewless.model.transform import analyze
 
     train = Path(args.data)
     if train.is_dir():
@@ -155,7 +155,7 @@ def _pipeline_parameters(pairs: list[str]) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``skewless run``: the whole pipeline locally, then serve the model."""
-    from skewless.local_run import run_local
+    from skewless.runner.local import run_local
 
     summary = run_local(
         workdir=args.workdir,
@@ -302,7 +302,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_ab_report(args: argparse.Namespace) -> int:
     """``skewless ab-report``: per-version traffic, latency and scores from the request log."""
-    from skewless.ab_report import format_report, summarize
+    from skewless.experiments.ab_report import format_report, summarize
 
     report = summarize(args.log, model=args.model, since=args.since)
     if args.json:
@@ -316,7 +316,7 @@ def _apply_cluster(
     args: argparse.Namespace, registry: Any, version: int, role: str, percent: int
 ) -> None:
     """Makes the InferenceService follow a registry decision (``--kserve NAMESPACE``)."""
-    from skewless.kserve_deploy import deploy_role
+    from skewless.rollout.kserve import deploy_role
 
     served = deploy_role(
         args.name, args.kserve, registry.verified_uri(args.name, version), version=str(version),
@@ -344,10 +344,10 @@ def _add_kserve(parser: argparse.ArgumentParser) -> None:
 def _registry(args: argparse.Namespace) -> Any:
     """The registry ``--registry`` names: a SQLite file, or a Kubeflow Model Registry URL."""
     if args.registry.startswith(("http://", "https://")):
-        from skewless.kubeflow_registry import KubeflowRegistry
+        from skewless.registry.kubeflow import KubeflowRegistry
 
         return KubeflowRegistry(args.registry, user_token=os.environ.get("MODEL_REGISTRY_TOKEN"))
-    from skewless.registry import SQLiteRegistry
+    from skewless.registry.core import SQLiteRegistry
 
     return SQLiteRegistry(_registry_file(args.registry))
 
@@ -412,8 +412,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     import kfp
 
+    from skewless.data.storage import is_remote
     from skewless.pipelines.ranking import PIPELINE_NAME, compile_pipeline
-    from skewless.storage import is_remote
 
     if not is_remote(args.data_uri):
         raise CliError(
@@ -666,12 +666,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from skewless.ab_report import ReportError
-    from skewless.deploy import DeployError
-    from skewless.ingest import IngestError
-    from skewless.local_run import RunError
-    from skewless.registry import RegistryError
-    from skewless.storage import StorageError
+    from skewless.data.ingest import IngestError
+    from skewless.data.storage import StorageError
+    from skewless.experiments.ab_report import ReportError
+    from skewless.registry.core import RegistryError
+    from skewless.rollout.deploy import DeployError
+    from skewless.runner.local import RunError
 
     return (
         ReportError, SpecError, IngestError, CliError, RunError, DeployError, RegistryError,
@@ -690,7 +690,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as err:
         print(f"skewless {args.command}: error: {err}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
