@@ -168,15 +168,17 @@ class _Number(Kind):
         if pa.types.is_integer(kind) or pa.types.is_floating(kind):
             missing = column.is_null().to_numpy(zero_copy_only=False)
             values = pc.fill_null(column.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False)
+            shown: np.ndarray = values
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
             values, missing = self._from_text(feature, column, v)
+            shown = column.to_numpy(zero_copy_only=False)  # quote the text as it was given
         else:
             present = ~column.is_null().to_numpy(zero_copy_only=False)
             v.fail(present, feature.name, f"expected a number, got {_type_name(kind)}")
             return np.zeros(n), ~present
         failed = v.failed(feature.name)
         nonfinite = ~np.isfinite(values) & ~missing & ~failed
-        v.fail(nonfinite, feature.name, "not a finite number", values)
+        v.fail(nonfinite, feature.name, "not a finite number", shown)
         present = ~missing & ~failed & ~nonfinite
         if feature.min_value is not None:
             below = present & (values < feature.min_value)
@@ -298,7 +300,8 @@ class _Text(Kind):
             column = column.cast(pa.string())
         elif accept_numbers and pa.types.is_floating(kind):
             # Whole and exactly representable (|x| <= 2**53), so the text form is exact.
-            exact = pc.and_(pc.equal(pc.round(column), column), pc.less_equal(pc.abs(column), 2.0**53))
+            whole_valued = pc.equal(pc.round(column), column)
+            exact = pc.and_(whole_valued, pc.less_equal(pc.abs(column), 2.0**53))
             whole = pc.fill_null(exact, True).to_numpy(zero_copy_only=False)
             v.fail(~whole, feature.name, "expected text or a whole number", column.to_numpy())
             rounded = pc.if_else(pa.array(whole), column, 0.0)

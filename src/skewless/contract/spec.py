@@ -33,39 +33,13 @@ from typing import Any
 
 import yaml
 
-KINDS = ("numeric", "categorical", "tags", "text", "id", "label", "key", "passthrough")
+from skewless.contract.kinds import KINDS
+
 NUMERIC_TRANSFORMS = ("zscore", "log", "bucketize")
 ENCODINGS = ("vocabulary", "hash")
-# Kinds whose raw value is a string and whose model input is a sequence or a single id.
-STRING_KINDS = ("categorical", "tags", "text", "id", "key")
 
+# Options every feature may carry; each kind adds its own (skewless.contract.kinds).
 _COMMON_OPTIONS = {"kind", "required", "default", "description", "slice"}
-_KIND_OPTIONS: dict[str, set[str]] = {
-    "numeric": {"transform", "num_buckets", "min", "max", "embedding_dim"},
-    "categorical": {
-        "encoding",
-        "top_k",
-        "oov_buckets",
-        "hash_buckets",
-        "allowed_values",
-        "max_length",
-        "embedding_dim",
-    },
-    "tags": {
-        "delimiter",
-        "max_tags",
-        "top_k",
-        "oov_buckets",
-        "allowed_values",
-        "max_length",
-        "embedding_dim",
-    },
-    "text": {"max_tokens", "top_k", "oov_buckets", "max_length", "embedding_dim"},
-    "id": {"encoding", "top_k", "oov_buckets", "hash_buckets", "max_length", "embedding_dim"},
-    "label": set(),
-    "key": {"max_length"},
-    "passthrough": {"dtype", "min", "max"},
-}
 _CROSS_OPTIONS = {"name", "features", "hash_buckets", "embedding_dim"}
 _CROSSABLE_KINDS = ("categorical", "tags", "id", "numeric")
 _TOP_LEVEL = {"features", "crosses", "description", "eval_percent"}
@@ -97,7 +71,7 @@ class Feature:
 
     Attributes:
         name: Column name in the raw data and key of the transformed output.
-        kind: One of :data:`KINDS`.
+        kind: A name in :data:`skewless.contract.kinds.KINDS`.
         required: When true (the default) a missing value quarantines the row; otherwise
             ``default`` stands in for it.
         default: Value that stands in for a missing optional value.
@@ -144,7 +118,7 @@ class Feature:
 
     @property
     def is_numeric_raw(self) -> bool:
-        """Whether the raw column holds numbers (as opposed to strings)."""
+        """Whether the clean column holds numbers (as opposed to strings)."""
         return self.kind in ("numeric", "label") or (
             self.kind == "passthrough" and self.dtype == "float"
         )
@@ -152,7 +126,7 @@ class Feature:
     @property
     def is_model_input(self) -> bool:
         """Whether the transformed feature feeds the model."""
-        return self.kind in ("numeric", "categorical", "tags", "text", "id")
+        return KINDS[self.kind].model_input
 
     @property
     def is_sequence(self) -> bool:
@@ -370,7 +344,7 @@ def _parse_feature(name: Any, options: Any) -> Feature:
     kind = options.get("kind")
     if kind not in KINDS:
         raise SpecError(f"{where}.kind: unknown kind {kind!r}; expected one of {list(KINDS)}")
-    allowed = _COMMON_OPTIONS | _KIND_OPTIONS[kind]
+    allowed = _COMMON_OPTIONS | KINDS[kind].options
     unknown = set(options) - allowed
     if unknown:
         raise SpecError(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import json
 import time
 from collections import Counter
@@ -33,16 +32,15 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from skewless.contract.spec import Feature, FeatureSpec
+from skewless.contract.kinds import kind_of
+from skewless.contract.spec import FeatureSpec
+from skewless.contract.validate import Violations, check_table
 from skewless.data import stats as stats_lib
 from skewless.data import storage
 from skewless.progress import Progress
 
 DEFAULT_CHUNK_ROWS = 100_000
 SPLITS = ("train", "eval")
-_TRUE_STRINGS = {"1", "1.0", "true"}
-_FALSE_STRINGS = {"0", "0.0", "false"}
-_NAN_STRINGS = {"nan", "+nan", "-nan"}
 
 
 class IngestError(RuntimeError):
@@ -86,18 +84,10 @@ class _Malformed:
 
 def clean_schema(spec: FeatureSpec) -> pa.Schema:
     """Arrow schema of clean rows: what the transform and the model consume."""
-    fields = []
-    for feature in spec.features.values():
-        if feature.kind == "label":
-            dtype = pa.int64()
-        elif feature.kind == "numeric":
-            dtype = pa.float32()
-        elif feature.is_numeric_raw:
-            dtype = pa.float64()
-        else:
-            dtype = pa.string()
-        fields.append(pa.field(feature.name, dtype, nullable=False))
-    return pa.schema(fields)
+    return pa.schema(
+        pa.field(feature.name, kind_of(feature).clean_type(feature), nullable=False)
+        for feature in spec.features.values()
+    )
 
 
 def quarantine_schema(spec: FeatureSpec) -> pa.Schema:
@@ -119,15 +109,38 @@ def _suffix(source: str) -> str:
 
 
 def _csv_header(source: str) -> list[str]:
-    with io.TextIOWrapper(storage.open_input_file(source), encoding="utf-8", newline="") as handle:
-        header = next(csv.reader(handle), None)
+    """The header of a CSV file; one clear error for files that are not UTF-8 CSV text."""
+    with storage.open_input_file(source) as handle:
+        head = handle.read(1 << 16)
+    if head.startswith(b"\x1f\x8b"):
+        raise IngestError(f"{source}: file is gzip-compressed; decompress it (gunzip) first")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head[:4096]:
+        raise IngestError(
+            f"{source}: file is not UTF-8 text (UTF-16 or binary?); save it as UTF-8 CSV"
+        )
+    first_line = head.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        text = first_line.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise IngestError(
+            f"{source}: header line is not UTF-8 text (byte {err.start}); save the file as UTF-8"
+        ) from None
+    header = next(csv.reader([text]), None)
     if not header:
         raise IngestError(f"{source}: CSV file is empty (no header line)")
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise IngestError(f"{source}: duplicate column name(s) in the header: {duplicates}")
     return header
 
 
-def _read_chunks(source: str, chunk_rows: int, malformed: list[_Malformed]) -> Iterator[pa.Table]:
+def _read_chunks(
+    source: str, chunk_rows: int, malformed: list[_Malformed], columns: list[str], extra: set[str]
+) -> Iterator[pa.Table]:
     """Yields raw tables of about ``chunk_rows`` rows; malformed CSV lines go to ``malformed``.
+
+    Parquet files are read for ``columns`` only (so a column the spec does not name, of whatever
+    type, costs nothing); the names of the other columns go to ``extra``.
 
     ``source`` is a local path or an object-store URI (see :mod:`skewless.data.storage`); either way
     the file is streamed, never copied whole.
@@ -153,7 +166,8 @@ def _read_chunks(source: str, chunk_rows: int, malformed: list[_Malformed]) -> I
             read_options=pacsv.ReadOptions(use_threads=False, block_size=16 << 20),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in header},
+                # Bytes, so a cell that is not UTF-8 fails its row (contract.kinds), not the file.
+                column_types={name: pa.binary() for name in header},
                 strings_can_be_null=True,
                 null_values=[""],
             ),
@@ -162,7 +176,13 @@ def _read_chunks(source: str, chunk_rows: int, malformed: list[_Malformed]) -> I
             yield pa.Table.from_batches([batch])
     elif _suffix(source) in (".parquet", ".pq"):
         parquet = pq.ParquetFile(storage.open_input_file(source))
-        for batch in parquet.iter_batches(batch_size=chunk_rows):
+        names = parquet.schema_arrow.names
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise IngestError(f"{source}: duplicate column name(s): {duplicates}")
+        extra.update(set(names) - set(columns))
+        wanted = [name for name in names if name in columns]
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
             yield pa.Table.from_batches([batch])
     else:
         raise IngestError(
@@ -185,143 +205,31 @@ def count_rows(source: str | Path) -> int | None:
     return None
 
 
-class _Checker:
-    """Validates one chunk; collects per-row failure messages and per-reason counts."""
-
-    def __init__(self, rows: int) -> None:
-        self.rows = rows
-        self.failures: dict[int, list[str]] = {}
-        self.reason_counts: Counter[str] = Counter()
-
-    def fail(self, mask: np.ndarray, field: str, problem: str, detail: Any = None) -> None:
-        """Marks rows in ``mask`` failed; ``detail`` (per-row values) is quoted in the message."""
-        indices = np.flatnonzero(mask)
-        if indices.size == 0:
-            return
-        self.reason_counts[f"{field}: {problem}"] += int(indices.size)
-        for i in indices:
-            suffix = f" ({_show(detail[i])})" if detail is not None else ""
-            self.failures.setdefault(int(i), []).append(f"{field}: {problem}{suffix}")
-
-    def bad_mask(self) -> np.ndarray:
-        mask = np.zeros(self.rows, dtype=bool)
-        if self.failures:
-            mask[list(self.failures)] = True
-        return mask
-
-
-def _show(value: Any) -> str:
-    """A value as a reason quotes it: numbers plainly, text in quotes and cut at 80 characters."""
-    if isinstance(value, float | np.floating):
-        return f"{float(value):g}"
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    text = str(value)
-    return repr(text if len(text) <= 80 else text[:77] + "...")
-
-
-def _as_strings(column: pa.ChunkedArray) -> pd.Series:
-    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-        column = column.cast(pa.string())
-    return pd.Series(column.to_pandas(), dtype=object)
-
-
-def _missing(raw: pd.Series) -> np.ndarray:
-    return (raw.isna() | (raw.astype(str).str.strip() == "")).to_numpy()
-
-
-def _parse_numbers(
-    column: pa.ChunkedArray, check: _Checker, feature: Feature
-) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (values, missing); values that are not finite numbers are marked failed."""
-    name = feature.name
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        missing = column.is_null().to_numpy(zero_copy_only=False)
-        values = column.cast(pa.float64()).fill_null(0.0).to_numpy()
-        raw = pd.Series(values)
-        not_number = np.zeros(len(values), dtype=bool)
-    elif pa.types.is_boolean(column.type):
-        raise IngestError(f"column {name!r} is boolean, but the spec declares it {feature.kind}")
-    else:
-        raw = _as_strings(column)
-        missing = _missing(raw)
-        text = raw.where(~missing, "0").astype(str).str.strip()
-        if feature.kind == "label":
-            lowered = text.str.lower()
-            text = lowered.where(~lowered.isin(_TRUE_STRINGS), "1")
-            text = text.where(~text.isin(_FALSE_STRINGS), "0")
-        values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
-        nan_literal = text.str.lower().isin(_NAN_STRINGS).to_numpy()
-        not_number = np.isnan(values) & ~nan_literal & ~missing
-        check.fail(not_number, name, "not a number", raw.to_numpy())
-    nonfinite = ~np.isfinite(values) & ~not_number & ~missing
-    check.fail(nonfinite, name, "not a finite number", raw.to_numpy())
-    present = ~missing & ~not_number & ~nonfinite
-    if feature.kind == "label":
-        check.fail(present & ~np.isin(values, (0.0, 1.0)), name, "label must be 0 or 1", values)
-    if feature.min_value is not None:
-        below = present & (values < feature.min_value)
-        check.fail(below, name, f"below minimum {feature.min_value:g}", values)
-    if feature.max_value is not None:
-        above = present & (values > feature.max_value)
-        check.fail(above, name, f"above maximum {feature.max_value:g}", values)
-    return values, missing
-
-
-def _check_strings(
-    column: pa.ChunkedArray, check: _Checker, feature: Feature
-) -> tuple[pd.Series, np.ndarray]:
-    """Returns (values, missing) after the domain and length checks."""
-    raw = _as_strings(column)
-    missing = _missing(raw)
-    values = raw.where(~missing, "")
-    if feature.max_length is not None:
-        lengths = values.str.len().to_numpy()
-        too_long = lengths > feature.max_length
-        check.fail(too_long, feature.name, f"longer than max_length {feature.max_length}", lengths)
-    if feature.allowed_values is not None:
-        allowed = set(feature.allowed_values)
-        if feature.kind == "tags":
-            tokens = stats_lib.tokenize(values, feature)
-            unknown_rows = tokens[~tokens.isin(allowed)]
-            bad = np.zeros(len(values), dtype=bool)
-            bad[unknown_rows.index.unique().to_numpy()] = True
-            first_unknown = unknown_rows.groupby(level=0).first().reindex(values.index)
-            check.fail(bad, feature.name, "tag not in allowed_values", first_unknown.to_numpy())
-        else:
-            unknown = ~missing & ~values.isin(allowed).to_numpy()
-            check.fail(unknown, feature.name, "not in allowed_values", values.to_numpy())
-    return values, missing
+def _raw_text(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Raw values as text for the quarantine (bytes that are not UTF-8 shown with escapes)."""
+    kind = column.type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        texts = [
+            None if v is None else v.decode("utf-8", "backslashreplace") for v in column.to_pylist()
+        ]
+        return np.array(texts, dtype=object)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return column.to_numpy(zero_copy_only=False)
+    return np.array([None if v is None else str(v) for v in column.to_pylist()], dtype=object)
 
 
 def validate_chunk(
     table: pa.Table, spec: FeatureSpec
-) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, _Checker]:
-    """Checks one raw chunk against the spec.
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, Violations]:
+    """Checks one raw chunk against the spec with the contract's validator.
 
     Returns:
-        ``(typed, imputed, bad, checker)``: the typed frame (valid only where ``bad`` is false),
-        the per-column masks of optional values filled with their default, the per-row failure
-        mask, and the checker holding per-row messages and per-reason counts.
+        ``(typed, imputed, bad, violations)``: the typed frame (valid only where ``bad`` is
+        false), the per-column masks of optional values filled with their default, the per-row
+        failure mask, and the per-row messages and per-reason counts.
     """
-    check = _Checker(table.num_rows)
-    typed: dict[str, Any] = {}
-    imputed: dict[str, np.ndarray] = {}
-    for feature in spec.features.values():
-        column = table.column(feature.name)
-        values: Any
-        if feature.is_numeric_raw:
-            values, missing = _parse_numbers(column, check, feature)
-        else:
-            values, missing = _check_strings(column, check, feature)
-        if feature.required:
-            check.fail(missing, feature.name, "missing required value")
-        elif missing.any():
-            imputed[feature.name] = missing
-            values = np.where(missing, feature.default, values)
-        typed[feature.name] = values
-    frame = pd.DataFrame(typed)
-    return frame, imputed, check.bad_mask(), check
+    columns, imputed, violations = check_table(table, spec)
+    return pd.DataFrame(columns), imputed, violations.bad_mask(), violations
 
 
 def split_of(frame: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
@@ -363,14 +271,14 @@ class _Writers:
 
 
 def _quarantine_frame(
-    table: pa.Table, spec: FeatureSpec, bad: np.ndarray, check: _Checker, first_row_index: int
+    table: pa.Table, spec: FeatureSpec, bad: np.ndarray, check: Violations, first_row_index: int
 ) -> pd.DataFrame:
     indices = np.flatnonzero(bad)
-    raw = {name: _as_strings(table.column(name)).to_numpy()[indices] for name in spec.column_names}
+    raw = {name: _raw_text(table.column(name))[indices] for name in spec.column_names}
     return pd.DataFrame(
         {
             **raw,
-            "reason": ["; ".join(check.failures[int(i)]) for i in indices],
+            "reason": [check.reason(int(i)) for i in indices],
             "row_index": indices + first_row_index,
             "line_number": pd.array([None] * len(indices), dtype="Int64"),
             "raw_line": [None] * len(indices),
@@ -445,9 +353,13 @@ def ingest(
     rows_parsed = rows_quarantined = malformed_written = 0
     rows_clean = dict.fromkeys(SPLITS, 0)
     extra_columns: set[str] = set()
-    progress = Progress("validate", total=count_rows(source) or 0, enabled=show_progress)
     try:
-        for table in _read_chunks(source, chunk_rows, malformed):
+        total = count_rows(source) or 0
+    except (pa.ArrowException, OSError) as err:
+        raise IngestError(f"{source}: cannot be read as Parquet: {_first_line(err)}") from None
+    progress = Progress("validate", total=total, enabled=show_progress)
+    try:
+        for table in _read_chunks(source, chunk_rows, malformed, spec.column_names, extra_columns):
             missing_columns = [c for c in spec.column_names if c not in table.column_names]
             if missing_columns:
                 raise IngestError(
@@ -478,8 +390,8 @@ def ingest(
             progress.advance(table.num_rows)
         if len(malformed) > malformed_written:
             writers.write("quarantine", _malformed_frame(spec, malformed[malformed_written:]))
-    except (pa.ArrowInvalid, storage.StorageError) as err:
-        raise IngestError(f"{source}: cannot be read: {err}") from err
+    except (pa.ArrowException, storage.StorageError, OSError) as err:
+        raise IngestError(f"{source}: cannot be read: {_first_line(err)}") from None
     finally:
         writers.close()
         progress.close()
@@ -538,6 +450,12 @@ def ingest(
     if total_clean == 0 or rows_clean["train"] == 0:
         raise IngestError(f"{source}: no clean training rows after validation")
     return IngestResult(out_dir=out, summary=summary)
+
+
+def _first_line(err: BaseException) -> str:
+    """An error's message cut to its first line and 200 characters (Arrow's can be long)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _load_baseline(path: str | Path) -> dict[str, Any]:

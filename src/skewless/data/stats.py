@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skewless.contract.kinds import tokens_pandas
 from skewless.contract.spec import Feature, FeatureSpec
 
 TOP_VALUES_KEPT = 50
@@ -136,7 +137,7 @@ class FeatureStats:
         if self.moments is not None:
             self.moments.update(column.to_numpy(dtype=np.float64))
         if self.feature.kind in ("tags", "text"):
-            tokens = tokenize(column, self.feature)
+            tokens = tokens_pandas(self.feature, column)
             assert self.lengths is not None
             self.lengths.update(
                 tokens.groupby(level=0)
@@ -170,20 +171,6 @@ class FeatureStats:
             out["value_total"] = self.values.total
             out["approximate"] = self.values.approximate
         return out
-
-
-def tokenize(column: pd.Series, feature: Feature) -> pd.Series:
-    """Splits tags or text the way the transform does; one row per token, index = source row.
-
-    Tags split on the feature's delimiter; text is lower-cased and split on anything that is not a
-    letter or digit (the TFT transform applies the same rule inside the model).
-    """
-    if feature.kind == "tags":
-        parts = column.str.split(feature.delimiter, regex=False)
-    else:
-        parts = column.str.lower().str.split(r"[^0-9a-z]+", regex=True)
-    tokens = parts.explode()
-    return tokens[tokens.notna() & (tokens != "")]
 
 
 class SplitStats:

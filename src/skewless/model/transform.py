@@ -24,17 +24,15 @@ from typing import Any
 import pyarrow as pa
 import tensorflow as tf
 
+from skewless.contract.kinds import kind_of, tokens_tf
 from skewless.contract.spec import Cross, Feature, FeatureSpec
-
-TEXT_SPLIT_PATTERN = "[^0-9a-z]+"
 
 
 def raw_feature_spec(spec: FeatureSpec, *, with_label: bool = True) -> dict[str, Any]:
     """The ``tf.io`` parsing spec of raw model inputs (and the label): one scalar per column."""
     out: dict[str, Any] = {}
     for feature in spec.model_inputs:
-        dtype = tf.float32 if feature.kind == "numeric" else tf.string
-        out[feature.name] = tf.io.FixedLenFeature([], dtype)
+        out[feature.name] = tf.io.FixedLenFeature([], kind_of(feature).tf_dtype(feature))
     if with_label:
         out[spec.label.name] = tf.io.FixedLenFeature([], tf.int64)
     return out
@@ -45,21 +43,10 @@ def analysis_columns(spec: FeatureSpec) -> list[str]:
     return [*(f.name for f in spec.model_inputs), spec.label.name]
 
 
-def _tokens(feature: Feature, values: tf.Tensor) -> tf.RaggedTensor:
-    """Splits tags or text into a ragged batch of tokens, truncated to the padded length."""
-    if feature.kind == "tags":
-        tokens = tf.strings.split(values, sep=feature.delimiter)
-    else:
-        cleaned = tf.strings.regex_replace(tf.strings.lower(values), TEXT_SPLIT_PATTERN, " ")
-        tokens = tf.strings.split(tf.strings.strip(cleaned))
-    tokens = tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, ""))
-    return tokens[:, : feature.sequence_length]
-
-
 def _string_values(feature: Feature, raw: tf.Tensor) -> tf.RaggedTensor:
     """The values a cross combines, as ragged strings (one per row for single-valued features)."""
     if feature.kind == "tags":
-        return _tokens(feature, raw)
+        return tokens_tf(feature, raw)
     if feature.kind == "numeric":
         import tensorflow_transform as tft
 
@@ -69,33 +56,6 @@ def _string_values(feature: Feature, raw: tf.Tensor) -> tf.RaggedTensor:
 
 def _pad(ids: tf.RaggedTensor, length: int) -> tf.Tensor:
     return (ids + 1).to_tensor(default_value=0, shape=[None, length])
-
-
-def _vocabulary(feature: Feature, values: Any) -> Any:
-    import tensorflow_transform as tft
-
-    return tft.compute_and_apply_vocabulary(
-        values,
-        top_k=feature.top_k,
-        num_oov_buckets=feature.oov_buckets,
-        vocab_filename=feature.vocab_filename,
-    )
-
-
-def _transform_feature(feature: Feature, raw: tf.Tensor) -> tf.Tensor:
-    import tensorflow_transform as tft
-
-    if feature.kind == "numeric":
-        if feature.transform == "zscore":
-            return tft.scale_to_z_score(raw)
-        if feature.transform == "log":
-            return tft.scale_to_z_score(tf.math.log1p(tf.maximum(raw, 0.0)))
-        return tft.bucketize(raw, feature.num_buckets or 10) + 1
-    if feature.kind in ("tags", "text"):
-        return _pad(_vocabulary(feature, _tokens(feature, raw)), feature.sequence_length)
-    if feature.encoding == "hash":
-        return tf.strings.to_hash_bucket_fast(raw, feature.hash_buckets or 1) + 1
-    return _vocabulary(feature, raw) + 1
 
 
 def _transform_cross(spec: FeatureSpec, cross: Cross, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -116,7 +76,7 @@ def make_preprocessing_fn(spec: FeatureSpec) -> Callable[[dict[str, tf.Tensor]],
 
     def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, Any]:
         outputs: dict[str, Any] = {
-            f.name: _transform_feature(f, inputs[f.name]) for f in spec.model_inputs
+            f.name: kind_of(f).transform(f, inputs[f.name]) for f in spec.model_inputs
         }
         for cross in spec.crosses:
             outputs[cross.name] = _transform_cross(spec, cross, inputs)
