@@ -78,19 +78,15 @@ def model_spec(model_dir: str | Path) -> FeatureSpec:
 
 
 def _v2_columns(payload: InferRequest) -> dict[str, Any]:
-    """Columns of an Open Inference Protocol request, values decoded to Python types."""
+    """Columns of an Open Inference Protocol request as Python lists (BYTES as bytes)."""
     columns: dict[str, Any] = {}
     for tensor in payload.inputs:
         try:
             values = np.asarray(tensor.as_numpy()).reshape(-1)
         except Exception as err:  # kserve raises several types for bad tensors
             raise RequestError(f"inputs.{tensor.name}: cannot be read as a tensor: {err}") from None
-        if tensor.datatype == "BYTES":
-            columns[tensor.name] = [
-                v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in values
-            ]
-        else:
-            columns[tensor.name] = values.tolist()
+        # BYTES stay bytes: the contract decodes them and refuses what is not UTF-8.
+        columns[tensor.name] = values.tolist()
     return columns
 
 

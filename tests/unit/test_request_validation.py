@@ -32,21 +32,27 @@ def test_rows_become_typed_columns_with_defaults(validator):
     )
     assert columns["age"].dtype == np.float32 and columns["age"].tolist() == [30.0, 40.5]
     assert columns["score"].tolist() == [0.5, 0.5]  # optional numeric: the spec default
-    assert columns["tags"].tolist() == ["a|b", ""]  # optional string: empty
+    assert columns["tags"].tolist() == ["a|b", ""]  # optional string: its default, empty
     assert set(columns) == {"age", "score", "tags", "name"}  # label and key ride along, unused
 
 
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([{"age": True, "name": "x"}], "instances[0].age: expected a number, got bool True"),
-        ([{"age": float("nan"), "name": "x"}], "instances[0].age: expected a finite number"),
-        ([{"age": float("inf"), "name": "x"}], "instances[0].age: expected a finite number"),
-        ([{"age": 121, "name": "x"}], "instances[0].age: 121 is above the maximum 120"),
-        ([{"age": 1, "name": "x", "tags": "a|c"}], "instances[0].tags: 'c' is not one of"),
-        ([{"age": 1, "name": "toolong"}], "string of 7 characters exceeds max_length 5"),
-        ([{"age": 1, "name": ""}], "instances[0].name: missing required value (empty string)"),
+        ([{"age": True, "name": "x"}], "instances[0].age: expected a number, got true/false"),
+        ([{"age": float("nan"), "name": "x"}], "instances[0].age: not a finite number (nan)"),
+        ([{"age": float("inf"), "name": "x"}], "instances[0].age: not a finite number (inf)"),
+        ([{"age": 121, "name": "x"}], "instances[0].age: above maximum 120 (121)"),
+        ([{"age": 1, "name": "x", "tags": "a|c"}], "instances[0].tags: tag not in allowed_values"),
+        ([{"age": 1, "name": "toolong"}], "instances[0].name: longer than max_length 5 (7)"),
+        ([{"age": 1, "name": ""}], "instances[0].name: missing required value"),
         ([{"age": 1, "name": None}], "instances[0].name: missing required value"),
+        ([{"age": 1}], "instances[0].name: missing required value"),
+        ([{"age": 1, "name": 2.5}], "instances[0].name: expected text or a whole number (2.5)"),
+        ([{"age": "x", "name": "a"}], "instances[0].age: not a number ('x')"),
+        ([{"age": 1, "name": "\ud800"}], "instances[0].name: not valid UTF-8 text"),
+        ([{"age": 1, "name": "a"}, {"age": -1, "name": "a"}], "instances[1].age: below minimum 0"),
+        ([{"age": -1, "name": ""}] * 2, "instances[0].age: below minimum 0 (-1) (and 3 more)"),
         ([{"age": 1, "name": "x"}, 5], "instances[1]: expected an object, got int"),
         ([{"age": 1, "name": "x"}] * 4, "batch of 4 rows exceeds the maximum of 3"),
     ],
@@ -65,4 +71,16 @@ def test_column_errors(validator):
     with pytest.raises(RequestError, match="empty batch"):
         validator.from_columns({"age": [], "name": []})
     columns = validator.from_columns({"age": [1, 2], "name": ["p", "q"]})
+    assert columns["score"].tolist() == [0.5, 0.5]
+
+
+def test_ids_sent_as_numbers_are_their_decimal_text(validator):
+    columns = validator.from_rows([{"age": 1, "name": 19}, {"age": 2, "name": 19.0}])
+    assert columns["name"].tolist() == ["19", "19"]
+
+
+def test_blank_and_null_optional_values_take_the_spec_default(validator):
+    columns = validator.from_rows(
+        [{"age": 1, "name": "a", "score": None}, {"age": 1, "name": "a", "score": " "}]
+    )
     assert columns["score"].tolist() == [0.5, 0.5]
