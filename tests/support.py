@@ -12,11 +12,30 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 SKEWLESS = [sys.executable, "-m", "skewless.cli"]
+REPO = Path(__file__).resolve().parent.parent
+TAXI_IN_WHEEL = "tfx/examples/chicago_taxi_pipeline/data/big_tipper_label/data.csv"
+
+
+def public_taxi_csv(out_dir: Path) -> Path:
+    """The Chicago taxi sample (15,002 rows, blanks in many columns) from TFX's wheel.
+
+    Data we did not generate. ``make test`` fetches the wheel from the package registry into
+    ``.cache/public-data`` (``SKEWLESS_PUBLIC_DATA``); the CSV is read out of it, nothing installed.
+    """
+    folder = Path(os.environ.get("SKEWLESS_PUBLIC_DATA", REPO / ".cache" / "public-data"))
+    wheels = sorted(folder.glob("tfx-*.whl"))
+    assert wheels, f"no TFX wheel in {folder}: run `make test` (it downloads it) first"
+    target = out_dir / "taxi.csv"
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        target.write_bytes(wheel.read(TAXI_IN_WHEEL))
+    return target
 
 
 def free_port() -> int:

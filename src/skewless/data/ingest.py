@@ -108,7 +108,7 @@ def _suffix(source: str) -> str:
     return PurePosixPath(source).suffix.lower()
 
 
-def _csv_header(source: str) -> list[str]:
+def csv_header(source: str) -> list[str]:
     """The header of a CSV file; one clear error for files that are not UTF-8 CSV text."""
     with storage.open_input_file(source) as handle:
         head = handle.read(1 << 16)
@@ -146,7 +146,7 @@ def _read_chunks(
     the file is streamed, never copied whole.
     """
     if _suffix(source) == ".csv":
-        header = _csv_header(source)
+        header = csv_header(source)
 
         def on_invalid(row: Any) -> str:
             malformed.append(
