@@ -47,6 +47,8 @@ def _sample(path: Path, rows: int) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     suffix = path.suffix.lower()
+    if not path.is_file():
+        raise InferError(f"data file not found: {path}")
     try:
         if suffix == ".csv":
             from skewless.data.ingest import IngestError, csv_header
