@@ -167,7 +167,9 @@ class _Number(Kind):
             kind = column.type
         if pa.types.is_integer(kind) or pa.types.is_floating(kind):
             missing = column.is_null().to_numpy(zero_copy_only=False)
-            values = pc.fill_null(column.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False)
+            # Unsafe: an integer beyond 2**53 becomes the nearest float, as JSON parsers do.
+            as_float = column.cast(pa.float64(), safe=False)
+            values = pc.fill_null(as_float, 0.0).to_numpy(zero_copy_only=False)
             shown: np.ndarray = values
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
             values, missing = self._from_text(feature, column, v)
