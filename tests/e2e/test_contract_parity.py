@@ -10,6 +10,7 @@ so each value keeps its JSON type) and through the real server over V1 REST, V2 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import tempfile
@@ -26,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from support import post, serving
 
-from skewless.contract.spec import FeatureSpec, load_spec_text
+from skewless.contract.spec import FeatureSpec, load_spec, load_spec_text
 from skewless.data.ingest import IngestError, ingest
 
 SPEC_TEXT = """
@@ -47,7 +48,6 @@ crosses:
     hash_buckets: 32
 """
 SPEC: FeatureSpec = load_spec_text(SPEC_TEXT)
-INPUTS = [f.name for f in SPEC.model_inputs]
 ABSENT = object()  # the field is not in the request (a null column in the Parquet file)
 
 
@@ -73,12 +73,26 @@ def _training_rows(count: int, seed: int) -> pd.DataFrame:
     )
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+@dataclasses.dataclass
+class Case:
+    """A spec, a model exported with it, a live server, and valid values for each model input."""
+
+    spec: FeatureSpec
+    model_dir: str
+    server: dict[str, Any]
+    signature: Any
+    valid: dict[str, st.SearchStrategy[Any]]
+    fixed: dict[str, Any]  # label, key and passthrough values: always valid (never model inputs)
+
+    @property
+    def inputs(self) -> list[str]:
+        return [f.name for f in self.spec.model_inputs]
+
+
+def _all_kinds_model(root: Path) -> str:
     from skewless.model.train import HParams, train
     from skewless.model.transform import analyze
 
-    root = tmp_path_factory.mktemp("parity")
     data = root / "train.parquet"
     _training_rows(600, 5).to_parquet(data)
     ingested = ingest(data, SPEC, root / "ingested").out_dir
@@ -94,15 +108,19 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(trained["model_dir"])
 
 
-@pytest.fixture(scope="module")
-def server(model_dir: str) -> Any:
-    with serving(model_dir, name="parity") as addresses:
-        yield addresses
-
-
-@pytest.fixture(scope="module")
-def signature(model_dir: str) -> Any:
-    return tf.saved_model.load(model_dir).signatures["serving_default"]
+@pytest.fixture(scope="module", params=["all_kinds", "default"])
+def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    if request.param == "all_kinds":
+        spec, model_dir = SPEC, _all_kinds_model(tmp_path_factory.mktemp("parity"))
+        valid, fixed = _VALID, {"y": 0, "k": "key"}
+    else:  # the shipped spec and the session's model; valid values are real clean rows' values
+        spec, model_dir = load_spec(), str(request.getfixturevalue("trained")["model_dir"])
+        clean = pd.read_parquet(request.getfixturevalue("ingested") / "eval.parquet").head(50)
+        valid = {f.name: st.sampled_from(clean[f.name].tolist()) for f in spec.model_inputs}
+        fixed = {"clicked": 1, "event_id": "e1", "true_click_prob": 0.5}
+    with serving(model_dir, name="parity") as server:
+        signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+        yield Case(spec, model_dir, server, signature, valid, fixed)
 
 
 _odd_text = st.sampled_from(["é", "日本", "🙂", "\u00a0", "a\x00b", "\ud800", " a ", "A"])
@@ -118,7 +136,7 @@ _any_value = st.one_of(
     st.lists(st.integers(-5, 5), max_size=2),
     st.just({"a": 1}),
 )
-_valid = {
+_VALID = {
     "n": st.floats(min_value=0, max_value=100, width=32),
     "n_opt": st.floats(min_value=0, max_value=1e6, width=32),
     "b": st.floats(min_value=-1e6, max_value=1e6, width=32),
@@ -132,16 +150,14 @@ _valid = {
 
 
 @st.composite
-def raw_rows(draw: st.DrawFn) -> dict[str, Any]:
+def raw_rows(draw: st.DrawFn, case: Case) -> dict[str, Any]:
     """A raw row: each model input valid (mostly) or drawn from anything a client might send."""
     row: dict[str, Any] = {}
     # About one value in twelve is anything at all, so about half the rows are valid.
-    for name in INPUTS:
+    for name in case.inputs:
         wild = draw(st.integers(0, 11)) == 0
-        row[name] = draw(_any_value if wild else _valid[name])
-    row["y"] = draw(st.sampled_from([0, 1]))
-    row["k"] = "key"
-    return row
+        row[name] = draw(_any_value if wild else case.valid[name])
+    return {**row, **case.fixed}
 
 
 def _arrow_value(value: Any) -> pa.Array:
@@ -156,13 +172,15 @@ def _arrow_value(value: Any) -> pa.Array:
     return pa.array([value])
 
 
-def _ingest_one(row: dict[str, Any], folder: Path) -> tuple[str | None, pd.DataFrame | None]:
+def _ingest_one(
+    spec: FeatureSpec, row: dict[str, Any], folder: Path
+) -> tuple[str | None, pd.DataFrame | None]:
     """Ingestion's verdict on one row: (quarantine reason, None) or (None, the clean row)."""
-    table = pa.table({name: _arrow_value(row.get(name, ABSENT)) for name in SPEC.column_names})
+    table = pa.table({name: _arrow_value(row.get(name, ABSENT)) for name in spec.column_names})
     pq.write_table(table, folder / "row.parquet")
     out = folder / "out"
     try:
-        ingest(folder / "row.parquet", SPEC, out, max_quarantine_fraction=1.0)
+        ingest(folder / "row.parquet", spec, out, max_quarantine_fraction=1.0)
     except IngestError as err:  # raised after every output is written: a lone row left no train
         assert "no clean training rows" in str(err), err
     quarantine = pd.read_parquet(out / "quarantine.parquet")
@@ -244,24 +262,26 @@ def _first_failure(message: str) -> str:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(row=raw_rows())
-def test_ingestion_and_every_protocol_agree_on_each_row(server, signature, tmp_path, row):
+@given(data=st.data())
+def test_ingestion_and_every_protocol_agree_on_each_row(case, tmp_path, data):
+    row = data.draw(raw_rows(case), label="row")
+    server = case.server
     folder = Path(tempfile.mkdtemp(dir=tmp_path))
-    reason, clean = _ingest_one(row, folder)
+    reason, clean = _ingest_one(case.spec, row, folder)
     expected = None
     if clean is not None:
         inputs = {
             f.name: tf.constant(
                 clean[f.name].to_numpy(dtype=np.float32 if f.kind == "numeric" else object)
             )
-            for f in SPEC.model_inputs
+            for f in case.spec.model_inputs
         }
-        expected = float(signature(**inputs)["probability"].numpy()[0])
+        expected = float(case.signature(**inputs)["probability"].numpy()[0])
 
     answers: dict[str, tuple[bool, str, float]] = {}
     status, body, _ = post(f"{server['http']}/v1/models/parity:predict", _v1_body(row))
     answers["v1"] = (status == 200, body.get("error", ""), (body.get("predictions") or [0])[0])
-    tensors = [_v2_tensor(name, row.get(name, ABSENT)) for name in INPUTS]
+    tensors = [_v2_tensor(name, row.get(name, ABSENT)) for name in case.inputs]
     carried = [t for t in tensors if t is not None]
     lone_surrogate = any(isinstance(v, str) and not _utf8(v) for v in row.values())
     if len(carried) == len(tensors):
