@@ -136,7 +136,7 @@ def test_bad_request_is_a_400_naming_the_field(run, server):
     row = {**EXAMPLE, "age": "thirty"}
     status, body = _post(f"{server}/v1/models/ranking:predict", {"instances": [row]})
     assert status == 400
-    assert body["error"] == "instances[0].age: expected a number, got str 'thirty'"
+    assert body["error"] == "instances[0].age: not a number ('thirty')"
     # The server keeps serving after a client error.
     status, _ = _post(f"{server}/v1/models/ranking:predict",
                       {"instances": [EXAMPLE]})  # fmt: skip
