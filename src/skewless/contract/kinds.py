@@ -76,7 +76,10 @@ def _combined(column: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def _decoded(column: pa.Array, feature: Feature, v: Violations) -> pa.Array:
-    """Binary values as UTF-8 text; values that are not valid UTF-8 fail and become null."""
+    """Binary values as UTF-8 text (values that are not valid UTF-8 fail and become null); other
+    columns as they are."""
+    if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
+        return column
     try:
         return column.cast(pa.string())
     except pa.ArrowInvalid:
@@ -156,10 +159,8 @@ class _Number(Kind):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Float64 values and the missing mask; checks finiteness and the range."""
         n = len(column)
+        column = _decoded(column, feature, v)
         kind = column.type
-        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-            column = _decoded(column, feature, v)
-            kind = column.type
         if pa.types.is_null(kind):
             return np.zeros(n), np.ones(n, dtype=bool)
         if pa.types.is_boolean(kind) and self.accepts_bool:
@@ -292,10 +293,8 @@ class _Text(Kind):
         their plain decimal form, so 19, 19.0 and "19" are the same id; other numbers fail.
         """
         n = len(column)
+        column = _decoded(column, feature, v)
         kind = column.type
-        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-            column = _decoded(column, feature, v)
-            kind = column.type
         if pa.types.is_null(kind):
             return np.full(n, "", dtype=object), np.ones(n, dtype=bool)
         if accept_numbers and pa.types.is_integer(kind):
