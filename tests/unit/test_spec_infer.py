@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import public_taxi_csv
 
 from skewless.contract.infer import InferError, infer_spec
 from skewless.contract.spec import load_spec_text
 from skewless.data.ingest import ingest
-from tests.support import public_taxi_csv
 
 
 @pytest.fixture(scope="module")
