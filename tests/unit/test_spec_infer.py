@@ -93,3 +93,15 @@ def test_unreadable_files_are_one_clear_error(tmp_path):
     bad.write_bytes(b"PAR1 not really")
     with pytest.raises(InferError, match="cannot be read"):
         infer_spec(bad, label="y")
+
+
+def test_the_default_data_drafts_a_spec_that_ingests_every_row(small_parquet, tmp_path):
+    spec = load_spec_text(
+        infer_spec(small_parquet, label="clicked", key="event_id", exclude=("true_click_prob",))
+    )
+    kinds = {name: feature.kind for name, feature in spec.features.items()}
+    assert kinds["age"] == "numeric" and kinds["hour"] == "categorical"
+    assert kinds["history"] == "tags" and not spec.features["history"].required
+    assert kinds["event_id"] == "key" and "true_click_prob" not in kinds
+    result = ingest(small_parquet, spec, tmp_path / "out")
+    assert result.summary["rows_quarantined"] == 0

@@ -162,6 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data=args.data,
         rows=args.rows,
         seed=args.seed,
+        spec_path=args.spec,
         model_name=args.model_name,
         parameters=_pipeline_parameters(args.param),
     )
@@ -205,6 +206,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         config=ServingConfig(request_log=str(registry.with_name(REQUEST_LOG))),
         announce=True,
     )
+    return 0
+
+
+def cmd_spec_infer(args: argparse.Namespace) -> int:
+    """``skewless spec infer``: a draft spec from a data file, to stdout or ``--out``."""
+    from skewless.contract.infer import infer_spec
+
+    text = infer_spec(args.data, label=args.label, key=args.key, exclude=tuple(args.exclude))
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(args.out).write_text(text)
+    except OSError as err:
+        raise CliError(f"--out {args.out}: cannot write: {err.strerror}") from None
+    print(f"wrote {args.out}; review it, then: skewless run --data {args.data} --spec {args.out}")
     return 0
 
 
@@ -555,6 +572,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port of the server")
     run.set_defaults(func=cmd_run)
 
+    spec = sub.add_parser("spec", help="work with feature specs")
+    spec_sub = spec.add_subparsers(dest="spec_command", required=True, metavar="ACTION")
+    infer = spec_sub.add_parser(
+        "infer",
+        help="draft a spec from a data file's statistics (review it before use)",
+        description="Example: skewless spec infer --data my.csv --label clicked > my_spec.yaml",
+    )
+    infer.add_argument("--data", required=True, help="CSV or Parquet file")
+    infer.add_argument("--label", required=True, help="the binary label column (0/1, true/false)")
+    infer.add_argument("--key", help="a column identifying the row (hashed to split train/eval)")
+    infer.add_argument(
+        "--exclude", action="append", default=[], metavar="COL", help="leave a column out"
+    )
+    infer.add_argument("--out", help="write the draft here (default: standard output)")
+    infer.set_defaults(func=cmd_spec_infer)
+
     srv = sub.add_parser("serve", help="serve an exported model with KServe (REST and gRPC)")
     source = srv.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="exported SavedModel folder or storage URI")
@@ -666,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from skewless.contract.infer import InferError
     from skewless.data.ingest import IngestError
     from skewless.data.storage import StorageError
     from skewless.experiments.ab_report import ReportError
@@ -675,7 +709,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
     return (
         ReportError, SpecError, IngestError, CliError, RunError, DeployError, RegistryError,
-        StorageError,
+        StorageError, InferError,
     )  # fmt: skip
 
 

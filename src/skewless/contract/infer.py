@@ -10,7 +10,7 @@ runs with it. The rules, in order, for each column:
   heavy-tailed, with ``min: 0`` when no value is negative;
 * text: at most :data:`SMALL_DOMAIN` distinct values is a categorical with those allowed values;
   mostly distinct values averaging three or more words are free text; values holding ``|`` are
-  tags; other columns with at most ten times :data:`CODE_DOMAIN` distinct values are a categorical
+  tags; other columns with at most :data:`TEXT_DOMAIN` distinct values are a categorical
   with a learned vocabulary, and anything else is an id;
 * a column holding a single value carries no information and is left out;
 * a column with blanks is optional: numbers default to the median, text to ``""``.
@@ -33,7 +33,9 @@ import yaml
 from skewless.contract.spec import SpecError, parse_spec
 
 SMALL_DOMAIN = 30
-CODE_DOMAIN = 100
+# Whole numbers with at most this many values are codes (hour 24, month 12, weekday 7), not amounts.
+CODE_DOMAIN = 32
+TEXT_DOMAIN = 1000
 SAMPLE_ROWS = 100_000
 
 
@@ -155,7 +157,7 @@ def _feature(name: str, column: pd.Series) -> tuple[dict[str, Any] | None, str]:
             options = {"kind": "text", "max_tokens": int(min(64, max(4, math.ceil(words * 2))))}
         elif text.str.contains("|", regex=False).mean() > 0.5:
             options = {"kind": "tags"}
-        elif distinct <= CODE_DOMAIN * 10:
+        elif distinct <= TEXT_DOMAIN:
             options = {"kind": "categorical"}
         else:
             options = {"kind": "id", "encoding": "vocabulary", "top_k": 10_000}

@@ -105,14 +105,14 @@ def run_local(
     """
     from kfp import local
 
-    from skewless.contract.spec import load_spec_text
+    from skewless.contract.spec import load_spec
     from skewless.data.generate import write_dataset
     from skewless.pipelines.ranking import PIPELINE_NAME, ranking_pipeline
 
     root = Path(workdir).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    spec_yaml = Path(spec_path).read_text() if spec_path is not None else ""
-    load_spec_text(spec_yaml, source=str(spec_path))  # fail here, not three steps in
+    # Read and checked here, not three steps in; the text travels with the run as a parameter.
+    spec_yaml = load_spec(spec_path).source_text if spec_path is not None else ""
     generate_seconds = 0.0
     if data is None:
         data_path = default_data_path(root, rows, seed)
