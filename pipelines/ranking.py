@@ -44,7 +44,7 @@ def ranking_pipeline(
     max_quarantine_fraction: float = 0.05,
     beam_args: str = "",
     epochs: int = 10,
-    batch_size: int = 1024,
+    batch_size: int = 0,
     learning_rate: float = 0.003,
     embedding_dim: int = 8,
     cross_layers: int = 2,
@@ -76,7 +76,7 @@ def ranking_pipeline(
         max_quarantine_fraction: Ingestion fails above this share of quarantined rows.
         beam_args: Beam pipeline options for TFT analysis, space-separated.
         epochs: See HParams.
-        batch_size: See HParams.
+        batch_size: See HParams (0: chosen from the number of training rows).
         learning_rate: See HParams.
         embedding_dim: See HParams.
         cross_layers: See HParams.

@@ -36,13 +36,17 @@ def test_spec_infer_then_run_with_that_spec_trains_on_the_users_data(tmp_path: P
     workdir = tmp_path / "run"
     completed = _skewless(
         "run", "--data", str(taxi), "--spec", str(spec_path), "--no-serve", "--workdir",
-        str(workdir), "--param", "epochs=3",
+        str(workdir),
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     summary = json.loads((workdir / "run_summary.json").read_text())
     assert summary["rows"]["rows_in"] == 15_002
     assert summary["rows"]["rows_quarantined"] == 0
     assert summary["metrics"]["auc"] > 0.6
+    # 15k rows, 22.5% positive: the default hyperparameters (batch size from the row count) pass
+    # the default gate, calibration included, without tuning.
+    assert summary["gate"]["promote"] is True, summary["gate"]
+    assert summary["train"]["hparams"]["batch_size"] == 128, summary["train"]["hparams"]
     model_dirs = sorted((workdir / "models").glob("*/*/saved_model.pb"))
     assert model_dirs, list((workdir / "models").rglob("*"))[:20]
     signature = tf.saved_model.load(str(model_dirs[-1].parent)).signatures["serving_default"]

@@ -129,3 +129,15 @@ def test_non_mapping_document_is_refused():
 def test_missing_spec_file_names_the_path(tmp_path: Path):
     with pytest.raises(SpecError, match=r"cannot read spec file .*nope\.yaml"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_auto_batch_size_gives_small_data_enough_steps_and_keeps_the_tuned_size_at_scale():
+    from skewless.model.train import HParams, auto_batch_size
+
+    assert HParams().batch_size == 0  # the default is "auto"
+    assert auto_batch_size(12_000) == 128  # ~94 steps per epoch, not 12
+    assert auto_batch_size(50_000) == 512
+    assert auto_batch_size(320_000) == 1024  # the default data's training split
+    assert auto_batch_size(10) == 128
+    with pytest.raises(ValueError, match="batch_size must be 0"):
+        HParams(batch_size=-1)

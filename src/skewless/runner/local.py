@@ -154,6 +154,7 @@ def run_local(
     ingested = run_dir / "ingest" / "ingested"
     ingest_summary = _read_json(ingested / "ingest_summary.json")
     evaluation = _read_json(run_dir / "evaluate" / "evaluation")
+    training = _read_json(run_dir / "train" / "tensorboard" / "training_summary.json")
     if not evaluation:
         raise RunError(f"the evaluate step left no evaluation under {run_dir}")
     deployed = production_model(repository, model_name)
@@ -175,6 +176,8 @@ def run_local(
         },
         "pipeline_seconds": round(total_seconds, 3),
         "metrics": evaluation["metrics"],
+        # The hyperparameters as trained (batch_size resolved when it was 0, "auto").
+        "train": {key: training.get(key) for key in ("hparams", "epochs_run", "rows_train")},
         "production_metrics": evaluation.get("production_metrics"),
         "gate": evaluation["gate"],
         "model_path": str(run_dir / "train" / "model"),
