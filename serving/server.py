@@ -38,6 +38,7 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from skewless.contract.kinds import kind_of
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec, load_spec
 from skewless.experiments.ab_report import REQUEST_LOG as REQUEST_LOG
 from skewless.registry.core import SQLiteRegistry, Traffic
@@ -249,6 +250,18 @@ class RankingModel(kserve.Model):
             threading.Thread(target=self._watch, name="registry-watch", daemon=True).start()
         self.ready = True
         return True
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """V2 model metadata: every model input, one value per row, typed by its kind."""
+        spec = self.validator.spec
+        return [
+            {"name": f.name, "datatype": kind_of(f).v2_datatype(f), "shape": [-1]}
+            for f in spec.model_inputs
+        ]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        """V2 model metadata: the engagement probability, one per row."""
+        return [{"name": "probability", "datatype": "FP32", "shape": [-1]}]
 
     @property
     def validator(self) -> RequestValidator:

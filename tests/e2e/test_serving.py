@@ -98,7 +98,11 @@ def test_metadata_readiness_and_metrics(server):
     import urllib.request
 
     with urllib.request.urlopen(f"{server['http']}/v2/models/ranking") as response:
-        assert json.loads(response.read())["name"] == "ranking"
+        metadata = json.loads(response.read())
+    assert metadata["name"] == "ranking"
+    inputs = {i["name"]: (i["datatype"], i["shape"]) for i in metadata["inputs"]}
+    assert inputs == {name: ("FP32" if name in NUMERIC else "BYTES", [-1]) for name in EXAMPLE}
+    assert metadata["outputs"] == [{"name": "probability", "datatype": "FP32", "shape": [-1]}]
     with urllib.request.urlopen(f"{server['http']}/v1/models/ranking") as response:
         assert json.loads(response.read()) == {"name": "ranking", "ready": True}
     with urllib.request.urlopen(f"{server['http']}/metrics") as response:
