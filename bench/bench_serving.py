@@ -6,11 +6,14 @@ Variants, each a real KServe ModelServer in its own process:
 * ``naive``: our model calling the signature once per request, on the event loop;
 * ``batched``: our model as served (validation, micro-batching);
 
-plus ``in-process``: the signature called directly, batch 1 and batch 256.
+plus ``in-process``: the signature called directly, batch 1, 100, 256 and 500.
 
 Each variant gets the same V1 one-row request at concurrency 1, 8, 32 and 64 from an asyncio
-keep-alive client, bounded by a request count and a time limit. Writes bench/results/serving.json
-and serving.md, with the issue's targets checked as ratios from this run.
+keep-alive client, bounded by a request count and a time limit. Then ranking requests: the
+``batched`` server gets V1 requests of 100 and 500 candidate rows (one user, distinct items) at
+concurrency 1 and 8, compared in rows/s with the in-process signature at the same batch size.
+Writes bench/results/serving.json and serving.md, with the issues' targets checked as ratios from
+this run.
 
 Usage: python bench/bench_serving.py [--model DIR] [--seconds 8] [--requests 20000]
 """
@@ -32,6 +35,8 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONCURRENCY = (1, 8, 32, 64)
+RANKING_ROWS = (100, 500)
+RANKING_CONCURRENCY = (1, 8)
 HOST = "127.0.0.1"
 
 SERVER_CODE = """
@@ -165,7 +170,16 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
     raise TimeoutError("server not ready after 120 s")
 
 
-def _bench_variant(variant: str, model_dir: str, body: bytes, args: argparse.Namespace) -> dict:
+def _ranking_body(row: dict[str, Any], rows: int) -> bytes:
+    """One user's request to score ``rows`` candidate items."""
+    candidates = [{**row, "item_id": f"i{i:05d}", "price": 5.0 + i % 50} for i in range(rows)]
+    return json.dumps({"instances": candidates}).encode()
+
+
+def _bench_variant(
+    variant: str, model_dir: str, body: bytes, args: argparse.Namespace,
+    levels: tuple[int, ...] = CONCURRENCY,
+) -> dict:  # fmt: skip
     port = _free_port()
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
@@ -178,12 +192,11 @@ def _bench_variant(variant: str, model_dir: str, body: bytes, args: argparse.Nam
             asyncio.run(_load(port, body, 8, 2.0, 2000))  # warm-up
             if args.client == "wrk":
                 return {
-                    str(c): _load_wrk(port, body, c, args.seconds, args.requests)
-                    for c in CONCURRENCY
+                    str(c): _load_wrk(port, body, c, args.seconds, args.requests) for c in levels
                 }
             return {
                 str(c): asyncio.run(_load(port, body, c, args.seconds, args.requests))
-                for c in CONCURRENCY
+                for c in levels
             }
         finally:
             process.terminate()
@@ -204,7 +217,7 @@ def _in_process(model_dir: str, row: dict[str, Any], seconds: float) -> dict:
         }  # fmt: skip
 
     out: dict[str, Any] = {}
-    for n in (1, 256):
+    for n in (1, 100, 256, 500):
         tensors = batch(n)
         for _ in range(20):
             signature(**tensors)
@@ -241,7 +254,11 @@ def _targets(results: dict) -> dict[str, Any]:
     ceiling_ratio = batched["32"]["rps"] / noop["32"]["rps"]
     naive_ratio = batched["32"]["rps"] / naive["32"]["rps"]
     latency_bound = 1.5 * (noop["1"]["p50_ms"] + in_process_p50)
+    ranking = results["ranking"]["500"][str(RANKING_CONCURRENCY[-1])]
+    ranking_ratio = ranking["rows_per_s"] / results["in_process"]["batch_500"]["rows_per_s"]
     return {
+        "ranking_500_rows_c8_vs_in_process": {"value": round(ranking_ratio, 3),
+                                               "target": ">= 0.8", "holds": ranking_ratio >= 0.8},
         "c32_throughput_vs_noop": {"value": round(ceiling_ratio, 3), "target": ">= 0.75",
                                    "holds": ceiling_ratio >= 0.75},
         "c32_throughput_vs_naive": {"value": round(naive_ratio, 2), "target": ">= 3",
@@ -256,7 +273,9 @@ def _targets(results: dict) -> dict[str, Any]:
 
 def _markdown(results: dict) -> str:
     lines = [
-        "# Serving benchmark (one run, loopback, V1 one-row requests)",
+        "# Serving benchmark (one run, loopback)",
+        "",
+        "V1 one-row requests:",
         "",
         "| variant | concurrency | requests/s | p50 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|",
@@ -269,8 +288,23 @@ def _markdown(results: dict) -> str:
     ip = results["in_process"]
     lines += [
         "",
+        "Ranking requests (V1, one user, N candidate rows per request, batched server):",
+        "",
+        "| rows per request | concurrency | requests/s | rows/s | p50 ms | p99 ms | in-process "
+        "rows/s at that batch | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in RANKING_ROWS:
+        for c in RANKING_CONCURRENCY:
+            r = results["ranking"][str(n)][str(c)]
+            base = ip[f"batch_{n}"]["rows_per_s"]
+            lines.append(f"| {n} | {c} | {r['rps']} | {r['rows_per_s']:,} | {r['p50_ms']} | "
+                         f"{r['p99_ms']} | {base:,} | {r['rows_per_s'] / base:.2f} |")  # fmt: skip
+    lines += [
+        "",
         f"In-process signature call: batch 1 p50 {ip['batch_1']['p50_ms']} ms; batch 256 "
-        f"{ip['batch_256']['rows_per_s']:,} rows/s.",
+        f"{ip['batch_256']['rows_per_s']:,} rows/s; batch 500 {ip['batch_500']['rows_per_s']:,} "
+        "rows/s.",
         "",
         "| target | value | required | holds |",
         "|---|---|---|---|",
@@ -305,6 +339,15 @@ def main() -> None:
     for variant in args.variants.split(","):
         results[variant] = _bench_variant(variant, model_dir, body, args)
         print(variant, json.dumps(results[variant]), flush=True)
+    if "batched" in args.variants.split(","):
+        results["ranking"] = {}
+        for n in RANKING_ROWS:
+            levels = _bench_variant("batched", model_dir, _ranking_body(row, n), args,
+                                    RANKING_CONCURRENCY)  # fmt: skip
+            for level in levels.values():
+                level["rows_per_s"] = round(level["rps"] * n)
+            results["ranking"][str(n)] = levels
+            print(f"ranking {n} rows", json.dumps(levels), flush=True)
     results["in_process"] = _in_process(model_dir, row, 3.0)
     if args.variants != "noop,naive,batched":
         print(json.dumps(results, indent=1))
