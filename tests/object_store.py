@@ -1,10 +1,10 @@
-"""An S3-compatible store on loopback, standing in for KFP's MinIO on a machine without it.
+"""An S3-compatible store on loopback, standing in for KFP's object store (SeaweedFS).
 
-MinIO cannot run here, so the object-store paths are tested with the real readers (pyarrow's
+SeaweedFS cannot run here, so the object-store paths are tested with the real readers (pyarrow's
 S3 filesystem, the AWS C++ SDK underneath) speaking real S3 over HTTP to moto's S3 server, set up
-exactly as a pipeline step on a cluster sees MinIO: the endpoint in ``MINIO_SERVICE_SERVICE_HOST``
-/ ``_PORT`` and KFP's credentials in ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``. The server
-checks request signatures, so a wrong key fails as it would against MinIO.
+as a pipeline step sees KFP's store, but at a loopback endpoint (``SKEWLESS_OBJECT_STORE_ENDPOINT``)
+and with KFP's credentials in ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``. The server
+checks request signatures, so a wrong key fails as it would against the real store.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ class ObjectStore:
     def environment(self) -> dict[str, str]:
         """The variables a pipeline step on a cluster has for KFP's MinIO."""
         return {
-            "MINIO_SERVICE_SERVICE_HOST": self.host,
-            "MINIO_SERVICE_SERVICE_PORT": str(self.port),
+            "SKEWLESS_OBJECT_STORE_ENDPOINT": f"{self.host}:{self.port}",
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
         }

@@ -25,13 +25,13 @@ def _folder(root: Path) -> Path:
     return root
 
 
-def test_kfp_minio_is_found_as_kfps_launcher_finds_it(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv("MINIO_SERVICE_SERVICE_HOST", raising=False)
-    monkeypatch.delenv("MINIO_SERVICE_SERVICE_PORT", raising=False)
-    assert storage.minio_endpoint() == "minio-service.kubeflow:9000"
-    monkeypatch.setenv("MINIO_SERVICE_SERVICE_HOST", "10.96.0.12")
-    monkeypatch.setenv("MINIO_SERVICE_SERVICE_PORT", "9000")
-    assert storage.minio_endpoint() == "10.96.0.12:9000"
+def test_kfps_object_store_is_its_default_endpoint_unless_overridden(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.delenv("SKEWLESS_OBJECT_STORE_ENDPOINT", raising=False)
+    assert storage.minio_endpoint() == "seaweedfs.kubeflow:9000"
+    monkeypatch.setenv("SKEWLESS_OBJECT_STORE_ENDPOINT", "localhost:9000")  # a port-forward
+    assert storage.minio_endpoint() == "localhost:9000"
 
 
 def test_a_minio_uri_without_credentials_names_the_variables_and_the_secret(

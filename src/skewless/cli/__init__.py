@@ -508,8 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser(
         "upload",
         help="copy a local data file to the object store, for a cluster run",
-        description="Example (KFP's store, port-forwarded): MINIO_SERVICE_SERVICE_HOST=localhost "
-        "MINIO_SERVICE_SERVICE_PORT=9000 AWS_ACCESS_KEY_ID=minio AWS_SECRET_ACCESS_KEY=minio123 "
+        description="Example (KFP's store, `kubectl port-forward -n kubeflow svc/seaweedfs "
+        "9000`): SKEWLESS_OBJECT_STORE_ENDPOINT=localhost:9000 AWS_ACCESS_KEY_ID=minio "
+        "AWS_SECRET_ACCESS_KEY=minio123 "
         "skewless upload interactions.parquet minio://mlpipeline/data/interactions.parquet",
     )
     up.add_argument("file", help="local file")

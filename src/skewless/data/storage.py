@@ -3,9 +3,12 @@
 On one machine everything is a local path. On a cluster the raw data and every model artifact live
 in the pipeline's S3-compatible store, named by URI, and are read through pyarrow's filesystems:
 
-- ``minio://bucket/key``: Kubeflow Pipelines' own MinIO, found the way KFP's launcher finds it
-  (``MINIO_SERVICE_SERVICE_HOST``/``_PORT``, which Kubernetes sets for a ``minio-service`` in the
-  pod's namespace, else ``minio-service.kubeflow:9000``), over plain HTTP, with the credentials in
+- ``minio://bucket/key``: Kubeflow Pipelines' own object store. KFP 2.17.0 ships SeaweedFS as the
+  Service ``seaweedfs`` (S3 on port 9000 -> 8333; MinIO and its ``minio-service`` were removed in
+  2.16.0, kubeflow/pipelines "chore: Remove minio (#12613)"), and its launcher defaults to
+  ``seaweedfs.kubeflow:9000`` (backend/src/v2/objectstore/config.go at tag 2.17.0); KFP still
+  names the scheme ``minio://``. Reached over plain HTTP at :data:`OBJECT_STORE_ENDPOINT`, or at
+  ``$SKEWLESS_OBJECT_STORE_ENDPOINT`` (for a port-forward), with the credentials in
   ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (the pipeline maps KFP's
   ``mlpipeline-minio-artifact`` Secret onto them).
 - ``s3://bucket/key``: S3 or any S3-compatible store, configured the AWS way (the same variables,
@@ -25,10 +28,12 @@ import pyarrow
 import pyarrow.fs as pafs
 
 MINIO_SECRET = "mlpipeline-minio-artifact"
-"""KFP's Secret with its MinIO credentials (keys ``accesskey`` and ``secretkey``)."""
+"""KFP's Secret with its object-store credentials (keys ``accesskey``, ``secretkey``)."""
 MINIO_SECRET_ENV = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
 """How the pipeline maps that Secret's keys onto a step's environment."""
-MINIO_DEFAULT_ENDPOINT = "minio-service.kubeflow:9000"
+OBJECT_STORE_ENDPOINT = "seaweedfs.kubeflow:9000"
+"""KFP 2.17.0's object store as pods reach it (Service ``seaweedfs``, port ``http-s3-compat``)."""
+ENDPOINT_ENV = "SKEWLESS_OBJECT_STORE_ENDPOINT"
 _REMOTE_SCHEMES = ("minio://", "s3://", "gs://", "gcs://")
 
 
@@ -42,10 +47,8 @@ def is_remote(uri: str | Path) -> bool:
 
 
 def minio_endpoint() -> str:
-    """``host:port`` of KFP's MinIO, discovered as KFP's launcher does."""
-    host = os.environ.get("MINIO_SERVICE_SERVICE_HOST", "")
-    port = os.environ.get("MINIO_SERVICE_SERVICE_PORT", "")
-    return f"{host}:{port}" if host and port else MINIO_DEFAULT_ENDPOINT
+    """``host:port`` of KFP's store: ``$SKEWLESS_OBJECT_STORE_ENDPOINT``, else KFP's default."""
+    return os.environ.get(ENDPOINT_ENV, "") or OBJECT_STORE_ENDPOINT
 
 
 def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
@@ -72,10 +75,10 @@ def _minio_filesystem(uri: str) -> pafs.FileSystem:
     missing = [name for name in MINIO_SECRET_ENV.values() if not os.environ.get(name)]
     if missing:
         raise StorageError(
-            f"{uri}: reading KFP's MinIO needs {' and '.join(missing)} in the environment; in a "
-            f"pipeline step they come from the Secret {MINIO_SECRET!r} (keys accesskey, "
-            "secretkey); elsewhere export them (and port-forward svc/minio-service, setting "
-            "MINIO_SERVICE_SERVICE_HOST and MINIO_SERVICE_SERVICE_PORT)"
+            f"{uri}: reading KFP's object store needs {' and '.join(missing)} in the environment; "
+            f"in a pipeline step they come from the Secret {MINIO_SECRET!r} (keys accesskey, "
+            "secretkey); elsewhere export them (and port-forward svc/seaweedfs 9000, setting "
+            f"{ENDPOINT_ENV}=localhost:9000)"
         )
     return pafs.S3FileSystem(
         endpoint_override=minio_endpoint(),

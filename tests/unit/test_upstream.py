@@ -1,0 +1,100 @@
+"""Our cluster assumptions against the upstream releases we pin, not against ourselves.
+
+Reads the reference data in ``../shared/upstream/`` (see its SOURCE.md: KFP 2.17.0's
+platform-agnostic install rendered, Knative Serving 1.21.1's default config maps, KServe v0.20.0's
+runtime charts). Each test fails when our code, manifests or docs name something the pinned
+release does not define. Skipped, with the reason printed, when the shared data is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from skewless.data import storage
+
+ROOT = Path(__file__).resolve().parents[2]
+UPSTREAM = Path(os.environ.get("SKEWLESS_UPSTREAM", ROOT.parent / "shared" / "upstream"))
+
+
+def _upstream(relative: str) -> Path:
+    path = UPSTREAM / relative
+    if not path.is_file():
+        pytest.skip(f"upstream reference {path} is absent (set SKEWLESS_UPSTREAM to its folder)")
+    return path
+
+
+@cache
+def _kfp_objects() -> list[dict[str, Any]]:
+    text = _upstream("kfp-2.17.0/platform-agnostic-without-argo.yaml").read_text()
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def _kfp(kind: str, name: str) -> dict[str, Any] | None:
+    return next(
+        (o for o in _kfp_objects() if o["kind"] == kind and o["metadata"]["name"] == name), None
+    )
+
+
+def _service_port(endpoint: str) -> tuple[dict[str, Any] | None, int]:
+    host, port = endpoint.rsplit(":", 1)
+    name, namespace = host.split(".")[:2]
+    assert namespace == "kubeflow", endpoint
+    return _kfp("Service", name), int(port)
+
+
+def test_the_object_store_endpoint_is_a_service_and_port_of_kfp_2_17_0():
+    service, port = _service_port(storage.OBJECT_STORE_ENDPOINT)
+    assert service is not None, f"KFP 2.17.0 has no Service for {storage.OBJECT_STORE_ENDPOINT}"
+    assert port in [p["port"] for p in service["spec"]["ports"]]
+
+
+def test_kserve_reads_models_from_the_same_store():
+    base = yaml.safe_load((ROOT / "manifests" / "base" / "kustomization.yaml").read_text())
+    annotations = [
+        g["options"]["annotations"] for g in base.get("secretGenerator", [])
+        if "annotations" in g.get("options", {})
+    ]  # fmt: skip
+    endpoints = {a["serving.kserve.io/s3-endpoint"] for a in annotations}
+    assert endpoints == {storage.OBJECT_STORE_ENDPOINT}
+    service, port = _service_port(storage.OBJECT_STORE_ENDPOINT)
+    assert service is not None and port in [p["port"] for p in service["spec"]["ports"]]
+
+
+def test_kfps_credentials_secret_has_the_keys_the_pipeline_maps():
+    secret = _kfp("Secret", storage.MINIO_SECRET)
+    assert secret is not None, f"KFP 2.17.0 defines no Secret {storage.MINIO_SECRET!r}"
+    keys = set(secret.get("stringData") or {}) | set(secret.get("data") or {})
+    assert set(storage.MINIO_SECRET_ENV) <= keys
+
+
+def test_no_file_names_a_service_that_kfp_2_17_0_removed():
+    services = {o["metadata"]["name"] for o in _kfp_objects() if o["kind"] == "Service"}
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    named: dict[str, set[str]] = {}
+    pattern = re.compile(r"\b(?:svc/)?([a-z0-9-]+)\.kubeflow(?:\.svc)?(?:\.cluster\.local)?:\d+")
+    for relative in tracked:
+        if relative.startswith("tests/") or not relative.endswith((".py", ".md", ".yaml", ".sh")):
+            continue
+        for name in pattern.findall((ROOT / relative).read_text(errors="replace")):
+            named.setdefault(name, set()).add(relative)
+    for forwarded in re.findall(
+        r"port-forward -n kubeflow svc/([a-z0-9-]+)", (ROOT / "docs" / "cluster.md").read_text()
+    ):
+        named.setdefault(forwarded, set()).add("docs/cluster.md (port-forward)")
+    # The Model Registry comes from its own release; `<name>-predictor` is KServe's Service for
+    # our own InferenceService.
+    allowed = services | {"model-registry-service"}
+    unknown = {
+        n: sorted(f) for n, f in named.items() if n not in allowed and not n.endswith("-predictor")
+    }
+    assert not unknown, f"not a Service of KFP 2.17.0: {unknown}"
