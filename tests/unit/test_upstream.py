@@ -98,3 +98,43 @@ def test_no_file_names_a_service_that_kfp_2_17_0_removed():
         n: sorted(f) for n, f in named.items() if n not in allowed and not n.endswith("-predictor")
     }
     assert not unknown, f"not a Service of KFP 2.17.0: {unknown}"
+
+
+def _knative_default(configmap: str, key: str) -> str:
+    """A key's default from Knative 1.21.1's config map (documented in its ``_example`` block)."""
+    document = yaml.safe_load(_upstream(f"knative-serving-v1.21.1/{configmap}.yaml").read_text())
+    match = re.search(
+        rf"^\s*{re.escape(key)}:\s*\"?([^\"\n]*)\"?$", document["data"]["_example"], re.M
+    )
+    assert match, f"{key} is not in Knative's {configmap} defaults"
+    return match.group(1)
+
+
+def _our_knative_config() -> dict[str, dict[str, str]]:
+    text = (ROOT / "manifests" / "cluster" / "knative-serving.yaml").read_text()
+    serving = next(d for d in yaml.safe_load_all(text) if d and d["kind"] == "KnativeServing")
+    return serving["spec"].get("config", {})
+
+
+POD_SECURITY_FIELDS = {"fsGroup", "runAsGroup", "runAsNonRoot", "supplementalGroups", "runAsUser",
+                       "seccompProfile"}  # fmt: skip
+
+
+def test_the_pod_security_context_we_render_is_a_knative_feature_we_turn_on():
+    isvc = yaml.safe_load((ROOT / "manifests" / "base" / "inferenceservice.yaml").read_text())
+    used = set(isvc["spec"]["predictor"].get("securityContext", {})) & POD_SECURITY_FIELDS
+    assert used, "the predictor sets no pod-level security field; this test would check nothing"
+    flag = "kubernetes.podspec-securitycontext"
+    assert _knative_default("features", flag) == "disabled"  # why we must turn it on
+    assert _our_knative_config().get("features", {}).get(flag) in ("enabled", "allowed")
+
+
+def test_knative_does_not_resolve_the_tag_of_our_kind_loaded_image():
+    from skewless.image import IMAGE
+
+    registry = IMAGE.split("/")[0]
+    key = "registries-skipping-tag-resolving"
+    defaults = _knative_default("deployment", key).split(",")
+    ours = _our_knative_config().get("deployment", {}).get(key, "").split(",")
+    assert registry not in defaults  # why it must be configured
+    assert registry in ours and set(defaults) <= set(ours)
