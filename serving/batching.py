@@ -1,40 +1,43 @@
-"""Micro-batching: concurrent requests share one model call.
+"""Micro-batching: concurrent requests share one call (validation and the model).
 
 Requests enter an asyncio queue. A single consumer takes the first waiting request plus everything
 else already queued (up to ``max_batch_rows``); when that batch already holds several requests
-(the server is under load) it waits up to ``max_wait_ms`` for more. It concatenates them, runs the
-model once in a worker thread, and hands each request its slice. While that call runs, new requests
-queue up and form the next batch, so under load the model's cost is paid per batch. A lone request
-never waits and runs inline, so a single client pays no batching latency.
+(the server is under load) it waits up to ``max_wait_ms`` for more. It hands the batch's requests
+to one call in a worker thread, which answers each request with its own result or its own error,
+so one bad request never fails the others. If the call itself fails for a batch of several, each
+request is retried alone, so only the culprit fails. While a call runs, new requests queue up and
+form the next batch, so under load the per-call cost is paid per batch. A lone request never waits
+and runs inline, so a single client pays no batching latency.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
-Columns = dict[str, np.ndarray]
-# A model call returns one value per row and a tag saying what answered (e.g. the model version).
-Prediction = tuple[np.ndarray, str]
+# A batch call answers each request with its values (one per row) or an exception, plus a tag
+# saying what answered (e.g. the model version).
+BatchCall = Callable[[Sequence[Any]], tuple[Sequence[np.ndarray | Exception], str]]
 
 
 @dataclasses.dataclass
 class _Pending:
-    columns: Columns
+    request: Any
     rows: int
     future: asyncio.Future[tuple[np.ndarray, int, str]]
 
 
 class MicroBatcher:
-    """Runs ``predict`` on concatenations of concurrently submitted column batches."""
+    """Runs ``predict`` on batches of concurrently submitted requests."""
 
     def __init__(
         self,
-        predict: Callable[[Columns], Prediction],
+        predict: BatchCall,
         *,
         max_batch_rows: int = 256,
         max_wait_ms: float = 1.0,
@@ -42,7 +45,8 @@ class MicroBatcher:
         """Creates an idle batcher; the consumer starts on the first submission.
 
         Args:
-            predict: Model call on typed columns; returns one value per row and a tag.
+            predict: Call on a batch of requests; returns a result or an exception per request,
+                and a tag.
             max_batch_rows: Most rows in one model call (a single larger request runs alone).
             max_wait_ms: Extra time to wait for more requests when a batch already holds several.
         """
@@ -60,16 +64,19 @@ class MicroBatcher:
         # One thread: TensorFlow parallelizes inside a call; two calls would only contend.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
-    async def submit(self, columns: Columns) -> tuple[np.ndarray, int, str]:
-        """Queues one request's columns; returns its predictions, its batch's rows and the tag."""
+    async def submit(self, request: Any, rows: int) -> tuple[np.ndarray, int, str]:
+        """Queues one request of ``rows`` rows; returns its values, its batch's rows and the tag.
+
+        Raises:
+            Exception: The exception the batch call gave for this request.
+        """
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._consumer = asyncio.get_running_loop().create_task(self._consume())
-        rows = len(next(iter(columns.values())))
         future: asyncio.Future[tuple[np.ndarray, int, str]] = (
             asyncio.get_running_loop().create_future()
         )
-        await self._queue.put(_Pending(columns, rows, future))
+        await self._queue.put(_Pending(request, rows, future))
         return await future
 
     def _take_ready(self, batch: list[_Pending], rows: int) -> int:
@@ -103,29 +110,33 @@ class MicroBatcher:
         live = [item for item in batch if not item.future.cancelled()]
         if not live:
             return
-        names = list(live[0].columns)
-        merged = {name: np.concatenate([item.columns[name] for item in live]) for name in names}
+        requests = [item.request for item in live]
         try:
             if len(live) == 1 and self._queue is not None and self._queue.empty():
                 # A lone request under light load: a thread hand-off would only add latency.
-                outputs, tag = self.predict(merged)
+                results, tag = self.predict(requests)
             else:
-                # Under load the call runs in the model thread while the loop parses the next
+                # Under load the call runs in the worker thread while the loop parses the next
                 # requests, which then form the next batch.
-                outputs, tag = await loop.run_in_executor(self._executor, self.predict, merged)
-        except Exception as err:  # every waiting request must learn of the failure
-            for item in live:
-                if not item.future.done():
-                    item.future.set_exception(err)
+                results, tag = await loop.run_in_executor(self._executor, self.predict, requests)
+        except Exception as err:
+            if len(live) > 1:  # retry each alone: only the request that causes it must fail
+                for item in live:
+                    await self._run([item], loop)
+                return
+            if not live[0].future.done():
+                live[0].future.set_exception(err)
             return
         batch_rows = sum(item.rows for item in live)
         self.batches += 1
         self.rows += batch_rows
-        start = 0
-        for item in live:
-            if not item.future.done():
-                item.future.set_result((outputs[start : start + item.rows], batch_rows, tag))
-            start += item.rows
+        for item, result in zip(live, results, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(result, Exception):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result((result, batch_rows, tag))
 
     def close(self) -> None:
         """Stops the consumer and the model thread."""

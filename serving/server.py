@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,12 @@ from skewless.contract.spec import SPEC_ASSET, FeatureSpec, load_spec
 from skewless.experiments.ab_report import REQUEST_LOG as REQUEST_LOG
 from skewless.registry.core import SQLiteRegistry, Traffic
 from skewless.serving.batching import MicroBatcher
-from skewless.serving.validation import DEFAULT_MAX_BATCH, RequestError, RequestValidator
+from skewless.serving.validation import (
+    DEFAULT_MAX_BATCH,
+    RawRequest,
+    RequestError,
+    RequestValidator,
+)
 
 _JSON_TYPES = ("application/json", "application/cloudevents+json")
 BATCH_ROWS_HEADER = "x-skewless-batch-rows"
@@ -232,7 +238,7 @@ class RankingModel(kserve.Model):
         self.batchers = (
             {
                 role: MicroBatcher(
-                    functools.partial(self.probabilities, role),
+                    functools.partial(self.score, role),
                     max_batch_rows=self.config.max_batch_rows,
                     max_wait_ms=self.config.max_wait_ms,
                 )
@@ -298,32 +304,46 @@ class RankingModel(kserve.Model):
         self.__dict__.update(state)
         self.load()
 
-    def probabilities(self, role: str, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
-        """One signature call of the version in ``role``; returns probabilities and the version."""
+    def score(self, role: str, requests: Sequence[RawRequest]) -> tuple[list[Any], str]:
+        """One validation pass and one signature call for a batch of requests of one role.
+
+        Returns:
+            Per request its probabilities or the :class:`RequestError` that refuses it (the
+            others are still scored), and the version that answered.
+        """
         import tensorflow as tf
 
         routing = self.routing  # read once: a swap mid-call must not mix versions
         loaded = routing.candidate if role == "candidate" else routing.production
         if loaded is None:  # the canary ended between routing and this call
             loaded = routing.production
-        tensors = {name: tf.constant(values) for name, values in columns.items()}
-        return np.asarray(loaded.signature(**tensors)["probability"]), loaded.version
+        columns, errors = loaded.validator.check(requests)
+        results: list[Any] = [RequestError(e) if e is not None else None for e in errors]
+        if any(e is None for e in errors):
+            tensors = {name: tf.constant(values) for name, values in columns.items()}
+            probability = np.asarray(loaded.signature(**tensors)["probability"])
+            start = 0
+            for index, request in enumerate(requests):
+                if errors[index] is None:
+                    results[index] = probability[start : start + request.rows]
+                    start += request.rows
+        return results, loaded.version
 
-    def columns(
+    def raw_request(
         self, payload: Any, headers: dict[str, str] | None, validator: RequestValidator
-    ) -> dict[str, np.ndarray]:
-        """Validated, typed columns of a V1 or V2 request."""
+    ) -> RawRequest:
+        """The model-input columns of a V1 or V2 request, shape checked (values not yet)."""
         _check_content_type(headers)
         if isinstance(payload, InferRequest):
-            return validator.from_columns(_v2_columns(payload), "inputs")
+            return validator.shape_columns(_v2_columns(payload), "inputs")
         if isinstance(payload, bytes | str):
             raise RequestError("request body must be a JSON object")
         if not isinstance(payload, dict):
             raise RequestError(f"request body must be a JSON object, got {type(payload).__name__}")
         if "instances" in payload:
-            return validator.from_rows(payload["instances"], "instances")
+            return validator.shape_rows(payload["instances"], "instances")
         if "inputs" in payload:
-            return validator.from_columns(payload["inputs"], "inputs")
+            return validator.shape_columns(payload["inputs"], "inputs")
         raise RequestError("request needs 'instances' (a list of rows) or 'inputs' (columns)")
 
     async def predict(
@@ -336,14 +356,19 @@ class RankingModel(kserve.Model):
         started = time.perf_counter()
         role, loaded = self.routing.pick()
         try:
-            columns = self.columns(payload, headers, loaded.validator)
+            request = self.raw_request(payload, headers, loaded.validator)
+            if self.batchers is not None:
+                # Values are checked with the rest of the batch, in one pass.
+                probability, batch_rows, version = await self.batchers[role].submit(
+                    request, request.rows
+                )
+            else:
+                (result,), version = self.score(role, [request])
+                if isinstance(result, RequestError):
+                    raise result
+                probability, batch_rows = result, request.rows
         except RequestError as err:
             raise InvalidInput(str(err)) from None
-        if self.batchers is not None:
-            probability, batch_rows, version = await self.batchers[role].submit(columns)
-        else:
-            probability, version = self.probabilities(role, columns)
-            batch_rows = len(probability)
         if response_headers is not None:
             # Which version answered, and how many rows shared its model call.
             response_headers[VERSION_HEADER] = version

@@ -4,14 +4,20 @@ The serving contract is the ingestion contract, enforced by the same code: each 
 through :func:`skewless.contract.validate.check_values`, which applies the feature's kind exactly
 as ingestion applies it to a CSV or Parquet column. A value that ingestion would quarantine is
 refused here with the same words; a missing optional value (null, an absent field or a blank
-string) takes the same default. This module only checks the request's shape (rows or columns,
-known fields, batch size) and turns the first failure into a :class:`RequestError` naming the row
-and field; the server maps it to a 400.
+string) takes the same default. This module checks the request's shape (rows or columns, known
+fields, batch size: :meth:`RequestValidator.shape_rows`, :meth:`RequestValidator.shape_columns`),
+then checks the values of one or several requests in one vectorized pass
+(:meth:`RequestValidator.check`, which the server's micro-batcher calls on each batch, so the
+per-call cost is shared), answering each request with its typed columns or the first failure
+naming its row and field; the server maps that to a 400.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import bisect
+import dataclasses
+import itertools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +31,20 @@ DEFAULT_MAX_BATCH = 1024
 
 class RequestError(ValueError):
     """A client sent a request that breaks the contract; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RawRequest:
+    """One request's model-input columns as sent (shape checked, values not yet)."""
+
+    columns: Mapping[str, Sequence[Any]]
+    rows: int
+    where: str
+    row_major: bool  # instances[i].field, else inputs.field[i]
+
+    def locate(self, row: int, field: str) -> str:
+        """How messages name ``field`` of row ``row``."""
+        return f"{self.where}[{row}].{field}" if self.row_major else f"{self.where}.{field}[{row}]"
 
 
 class RequestValidator:
@@ -56,28 +76,58 @@ class RequestValidator:
         if rows > self.max_batch:
             raise RequestError(f"batch of {rows} rows exceeds the maximum of {self.max_batch}")
 
-    def _checked(
-        self, columns: Mapping[str, Any], rows: int, locate: Callable[[int, str], str]
-    ) -> dict[str, np.ndarray]:
-        """Every column through the contract; the first failure (and how many more) raised."""
-        violations = Violations(rows)
-        out = {
-            name: check_values(feature, columns[name], violations)
+    def check(
+        self, requests: Sequence[RawRequest]
+    ) -> tuple[dict[str, np.ndarray], list[str | None]]:
+        """Checks the values of ``requests`` together, in one pass of the contract's validator.
+
+        Returns:
+            ``(columns, errors)``: the typed columns of the requests that passed, concatenated in
+            order, and per request ``None`` or its first failure (with how many more it has).
+        """
+        total = sum(request.rows for request in requests)
+        violations = Violations(total)
+        merged = {
+            name: check_values(
+                feature,
+                list(itertools.chain.from_iterable(r.columns[name] for r in requests)),
+                violations,
+            )
             for name, feature in self.inputs.items()
         }
-        if violations.failures:
-            row = min(violations.failures)
-            field, problem = violations.failures[row][0]
-            more = sum(len(items) for items in violations.failures.values()) - 1
-            suffix = f" (and {more} more)" if more else ""
-            raise RequestError(f"{locate(row, field)}: {problem}{suffix}")
-        return {
-            name: np.asarray(values, dtype=np.float32 if kind_of(feature).numeric else object)
-            for (name, values), feature in zip(out.items(), self.inputs.values(), strict=True)
+        failing = sorted(violations.failures)
+        errors: list[str | None] = []
+        keep = np.ones(total, dtype=bool)
+        start = 0
+        for request in requests:
+            end = start + request.rows
+            first, last = bisect.bisect_left(failing, start), bisect.bisect_left(failing, end)
+            if first == last:
+                errors.append(None)
+            else:
+                row = failing[first]
+                field, problem = violations.failures[row][0]
+                more = sum(len(violations.failures[r]) for r in failing[first:last]) - 1
+                suffix = f" (and {more} more)" if more else ""
+                errors.append(f"{request.locate(row - start, field)}: {problem}{suffix}")
+                keep[start:end] = False
+            start = end
+        columns = {
+            name: np.asarray(
+                values[keep], dtype=np.float32 if kind_of(self.inputs[name]).numeric else object
+            )
+            for name, values in merged.items()
         }
+        return columns, errors
 
-    def from_rows(self, rows: Any, where: str = "instances") -> dict[str, np.ndarray]:
-        """Validates row-oriented input: a list of objects, one per row (KServe V1)."""
+    def _checked(self, request: RawRequest) -> dict[str, np.ndarray]:
+        columns, (error,) = self.check([request])
+        if error is not None:
+            raise RequestError(error)
+        return columns
+
+    def shape_rows(self, rows: Any, where: str = "instances") -> RawRequest:
+        """Checks row-oriented input (a list of objects, KServe V1) and pivots it to columns."""
         if not isinstance(rows, list):
             raise RequestError(f"{where}: expected a list of objects, got {type(rows).__name__}")
         self._check_size(len(rows))
@@ -89,10 +139,10 @@ class RequestValidator:
             if not self.known.issuperset(row):
                 self._check_fields(list(row), f"{where}[{index}]")
         columns = {name: [row.get(name) for row in rows] for name in self.inputs}
-        return self._checked(columns, len(rows), lambda i, name: f"{where}[{i}].{name}")
+        return RawRequest(columns, len(rows), where, row_major=True)
 
-    def from_columns(self, data: Any, where: str = "inputs") -> dict[str, np.ndarray]:
-        """Validates column-oriented input: an object of equal-length lists (TF Serving style)."""
+    def shape_columns(self, data: Any, where: str = "inputs") -> RawRequest:
+        """Checks column-oriented input: an object of equal-length lists (TF Serving style)."""
         if not isinstance(data, Mapping):
             raise RequestError(f"{where}: expected an object of lists, got {type(data).__name__}")
         self._check_fields(list(data), where)
@@ -106,9 +156,17 @@ class RequestValidator:
             raise RequestError(f"{where}: fields have different lengths {sorted(lengths)}")
         rows = lengths.pop() if lengths else 0
         self._check_size(rows)
-        columns: dict[str, Any] = {}
+        columns: dict[str, Sequence[Any]] = {}
         for name, feature in self.inputs.items():
             if name not in data and feature.required:
                 raise RequestError(f"{where}.{name}: missing required field")
-            columns[name] = data[name] if name in data else [None] * rows
-        return self._checked(columns, rows, lambda i, name: f"{where}.{name}[{i}]")
+            columns[name] = list(data[name]) if name in data else [None] * rows
+        return RawRequest(columns, rows, where, row_major=False)
+
+    def from_rows(self, rows: Any, where: str = "instances") -> dict[str, np.ndarray]:
+        """Validates row-oriented input: a list of objects, one per row (KServe V1)."""
+        return self._checked(self.shape_rows(rows, where))
+
+    def from_columns(self, data: Any, where: str = "inputs") -> dict[str, np.ndarray]:
+        """Validates column-oriented input: an object of equal-length lists (TF Serving style)."""
+        return self._checked(self.shape_columns(data, where))

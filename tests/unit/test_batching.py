@@ -1,10 +1,11 @@
-"""The micro-batcher: concurrent submissions share calls, each gets exactly its own rows."""
+"""The micro-batcher: concurrent submissions share calls; each gets its own result or error."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -13,21 +14,23 @@ from skewless.serving.batching import MicroBatcher
 
 
 def _double(calls: list[int]):
-    def predict(columns: dict[str, np.ndarray]) -> np.ndarray:
-        calls.append(len(columns["x"]))
-        time.sleep(0.01)  # a model call takes time; requests arriving meanwhile must queue
-        return columns["x"] * 2, "v1"
+    """A batch call: doubles each request's values; a negative value is that request's error."""
+
+    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray | Exception], str]:
+        calls.append(sum(len(r) for r in requests))
+        time.sleep(0.01)  # a call takes time; requests arriving meanwhile must queue
+        return [r * 2 if (r >= 0).all() else ValueError(f"bad {r[0]}") for r in requests], "v1"
 
     return predict
 
 
-def test_concurrent_requests_are_batched_and_sliced_back():
+def test_concurrent_requests_are_batched_and_each_gets_its_own_result():
     calls: list[int] = []
     batcher = MicroBatcher(_double(calls), max_batch_rows=64, max_wait_ms=0)
 
     async def main() -> list[tuple[np.ndarray, int, str]]:
         return await asyncio.gather(
-            *(batcher.submit({"x": np.array([i, i + 100.0])}) for i in range(20))
+            *(batcher.submit(np.array([i, i + 100.0]), 2) for i in range(20))
         )
 
     results = asyncio.run(main())
@@ -38,15 +41,33 @@ def test_concurrent_requests_are_batched_and_sliced_back():
     assert max(batch for _, batch, _ in results) > 2
 
 
-def test_a_lone_request_runs_inline_without_the_model_thread():
+def test_a_bad_request_fails_alone_and_its_batch_mates_are_answered():
+    calls: list[int] = []
+    batcher = MicroBatcher(_double(calls), max_batch_rows=64, max_wait_ms=0)
+
+    async def main() -> list[object]:
+        values = [np.array([-1.0 if i % 4 == 0 else float(i)]) for i in range(12)]
+        return await asyncio.gather(*(batcher.submit(v, 1) for v in values), return_exceptions=True)
+
+    results = asyncio.run(main())
+    for i, result in enumerate(results):
+        if i % 4 == 0:
+            assert isinstance(result, ValueError) and str(result) == "bad -1.0"
+        else:
+            assert not isinstance(result, BaseException)
+            assert result[0].tolist() == [2.0 * i]
+    assert len(calls) < 12  # the bad ones shared calls with good ones
+
+
+def test_a_lone_request_runs_inline_without_the_worker_thread():
     threads: list[str] = []
 
-    def predict(columns: dict[str, np.ndarray]) -> np.ndarray:
+    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
         threads.append(threading.current_thread().name)
-        return columns["x"], "v1"
+        return list(requests), "v1"
 
     batcher = MicroBatcher(predict)
-    values, rows, tag = asyncio.run(batcher.submit({"x": np.array([1.0])}))
+    values, rows, tag = asyncio.run(batcher.submit(np.array([1.0]), 1))
     assert values.tolist() == [1.0] and rows == 1 and tag == "v1"
     assert threads == [threading.main_thread().name]
 
@@ -56,30 +77,39 @@ def test_max_batch_rows_caps_a_call():
     batcher = MicroBatcher(_double(calls), max_batch_rows=4, max_wait_ms=0)
 
     async def main() -> None:
-        await asyncio.gather(*(batcher.submit({"x": np.array([1.0])}) for _ in range(12)))
+        await asyncio.gather(*(batcher.submit(np.array([1.0]), 1) for _ in range(12)))
 
     asyncio.run(main())
     assert sum(calls) == 12 and max(calls) <= 4
 
 
-def test_a_failing_call_fails_every_request_in_its_batch():
-    def predict(columns: dict[str, np.ndarray]) -> np.ndarray:
-        time.sleep(0.005)
-        raise RuntimeError("model broke")
+def test_a_call_that_fails_for_a_batch_is_retried_per_request_so_only_the_culprit_fails():
+    calls: list[int] = []
 
-    batcher = MicroBatcher(predict)
+    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+        calls.append(len(requests))
+        time.sleep(0.005)
+        if any((r == 13).any() for r in requests):
+            raise RuntimeError("model broke on 13")
+        return list(requests), "v1"
+
+    batcher = MicroBatcher(predict, max_wait_ms=0)
 
     async def main() -> list[object]:
         return await asyncio.gather(
-            *(batcher.submit({"x": np.array([1.0])}) for _ in range(5)), return_exceptions=True
+            *(batcher.submit(np.array([float(i)]), 1) for i in range(10, 16)),
+            return_exceptions=True,
         )
 
     results = asyncio.run(main())
-    assert all(isinstance(r, RuntimeError) and str(r) == "model broke" for r in results)
+    failed = [i for i, r in zip(range(10, 16), results, strict=True) if isinstance(r, Exception)]
+    assert failed == [13]
+    assert str(results[3]) == "model broke on 13"
+    assert max(calls) > 1  # they did share a call before the retry
 
 
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="max_batch_rows must be at least 1"):
-        MicroBatcher(lambda c: (c["x"], ""), max_batch_rows=0)
+        MicroBatcher(lambda r: (list(r), ""), max_batch_rows=0)
     with pytest.raises(ValueError, match="max_wait_ms must not be negative"):
-        MicroBatcher(lambda c: (c["x"], ""), max_wait_ms=-1)
+        MicroBatcher(lambda r: (list(r), ""), max_wait_ms=-1)
