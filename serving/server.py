@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import gc
 import json
+import logging
 import os
 import random
 import sys
@@ -440,6 +441,8 @@ def serve(
     workers: int = 1,
     config: ServingConfig | None = None,
     announce: bool = False,
+    access_log: bool = False,
+    log_format: str = "text",
 ) -> None:
     """Starts the model server in the foreground; SIGTERM or Ctrl-C drains and stops it.
 
@@ -453,7 +456,12 @@ def serve(
         workers: REST worker processes, each with its own copy of the model.
         config: Admission and batching settings.
         announce: Print a ready-to-paste curl command first.
+        access_log: Log a line (and KServe's latency lines) per request. Off by default: at
+            thousands of requests per second the lines cost throughput and fill disks; errors,
+            4xx summaries and start-up are logged either way.
+        log_format: ``text``, or ``json`` (one JSON object per line, for a log collector).
     """
+    configure_logging(access_log=access_log, log_format=log_format)
     if registry is not None:
         ranking = RankingModel(name, None, config, registry=registry)
     else:
@@ -461,7 +469,50 @@ def serve(
         ranking = RankingModel(name, resolve_model_dir(model), config)
     if announce:
         print(example_curl(name, http_port, ranking.validator.spec), flush=True)
-    kserve.ModelServer(http_port=http_port, grpc_port=grpc_port, workers=workers).start([ranking])
+    kserve.ModelServer(
+        http_port=http_port,
+        grpc_port=grpc_port,
+        workers=workers,
+        enable_latency_logging=access_log,
+    ).start([ranking])
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        document = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document)
+
+
+def configure_logging(*, access_log: bool, log_format: str) -> None:
+    """KServe's logging configuration with our defaults: request lines only with ``access_log``.
+
+    Raises:
+        ValueError: An unknown ``log_format``.
+    """
+    import copy
+
+    from kserve import logging as kserve_logging
+
+    if log_format not in ("text", "json"):
+        raise ValueError(f"log format must be text or json, got {log_format!r}")
+    config = copy.deepcopy(kserve_logging.KSERVE_LOG_CONFIG)
+    request_level = "INFO" if access_log else "WARNING"
+    config["loggers"]["uvicorn.access"]["level"] = request_level
+    config["loggers"]["kserve.trace"]["level"] = request_level
+    if log_format == "json":
+        for name in config["formatters"]:
+            config["formatters"][name] = {"()": f"{__name__}.JsonFormatter"}
+    kserve_logging.configure_logging(config)
 
 
 def example_row(spec: FeatureSpec) -> dict[str, Any]:

@@ -240,3 +240,32 @@ def test_sigterm_drains_requests_in_flight(trained):
         assert process.wait(timeout=60) == 0
     assert [status for status, _ in results] == [200] * 16
     assert sum(finished > signalled for _, finished in results) >= 1
+
+
+def _log_lines(addresses: dict[str, Any]) -> list[str]:
+    log = addresses["log"]
+    log.flush()
+    log.seek(0)
+    return log.read().splitlines()
+
+
+def test_by_default_requests_write_no_log_lines_and_errors_still_do(server):
+    url = f"{server['http']}/v1/models/ranking:predict"
+    before = len(_log_lines(server))
+    for _ in range(20):
+        assert post(url, {"instances": [EXAMPLE]})[0] == 200
+    new = _log_lines(server)[before:]
+    assert not [line for line in new if "POST /v1/models" in line or "requestId" in line], new
+
+
+def test_access_log_and_json_logs_are_options(trained):
+    with serving(trained["model_dir"], "--access-log", "--log-format", "json") as addresses:
+        url = f"{addresses['http']}/v1/models/ranking:predict"
+        for _ in range(5):
+            assert post(url, {"instances": [EXAMPLE]})[0] == 200
+        records = [json.loads(line) for line in _log_lines(addresses) if line.startswith("{")]
+    requests = [
+        r for r in records if r["logger"] == "uvicorn.access" and "POST /v1/" in r["message"]
+    ]
+    assert len(requests) >= 5, records[-10:]
+    assert {"time", "level", "logger", "message"} <= set(requests[0])

@@ -255,6 +255,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             config=config,
             announce=True,
+            access_log=args.access_log,
+            log_format=args.log_format,
         )
     except FileNotFoundError as err:
         raise CliError(f"--model: {err}") from None
@@ -599,6 +601,14 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--http-port", type=_port, default=8080, help="REST port (8080)")
     srv.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port (8081)")
     srv.add_argument("--workers", type=_positive_int, default=1, help="REST worker processes")
+    srv.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log a line per request (off by default: it costs throughput; errors always log)",
+    )
+    srv.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON"
+    )
     srv.add_argument(
         "--max-request-rows", type=_positive_int, default=1024, help="rows accepted per request"
     )
