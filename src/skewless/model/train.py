@@ -236,9 +236,10 @@ def fit_model(
         model: A model from :func:`build_model`.
         train: Transformed training features and labels.
         evaluation: Transformed eval features and labels (early stopping watches their AUC).
-        hparams: Hyperparameters.
+        hparams: Hyperparameters (batch size 0: :func:`auto_batch_size` of the training rows).
         log_dir: TensorBoard log folder, or None for no logs.
     """
+    batch_size = hparams.batch_size or auto_batch_size(len(train[1]))
     model.compile(
         optimizer=tf.keras.optimizers.Adam(hparams.learning_rate),
         loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
@@ -254,7 +255,7 @@ def fit_model(
     dataset = (
         tf.data.Dataset.from_tensor_slices(train)
         .shuffle(len(train[1]), seed=hparams.seed, reshuffle_each_iteration=True)
-        .batch(hparams.batch_size)
+        .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
     eval_dataset = tf.data.Dataset.from_tensor_slices(evaluation).batch(8192)
