@@ -44,7 +44,7 @@ from skewless.contract.kinds import kind_of
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec, load_spec
 from skewless.experiments.ab_report import REQUEST_LOG as REQUEST_LOG
 from skewless.registry.core import SQLiteRegistry, Traffic
-from skewless.serving.batching import MicroBatcher
+from skewless.serving.batching import DEFAULT_BATCH_ROWS, MicroBatcher
 from skewless.serving.validation import (
     DEFAULT_MAX_BATCH,
     RawRequest,
@@ -122,7 +122,7 @@ class ServingConfig:
     """
 
     max_request_rows: int = DEFAULT_MAX_BATCH
-    max_batch_rows: int = 256
+    max_batch_rows: int = DEFAULT_BATCH_ROWS
     max_wait_ms: float = 1.0
     batching: bool = True
     watch_seconds: float = 1.0

@@ -17,7 +17,8 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import itertools
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,11 @@ class RequestValidator:
         self.inputs = {f.name: f for f in spec.model_inputs}
         # Label, key and passthrough columns may ride along (clients often send whole rows).
         self.known = set(spec.column_names)
+        names = list(self.inputs)
+        # Each row's inputs as a tuple (itemgetter of one name would return the bare value).
+        self._getter: Callable[[Any], tuple[Any, ...]] = (
+            operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+        )
 
     def _check_fields(self, names: Sequence[str], where: str) -> None:
         unknown = [name for name in names if name not in self.known]
@@ -131,14 +137,23 @@ class RequestValidator:
         if not isinstance(rows, list):
             raise RequestError(f"{where}: expected a list of objects, got {type(rows).__name__}")
         self._check_size(len(rows))
-        for index, row in enumerate(rows):
-            if not isinstance(row, Mapping):
-                raise RequestError(
-                    f"{where}[{index}]: expected an object, got {type(row).__name__}"
-                )
-            if not self.known.issuperset(row):
-                self._check_fields(list(row), f"{where}[{index}]")
-        columns = {name: [row.get(name) for row in rows] for name in self.inputs}
+        # C-level passes for the usual case (JSON objects with known fields); a row-by-row pass
+        # finds the culprit otherwise.
+        if set(map(type, rows)) != {dict} or not self.known.issuperset(
+            itertools.chain.from_iterable(rows)
+        ):
+            for index, row in enumerate(rows):
+                if not isinstance(row, Mapping):
+                    raise RequestError(
+                        f"{where}[{index}]: expected an object, got {type(row).__name__}"
+                    )
+                if not self.known.issuperset(row):
+                    self._check_fields(list(row), f"{where}[{index}]")
+        try:  # every row has every input (the usual case): one C-level pivot
+            pivoted = zip(*map(self._getter, rows), strict=True)
+            columns = dict(zip(self.inputs, map(list, pivoted), strict=True))
+        except KeyError:  # absent optional fields read as missing
+            columns = {name: [row.get(name) for row in rows] for name in self.inputs}
         return RawRequest(columns, len(rows), where, row_major=True)
 
     def shape_columns(self, data: Any, where: str = "inputs") -> RawRequest:

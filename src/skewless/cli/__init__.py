@@ -17,6 +17,8 @@ from typing import Any
 from skewless.contract.spec import SpecError, load_spec
 from skewless.experiments.ab_report import REQUEST_LOG
 from skewless.runner.local import DEFAULT_ROWS
+from skewless.serving.batching import DEFAULT_BATCH_ROWS
+from skewless.serving.validation import DEFAULT_MAX_BATCH
 
 
 class CliError(RuntimeError):
@@ -165,11 +167,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec_path=args.spec,
         model_name=args.model_name,
         parameters=_pipeline_parameters(args.param),
+        verbose=args.verbose,
     )
     metrics = summary["metrics"]
     print(f"\nrun summary: {Path(args.workdir) / 'run_summary.json'}")
     print(f"  rows: {summary['rows']}")
-    print(f"  steps (s): {summary['step_seconds']}  pipeline total: {summary['pipeline_seconds']}s")
+    print(f"  pipeline: {summary['pipeline_seconds']:.1f} s")
     print(
         f"  eval AUC {metrics['auc']:.4f}"
         + (
@@ -571,6 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="pipeline parameter, e.g. --param epochs=3 (repeatable)",
     )
     run.add_argument("--no-serve", action="store_true", help="stop after the pipeline")
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print every step's whole output (default: a line per step; logs in WORKDIR/logs)",
+    )
     run.add_argument("--http-port", type=_port, default=8080, help="REST port of the server")
     run.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port of the server")
     run.set_defaults(func=cmd_run)
@@ -610,10 +618,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON"
     )
     srv.add_argument(
-        "--max-request-rows", type=_positive_int, default=1024, help="rows accepted per request"
+        "--max-request-rows",
+        type=_positive_int,
+        default=DEFAULT_MAX_BATCH,
+        help=f"rows accepted per request ({DEFAULT_MAX_BATCH})",
     )
     srv.add_argument(
-        "--max-batch-rows", type=_positive_int, default=256, help="rows per batched model call"
+        "--max-batch-rows",
+        type=_positive_int,
+        default=DEFAULT_BATCH_ROWS,
+        help=f"most rows in one batched model call ({DEFAULT_BATCH_ROWS})",
     )
     srv.add_argument(
         "--max-wait-ms",

@@ -141,11 +141,12 @@ def _homogeneous(values: Any) -> pa.Array | None:
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError, TypeError):
         return None
     kind = array.type
-    numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
-    if numeric and any(isinstance(item, bool | np.bool_) for item in values):
-        return None  # Arrow would read true as 1.0
-    if pa.types.is_binary(kind) and any(isinstance(item, str) for item in values):
-        return None  # Arrow would read text as bytes
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_binary(kind):
+        types = set(map(type, values))  # one C-level pass; JSON values are exact types
+        if not types.isdisjoint((bool, np.bool_)):
+            return None  # Arrow would read true as 1.0
+        if pa.types.is_binary(kind) and str in types:
+            return None  # Arrow would read text as bytes
     return array
 
 
