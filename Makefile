@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/default
+# Extra flags for `skewless run`, e.g. RUN_ARGS='--rows 20000 --http-port 9090'.
+RUN_ARGS ?=
 # checkov pins versions that clash with TensorFlow's; it gets its own environment.
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
@@ -32,7 +34,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/skewless run --workdir $(WORKDIR)
+	$(BIN)/skewless run --workdir $(WORKDIR) $(RUN_ARGS)
 
 $(TOOLS_STAMP):
 	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)

@@ -35,7 +35,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return {"workdir": workdir, "stdout": completed.stdout,
+    return {"workdir": workdir, "stdout": completed.stdout, "stderr": completed.stderr,
             "summary": json.loads((workdir / "run_summary.json").read_text())}  # fmt: skip
 
 
@@ -55,6 +55,22 @@ def test_run_summary(run):
     assert summary["deployment"] == "production"  # nothing served before: no canary
     assert Path(summary["served_model_path"]).name == "1"
     assert "eval AUC" in run["stdout"] and "PROMOTED" in run["stdout"]
+
+
+def test_console_shows_a_line_per_step_and_keeps_each_steps_log(run):
+    lines = (run["stdout"] + run["stderr"]).splitlines()
+    assert len(lines) < 40, "\n".join(lines)
+    steps = {"ingest", "transform", "train", "evaluate", "register", "deploy"}
+    for step in steps:
+        log = run["workdir"] / "logs" / f"{step}.log"
+        (line,) = [line for line in lines if line.split()[:1] == [step]]
+        assert "SUCCESS" in line and str(log) in line
+        text = log.read_text()
+        assert f"Executing task '{step}'" in text and f"Task '{step}' finished" in text
+    assert run["summary"]["step_logs"]["train"] == str(run["workdir"] / "logs" / "train.log")
+    # The runner's executor dumps stay in the logs, off the console.
+    assert "executor_input" not in run["stdout"]
+    assert "executor_input" in (run["workdir"] / "logs" / "train.log").read_text().lower()
 
 
 def test_exported_model_scores_raw_rows(run):
@@ -279,3 +295,23 @@ def test_shuffled_labels_are_refused_registered_and_never_served(run, tmp_path):
     for canary_percent in (0, 50):
         with pytest.raises(RegistryError, match="was refused by the gate"):
             deploy_version(workdir / "models", "ranking", refused.version, "manual", canary_percent)
+
+
+def test_a_failing_step_names_its_log_and_shows_its_last_lines(tmp_path):
+    data = tmp_path / "no_label.csv"
+    rows = pd.DataFrame([{**EXAMPLE, "clicked": 1}] * 50).drop(columns=["age"])
+    rows.to_csv(data, index=False)
+    completed = subprocess.run(
+        [*SKEWLESS, "run", "--no-serve", "--workdir", str(tmp_path / "w"), "--data", str(data)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert completed.returncode != 0
+    log = tmp_path / "w" / "logs" / "ingest.log"
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last == f"skewless run: error: step 'ingest' failed; its log: {log}", completed.stderr
+    assert "FAILURE" in completed.stdout and str(log) in completed.stdout
+    # Above it, the reason the step raised (its traceback stays in the log).
+    reason = completed.stderr.strip().splitlines()[-2]
+    assert reason.startswith("IngestError: ") and "'age'" in reason, completed.stderr
+    assert "Traceback" not in completed.stdout + completed.stderr
+    assert "Traceback" in log.read_text()

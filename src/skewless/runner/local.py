@@ -12,6 +12,7 @@ import json
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,6 +22,8 @@ DEFAULT_ROWS = 400_000
 DEFAULT_SEED = 0
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([\w-]+)'")
+# The exception line a Python traceback ends with: "    package.module.SomeError: message".
+_RAISED = re.compile(r"^\s*(?:[\w]+\.)*(\w*(?:Error|Exception)): (.*)$")
 _FINISHED = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
 
 
@@ -28,36 +31,95 @@ class RunError(RuntimeError):
     """The local pipeline run failed; the message names the step."""
 
 
-class StepTimer(io.TextIOBase):
-    """A stdout tee that timestamps the local runner's task start and finish lines."""
+class StepLog(io.TextIOBase):
+    """Stands in for stdout while the local runner runs: one line per step, full logs to files.
 
-    def __init__(self, target: TextIO) -> None:
-        """Forwards everything to ``target``."""
+    The runner prints each step's start and finish, its executor input and output, and the
+    step's own output (TensorFlow's and Beam's included) on stdout. Each line goes to
+    ``<log_dir>/<step>.log`` (a step's outputs, printed after it finishes, included; lines
+    before the first step go to ``pipeline.log``); the console gets one
+    line per step with its outcome, time and log file, or everything with ``verbose``.
+    """
+
+    def __init__(self, target: TextIO, log_dir: Path, *, verbose: bool = False) -> None:
+        """Writes step logs under ``log_dir`` (emptied of earlier runs' logs first)."""
         self.target = target
+        self.log_dir = log_dir
+        self.verbose = verbose
         self.started: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
         self.status: dict[str, str] = {}
         self._partial = ""
+        self._step = "pipeline"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for old in log_dir.glob("*.log"):
+            old.unlink()
+        self._files: dict[str, TextIO] = {}
+
+    def log_path(self, step: str) -> Path:
+        """The file holding ``step``'s whole output."""
+        return self.log_dir / f"{step}.log"
+
+    def _file(self, step: str) -> TextIO:
+        if step not in self._files:
+            self._files[step] = self.log_path(step).open("a")
+        return self._files[step]
 
     def write(self, text: str) -> int:
-        """Forwards ``text`` and records task boundaries found in complete lines."""
-        self.target.write(text)
+        """Sends complete lines to their step's log, and the console its line per step."""
+        if self.verbose:
+            self.target.write(text)
         self._partial += text
         *lines, self._partial = self._partial.split("\n")
-        now = time.perf_counter()
         for line in lines:
-            plain = _ANSI.sub("", line)
-            if match := _STARTED.search(plain):
-                self.started[match.group(1)] = now
-            elif (match := _FINISHED.search(plain)) and match.group(1) in self.started:
-                task = match.group(1)
-                self.seconds[task] = round(now - self.started[task], 3)
-                self.status[task] = match.group(2)
+            self._line(line)
         return len(text)
 
+    def _line(self, line: str) -> None:
+        plain = _ANSI.sub("", line)
+        now = time.perf_counter()
+        if match := _STARTED.search(plain):
+            self._step = match.group(1)
+            self.started[self._step] = now
+            if not self.verbose:
+                self.target.write(f"  {self._step:<12} ")
+                self.target.flush()
+        self._file(self._step).write(plain + "\n")
+        if (match := _FINISHED.search(plain)) and match.group(1) in self.started:
+            step, outcome = match.group(1), match.group(2)
+            self.seconds[step] = round(now - self.started[step], 3)
+            self.status[step] = outcome
+            self._file(step).flush()
+            if not self.verbose:
+                self.target.write(
+                    f"{outcome:<8} {self.seconds[step]:7.1f} s   {self.log_path(step)}\n"
+                )
+                self.target.flush()
+
+    def reason(self, step: str, lines: int = 20) -> str:
+        """Why ``step`` failed: the last exception its log names, else its last ``lines`` lines."""
+        self.close()
+        path = self.log_path(step)
+        text = path.read_text().splitlines() if path.is_file() else []
+        raised = [match for line in text if (match := _RAISED.match(line))]
+        if raised:
+            return f"{raised[-1].group(1)}: {raised[-1].group(2)}"
+        return "\n".join(text[-lines:])
+
     def flush(self) -> None:
-        """Flushes the target."""
+        """Flushes the console and the open logs."""
         self.target.flush()
+        for handle in self._files.values():
+            handle.flush()
+
+    def close(self) -> None:
+        """Closes the step logs (the console stays open)."""
+        if self._partial:
+            self._line(self._partial)
+            self._partial = ""
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
 
 
 def _latest_run_dir(pipeline_root: Path, pipeline_name: str) -> Path:
@@ -85,6 +147,7 @@ def run_local(
     seed: int = DEFAULT_SEED,
     model_name: str = "ranking",
     parameters: dict[str, Any] | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """Runs the ranking pipeline locally and writes ``run_summary.json`` in ``workdir``.
 
@@ -96,6 +159,8 @@ def run_local(
         seed: Seed of the default data.
         model_name: Name of the deployed model.
         parameters: Extra pipeline parameters (hyperparameters, gate thresholds).
+        verbose: Echo every line of every step (by default: one line per step; the full logs
+            are in ``<workdir>/logs/<step>.log`` either way).
 
     Returns:
         The run summary.
@@ -132,9 +197,17 @@ def run_local(
         pipeline_root=str(pipeline_root),
         raise_on_error=False,
     )
-    timer = StepTimer(sys.stdout)
+    # kfp.local warns, per step, that our base image is not a Python image; here the steps run in
+    # this environment on purpose (it is the image's environment), so the warning is only noise.
+    warnings.filterwarnings(
+        "ignore",
+        message="You may be attemping to run a task that uses custom",
+        category=RuntimeWarning,
+    )
+    steps = StepLog(sys.stdout, root / "logs", verbose=verbose)
+    print(f"running the pipeline with kfp.local; each step's full log is in {steps.log_dir}/")
     started = time.perf_counter()
-    real_stdout, sys.stdout = sys.stdout, timer
+    real_stdout, sys.stdout = sys.stdout, steps
     try:
         ranking_pipeline(
             data_uri=str(data_path),
@@ -145,10 +218,13 @@ def run_local(
         )
     finally:
         sys.stdout = real_stdout
+        steps.close()
     total_seconds = time.perf_counter() - started
-    failed = [task for task, status in timer.status.items() if status != "SUCCESS"]
+    failed = [task for task, status in steps.status.items() if status != "SUCCESS"]
     if failed:
-        raise RunError(f"step {failed[0]!r} failed; its log is above (run folder: {pipeline_root})")
+        if not verbose:  # the step's last lines usually hold the reason
+            print(steps.reason(failed[0]), file=sys.stderr)
+        raise RunError(f"step {failed[0]!r} failed; its log: {steps.log_path(failed[0])}")
 
     run_dir = _latest_run_dir(pipeline_root, PIPELINE_NAME)
     ingested = run_dir / "ingest" / "ingested"
@@ -172,8 +248,9 @@ def run_local(
         },
         "step_seconds": {
             **({"generate": round(generate_seconds, 3)} if generate_seconds else {}),
-            **timer.seconds,
+            **steps.seconds,
         },
+        "step_logs": {step: str(steps.log_path(step)) for step in steps.status},
         "pipeline_seconds": round(total_seconds, 3),
         "metrics": evaluation["metrics"],
         # The hyperparameters as trained (batch_size resolved when it was 0, "auto").
