@@ -37,6 +37,7 @@ from typing import Any
 
 import kserve
 import numpy as np
+import orjson
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
@@ -89,6 +90,8 @@ def _v2_columns(payload: InferRequest) -> dict[str, Any]:
     """Columns of an Open Inference Protocol request as Python lists (BYTES as bytes)."""
     columns: dict[str, Any] = {}
     for tensor in payload.inputs:
+        if tensor.name in columns:
+            raise RequestError(f"inputs: {tensor.name!r} is given more than once")
         try:
             values = np.asarray(tensor.as_numpy()).reshape(-1)
         except Exception as err:  # kserve raises several types for bad tensors
@@ -98,9 +101,14 @@ def _v2_columns(payload: InferRequest) -> dict[str, Any]:
     return columns
 
 
+def _is_json(headers: dict[str, str] | None) -> bool:
+    media = (headers or {}).get("content-type", "").split(";")[0].strip().lower()
+    return media in _JSON_TYPES
+
+
 def _check_content_type(headers: dict[str, str] | None) -> None:
     content_type = (headers or {}).get("content-type", "")
-    if content_type and not content_type.split(";")[0].strip().startswith(
+    if content_type and not content_type.split(";")[0].strip().lower().startswith(
         (*_JSON_TYPES, "application/grpc")
     ):
         raise RequestError(f"unsupported content type {content_type!r}: send application/json")
@@ -338,9 +346,18 @@ class RankingModel(kserve.Model):
         if isinstance(payload, InferRequest):
             return validator.shape_columns(_v2_columns(payload), "inputs")
         if isinstance(payload, bytes | str):
-            raise RequestError("request body must be a JSON object")
+            # KServe decodes only an exact "application/json"; with parameters ("; charset=utf-8")
+            # the body arrives as bytes. A JSON media type is JSON whatever its parameters.
+            if not _is_json(headers):
+                raise RequestError("request body must be a JSON object")
+            try:
+                payload = orjson.loads(payload)
+            except orjson.JSONDecodeError as err:
+                raise RequestError(f"request body is not valid JSON: {err}") from None
         if not isinstance(payload, dict):
             raise RequestError(f"request body must be a JSON object, got {type(payload).__name__}")
+        if "instances" in payload and "inputs" in payload:
+            raise RequestError("request has both 'instances' and 'inputs': send one of them")
         if "instances" in payload:
             return validator.shape_rows(payload["instances"], "instances")
         if "inputs" in payload:
@@ -493,6 +510,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document)
 
 
+class RefusedRequestFilter(logging.Filter):
+    """KServe logs every 400 with its traceback; a refused request is one short line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrites records that carry an :class:`InvalidInput`; passes everything else."""
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, InvalidInput):
+            message = str(error)
+            cut = message if len(message) <= 300 else message[:300] + "..."
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "refused request (400): %s",
+                (cut,),
+                None,
+                None,
+            )
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def configure_logging(*, access_log: bool, log_format: str) -> None:
     """KServe's logging configuration with our defaults: request lines only with ``access_log``.
 
@@ -513,6 +549,7 @@ def configure_logging(*, access_log: bool, log_format: str) -> None:
         for name in config["formatters"]:
             config["formatters"][name] = {"()": f"{__name__}.JsonFormatter"}
     kserve_logging.configure_logging(config)
+    logging.getLogger("kserve").addFilter(RefusedRequestFilter())
 
 
 def example_row(spec: FeatureSpec) -> dict[str, Any]:

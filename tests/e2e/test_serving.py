@@ -132,6 +132,10 @@ V1_BAD = [
     ({"instances": "all"}, 'Expected "instances" to be a list'),  # kserve's own check
     ({"rows": [EXAMPLE]}, "request needs 'instances' (a list of rows) or 'inputs' (columns)"),
     ({"inputs": {"age": [1, 2], "price": [3]}}, "inputs: fields have different lengths [1, 2]"),
+    (
+        {"instances": [EXAMPLE], "inputs": {"age": [30]}},
+        "request has both 'instances' and 'inputs': send one of them",
+    ),
 ]
 
 
@@ -168,6 +172,34 @@ def test_bad_v2_requests_name_the_input(server):
     missing = [i for i in inputs if i["name"] != "price"]
     status, answer, _ = post(url, {"inputs": missing})
     assert status == 400 and "inputs.price: missing required field" in answer["error"]
+
+
+def test_json_content_types_with_parameters_are_json(server):
+    url = f"{server['http']}/v1/models/ranking:predict"
+    raw = json.dumps({"instances": [EXAMPLE]}).encode()
+    for content_type in ("application/json; charset=utf-8", "Application/JSON"):
+        status, answer, _ = post(url, raw=raw, content_type=content_type)
+        assert status == 200 and 0 < answer["predictions"][0] < 1, (content_type, answer)
+    status, answer, _ = post(url, raw=b"{", content_type="application/json; charset=utf-8")
+    assert status == 400 and answer["error"].startswith("request body is not valid JSON")
+
+
+def test_a_v2_input_given_twice_is_refused(server):
+    inputs = _v2_inputs(pd.DataFrame([EXAMPLE]))
+    age = next(i for i in inputs if i["name"] == "age")
+    twice = [*inputs, dict(age, data=[7])]
+    status, answer, _ = post(f"{server['http']}/v2/models/ranking/infer", {"inputs": twice})
+    assert status == 400 and answer["error"] == "inputs: 'age' is given more than once"
+
+
+def test_a_refused_request_is_one_short_log_line_and_a_short_answer(server):
+    url = f"{server['http']}/v1/models/ranking:predict"
+    before = len(_log_lines(server))
+    status, answer, _ = post(url, {"instances": [_row(country="X" * 1_000_000)]})
+    assert status == 400 and len(answer["error"]) < 200, answer["error"][:300]
+    new = _log_lines(server)[before:]
+    assert len(new) == 1 and "refused request (400): instances[0].country" in new[0], new[:5]
+    assert len(new[0]) < 500
 
 
 def test_server_keeps_serving_after_client_errors(server):
