@@ -251,3 +251,55 @@ def test_canary_then_promote_then_rollback(tmp_path: Path, locator: str):
     assert registry.traffic("ranking") == Traffic(production=1, candidate=None, candidate_percent=0)
     with pytest.raises(RegistryError, match="traffic percent must be 0 to 100"):
         registry.start_canary("ranking", 3, 101, actor="bob")
+
+
+# A process that registers a model, but is killed (os._exit: no cleanup, no finally) at one point.
+_KILLED_AT = """
+import os, sys
+from skewless.rollout import deploy
+from skewless.registry import core
+point, model, repository = sys.argv[1], sys.argv[2], sys.argv[3]
+if point == "copy":  # the copy is half done
+    def copytree(src, dst, **kw):
+        os.makedirs(dst)
+        open(os.path.join(dst, "variables.index"), "w").close()
+        os._exit(9)
+    deploy.shutil.copytree = copytree
+elif point == "rename":  # the folder is in place, the registry row is not
+    core.SQLiteRegistry.register = lambda *a, **k: os._exit(9)
+elif point == "alias":  # the row is written, the alias move is not
+    core.SQLiteRegistry.set_alias = lambda *a, **k: os._exit(9)
+version = deploy.register_local(model, repository, "ranking", evaluation={"metrics": {},
+    "gate": {"promote": True, "reasons": []}}, stats_path=None, run_id="killed")
+deploy.deploy_version(repository, "ranking", version["version"], "killed")
+"""
+
+
+@pytest.mark.parametrize("point", ["copy", "rename", "alias"])
+def test_a_run_killed_while_registering_never_wedges_the_next(tmp_path: Path, point: str):
+    import subprocess
+    import sys
+
+    from skewless.rollout.deploy import deploy_version, register_local, registry_for
+
+    model = _artifact(tmp_path / "model", "weights")
+    repository = tmp_path / "models"
+    evaluation = {"metrics": {}, "gate": {"promote": True, "reasons": []}}
+    first = register_local(model, repository, "ranking", evaluation=evaluation,
+                           stats_path=None, run_id="r1")  # fmt: skip
+    deploy_version(repository, "ranking", first["version"], "r1")
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT, point, str(model), str(repository)],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert killed.returncode == 9, killed.stderr
+
+    after = register_local(model, repository, "ranking", evaluation=evaluation,
+                           stats_path=None, run_id="r3")  # fmt: skip
+    registry = registry_for(repository)
+    versions = [v.version for v in registry.list_versions("ranking")]
+    assert after["version"] == versions[-1] and versions == list(range(1, len(versions) + 1))
+    # Every folder is a registered version; no orphan copy and no staging leftovers remain.
+    folders = sorted(p.name for p in (repository / "ranking").iterdir() if p.name != ".lock")
+    assert folders == [str(v) for v in versions]
+    for version in versions:  # each verifies against its checksum
+        registry.verified_artifact("ranking", version)
+    assert registry.traffic("ranking").production == 1

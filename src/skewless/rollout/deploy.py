@@ -13,6 +13,7 @@ KServe InferenceService.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import os
 import shutil
@@ -21,7 +22,7 @@ from typing import Any
 
 from skewless import __version__
 from skewless.contract.spec import SPEC_ASSET
-from skewless.registry.core import Registry, SQLiteRegistry
+from skewless.registry.core import Registry, SQLiteRegistry, check_model_name
 
 REGISTRY_FILE = "registry.db"
 
@@ -99,9 +100,33 @@ def _lineage(
     }
 
 
-def _next_version(model_root: Path) -> int:
-    versions = [int(p.name) for p in model_root.iterdir() if p.is_dir() and p.name.isdigit()]
-    return max(versions, default=0) + 1
+def _next_version(model_root: Path, registry: Registry, name: str) -> int:
+    """The version the registry will allocate next; its folder is made free for it.
+
+    The registry alone numbers versions. A folder already holding that number was left by a run
+    that stopped between writing the folder and registering it (a crash, a kill): nothing refers
+    to it, so it is removed, as are staging folders of processes that no longer run.
+    """
+    registered = registry.list_versions(name)
+    version = max((v.version for v in registered), default=0) + 1
+    orphan = model_root / str(version)
+    if orphan.exists():
+        shutil.rmtree(orphan)
+    for staging in model_root.glob(".staging-*"):
+        pid = staging.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+    return version
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def register_local(
@@ -130,19 +155,25 @@ def register_local(
     Returns:
         The registered version as a dict (``version``, ``artifact_uri``, ``sha256``, ...).
     """
+    check_model_name(model_name)  # it becomes a folder: nothing is copied under a bad one
     source = Path(model_dir)
     if not (source / "saved_model.pb").is_file():
         raise DeployError(f"{source} is not a SavedModel folder (no saved_model.pb)")
     root = Path(repository) / model_name
     root.mkdir(parents=True, exist_ok=True)
-    version = _next_version(root)
-    staging = root / f".staging-{version}-{os.getpid()}"
-    shutil.copytree(source, staging)
-    target = root / str(version)
-    os.rename(staging, target)
-    registered = registry_for(repository).register(
-        model_name, target, **_lineage(target, evaluation, stats_path, run_id)
-    )
+    registry = registry_for(repository)
+    # One writer at a time from choosing the number to writing the row: a folder numbered past
+    # the registry can then only be a dead run's leftover, never a live writer's work.
+    with (root / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        version = _next_version(root, registry, model_name)
+        staging = root / f".staging-{version}-{os.getpid()}"
+        shutil.copytree(source, staging)
+        target = root / str(version)
+        os.rename(staging, target)
+        registered = registry.register(
+            model_name, target, **_lineage(target, evaluation, stats_path, run_id)
+        )
     if registered.version != version:
         raise DeployError(
             f"registry allocated version {registered.version} for {target}; another writer "
