@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from skewless.cli import main
 
 
@@ -19,3 +21,53 @@ def test_serve_with_a_missing_registry_file_creates_none(tmp_path: Path, capsys)
     assert main(["serve", "--registry", str(missing)]) == 1
     assert f"--registry: no registry at {missing}" in capsys.readouterr().err
     assert not (tmp_path / "typo").exists()
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+REGISTRY_COMMANDS = [
+    ["models", "list"],
+    ["models", "show", "ranking"],
+    ["rollback", "ranking"],
+    ["canary", "ranking", "--percent", "5"],
+    ["promote", "ranking"],
+]
+
+
+@pytest.mark.parametrize("command", REGISTRY_COMMANDS)
+def test_an_empty_or_garbage_registry_is_one_clear_line(tmp_path: Path, capsys, command):
+    registry = tmp_path / "registry.db"
+    registry.write_bytes(b"")
+    assert main([*command, "--registry", str(registry)]) == 1
+    assert f"{registry} is empty (0 bytes), not a registry" in _one_line(capsys)
+    assert registry.stat().st_size == 0  # not silently re-created
+
+    registry.write_bytes(b"this is not sqlite " * 100)
+    assert main([*command, "--registry", str(registry)]) == 1
+    assert f"{registry} is not a readable registry (file is not a database)" in _one_line(capsys)
+
+
+@pytest.mark.parametrize("name", ["../../../x", "Ranking", "my_model", "-x", "a" * 64, ""])
+def test_a_bad_model_name_is_refused_before_anything_runs(tmp_path: Path, capsys, name: str):
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--workdir", str(tmp_path / "w"), f"--model-name={name}", "--no-serve"])
+    assert exited.value.code == 2
+    assert "use lowercase letters, digits and '-'" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_register_refuses_a_bad_name_before_copying(tmp_path: Path):
+    from skewless.registry.core import RegistryError
+    from skewless.rollout.deploy import register_local
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "saved_model.pb").write_text("x")
+    with pytest.raises(RegistryError, match=r"model name '\.\./x'"):
+        register_local(model, tmp_path / "repo", "../x", evaluation={}, stats_path=None,
+                       run_id="r")  # fmt: skip
+    assert not (tmp_path / "x").exists() and not (tmp_path / "repo").exists()

@@ -62,6 +62,15 @@ def _percent(text: str) -> int:
     return value
 
 
+def _model_name(text: str) -> str:
+    from skewless.registry.core import RegistryError, check_model_name
+
+    try:
+        return check_model_name(text)
+    except RegistryError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _port(text: str) -> int:
     value = _positive_int(text)
     if value > 65535:
@@ -260,6 +269,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             announce=True,
             access_log=args.access_log,
             log_format=args.log_format,
+            allow_model_management=args.allow_model_management,
         )
     except FileNotFoundError as err:
         raise CliError(f"--model: {err}") from None
@@ -381,6 +391,11 @@ def _registry_file(text: str) -> Path:
         raise CliError(
             f"--registry: no registry at {path} (a run's is <workdir>/models/registry.db; a "
             "Kubeflow Model Registry is given by its URL, e.g. http://localhost:8080)"
+        )
+    if path.stat().st_size == 0:  # SQLite would silently make it a new, empty registry
+        raise CliError(
+            f"--registry: {path} is empty (0 bytes), not a registry; restore it from a backup, or "
+            "delete it and the next run starts a new one"
         )
     return path
 
@@ -565,7 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rows", type=_positive_int, default=DEFAULT_ROWS, help="rows of default data (400k)"
     )
     run.add_argument("--seed", type=int, default=0, help="seed of the default data")
-    run.add_argument("--model-name", default="ranking", help="name the model is served under")
+    run.add_argument(
+        "--model-name", type=_model_name, default="ranking", help="name the model is served under"
+    )
     run.add_argument(
         "--param",
         action="append",
@@ -605,7 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--registry", help="registry file: serve NAME's production version and follow it"
     )
-    srv.add_argument("--name", default="ranking", help="model name in the URL paths")
+    srv.add_argument(
+        "--name", type=_model_name, default="ranking", help="model name in the URL paths"
+    )
     srv.add_argument("--http-port", type=_port, default=8080, help="REST port (8080)")
     srv.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port (8081)")
     srv.add_argument("--workers", type=_positive_int, default=1, help="REST worker processes")
@@ -616,6 +635,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON"
+    )
+    srv.add_argument(
+        "--allow-model-management",
+        action="store_true",
+        help="answer V2 model repository load/unload (off: anyone reaching the port could unload)",
     )
     srv.add_argument(
         "--max-request-rows",

@@ -22,6 +22,7 @@ import abc
 import dataclasses
 import hashlib
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -64,6 +65,25 @@ _RECORD_FIELDS = ("artifact_uri", "sha256", "metrics", "gate", "spec_sha256", "s
 
 class RegistryError(RuntimeError):
     """A registry request cannot be met; the message names the model, version or alias."""
+
+
+# A model name is a URL path segment, a folder, and on a cluster an InferenceService name, which
+# Kubernetes requires to be a DNS-1123 label.
+_MODEL_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def check_model_name(name: Any) -> str:
+    """Returns ``name`` if it can name a model everywhere it goes.
+
+    Raises:
+        RegistryError: It cannot (the message says what a name may hold).
+    """
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
+        raise RegistryError(
+            f"model name {str(name)[:80]!r}: use lowercase letters, digits and '-', starting and "
+            "ending with a letter or digit, at most 63 characters (a KServe InferenceService name)"
+        )
+    return name
 
 
 class ChecksumMismatchError(RegistryError):
@@ -186,8 +206,7 @@ class Registry(abc.ABC):
         ``artifact_uri`` is where servers will read the files (an object-store URI on a cluster)
         when that is not ``artifact_dir`` itself; the checksum is taken from ``artifact_dir``.
         """
-        if not name or not name.replace("-", "_").isidentifier():
-            raise RegistryError(f"model name {name!r} must be letters, digits, '-' or '_'")
+        check_model_name(name)
         record = {
             "artifact_uri": artifact_uri or str(Path(artifact_dir).resolve()),
             "sha256": directory_sha256(artifact_dir),
@@ -403,15 +422,21 @@ class SQLiteRegistry(Registry):
         """Opens (creating if needed) the registry at ``path``."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(_SCHEMA)
-            columns = {
-                row["name"] for row in connection.execute("PRAGMA table_info(alias_history)")
-            }
-            if "traffic_percent" not in columns:  # a registry written before canaries existed
-                connection.execute("ALTER TABLE alias_history ADD COLUMN "
-                                   "traffic_percent INTEGER NOT NULL DEFAULT 0")  # fmt: skip
+        try:
+            with closing(self._connect()) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.executescript(_SCHEMA)
+                columns = {
+                    row["name"] for row in connection.execute("PRAGMA table_info(alias_history)")
+                }
+                if "traffic_percent" not in columns:  # a registry written before canaries existed
+                    connection.execute("ALTER TABLE alias_history ADD COLUMN "
+                                       "traffic_percent INTEGER NOT NULL DEFAULT 0")  # fmt: skip
+        except sqlite3.DatabaseError as err:
+            raise RegistryError(
+                f"{self.path} is not a readable registry ({err}); restore it from a backup, or "
+                "move it aside and the next run starts a new one"
+            ) from None
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE) below.

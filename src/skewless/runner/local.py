@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
+from skewless.registry.core import check_model_name
 from skewless.rollout.deploy import production_model, registry_for
 
 DEFAULT_ROWS = 400_000
@@ -174,6 +175,7 @@ def run_local(
     from skewless.data.generate import write_dataset
     from skewless.pipelines.ranking import PIPELINE_NAME, ranking_pipeline
 
+    check_model_name(model_name)  # before anything is written under that name
     root = Path(workdir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     # Read and checked here, not three steps in; the text travels with the run as a parameter.
