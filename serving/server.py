@@ -40,6 +40,7 @@ import numpy as np
 import orjson
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from skewless.contract.kinds import kind_of
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec, load_spec
@@ -412,6 +413,35 @@ class RankingModel(kserve.Model):
         self.request_log.write(json.dumps(record) + "\n")
 
 
+class ReadOnlyRepository(ModelRepositoryExtension):
+    """KServe's model repository extension without load and unload (index still answers).
+
+    Anyone who reaches the port could otherwise unload the model (REST
+    ``/v2/repository/models/NAME/unload`` or gRPC ``RepositoryModelUnload``) and leave the server
+    answering 404 until a restart. ``skewless serve --allow-model-management`` restores them.
+    """
+
+    async def load(self, model_name: str) -> None:
+        """Refused: loading is off."""
+        raise ManagementOff()
+
+    async def unload(self, model_name: str) -> None:
+        """Refused: unloading is off."""
+        raise ManagementOff()
+
+
+class ManagementOff(NotImplementedError):
+    """Model management was asked for and is off: REST answers 501, gRPC UNIMPLEMENTED."""
+
+    def __init__(self) -> None:
+        """The one message, also as ``reason`` (which KServe's gRPC error mapping reads)."""
+        self.reason = (
+            "model repository load/unload is off on this server (skewless serve "
+            "--allow-model-management turns it on)"
+        )
+        super().__init__(self.reason)
+
+
 class NoOpModel(kserve.Model):
     """Answers 0.5 for every row without validation or TensorFlow: the HTTP stack's ceiling."""
 
@@ -460,6 +490,7 @@ def serve(
     announce: bool = False,
     access_log: bool = False,
     log_format: str = "text",
+    allow_model_management: bool = False,
 ) -> None:
     """Starts the model server in the foreground; SIGTERM or Ctrl-C drains and stops it.
 
@@ -477,6 +508,8 @@ def serve(
             thousands of requests per second the lines cost throughput and fill disks; errors,
             4xx summaries and start-up are logged either way.
         log_format: ``text``, or ``json`` (one JSON object per line, for a log collector).
+        allow_model_management: Answer the V2 model repository's load and unload (REST and
+            gRPC); off by default, since anyone who reaches the port could unload the model.
     """
     configure_logging(access_log=access_log, log_format=log_format)
     if registry is not None:
@@ -486,12 +519,15 @@ def serve(
         ranking = RankingModel(name, resolve_model_dir(model), config)
     if announce:
         print(example_curl(name, http_port, ranking.validator.spec), flush=True)
-    kserve.ModelServer(
+    server = kserve.ModelServer(
         http_port=http_port,
         grpc_port=grpc_port,
         workers=workers,
         enable_latency_logging=access_log,
-    ).start([ranking])
+    )
+    if not allow_model_management:
+        server.model_repository_extension = ReadOnlyRepository(server.registered_models)
+    server.start([ranking])
 
 
 class JsonFormatter(logging.Formatter):
@@ -511,20 +547,19 @@ class JsonFormatter(logging.Formatter):
 
 
 class RefusedRequestFilter(logging.Filter):
-    """KServe logs every 400 with its traceback; a refused request is one short line instead."""
+    """KServe logs every 400 (and 501) with its traceback; a refused request is one short line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrites records that carry an :class:`InvalidInput`; passes everything else."""
+        """Rewrites records of refused requests; passes everything else."""
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, InvalidInput):
+        status = 400 if isinstance(error, InvalidInput) else None
+        if isinstance(error, ManagementOff):
+            status = 501
+        if status is not None:
             message = str(error)
-            cut = message if len(message) <= 300 else message[:300] + "..."
-            record.msg, record.args, record.exc_info, record.exc_text = (
-                "refused request (400): %s",
-                (cut,),
-                None,
-                None,
-            )
+            record.msg = f"refused request ({status}): %s"
+            record.args = (message if len(message) <= 300 else message[:300] + "...",)
+            record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 

@@ -301,3 +301,27 @@ def test_access_log_and_json_logs_are_options(trained):
     ]
     assert len(requests) >= 5, records[-10:]
     assert {"time", "level", "logger", "message"} <= set(requests[0])
+
+
+def test_model_management_is_off_unless_asked_for(server, trained):
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    before = len(_log_lines(server))
+    status, answer, _ = post(f"{server['http']}/v2/repository/models/ranking/unload", {})
+    assert status == 501 and "--allow-model-management" in answer["error"]
+    with grpc.insecure_channel(server["grpc"]) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="ranking"))
+    assert "--allow-model-management" in refused.value.details()
+    status, answer, _ = post(
+        f"{server['http']}/v1/models/ranking:predict", {"instances": [EXAMPLE]}
+    )
+    assert status == 200 and 0 < answer["predictions"][0] < 1
+    assert not [line for line in _log_lines(server)[before:] if "Traceback" in line]
+
+    with serving(trained["model_dir"], "--allow-model-management") as managed:
+        status, answer, _ = post(f"{managed['http']}/v2/repository/models/ranking/unload", {})
+        assert status == 200 and answer == {"name": "ranking", "unload": True}
