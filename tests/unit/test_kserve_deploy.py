@@ -33,38 +33,67 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
 
 
 class _Cluster:
-    def __init__(self, ready: bool = True) -> None:
+    """Objects as the API server keeps them, and status as KServe v0.20.0's controller writes it.
+
+    ``status.observedGeneration`` is the predictor workload's generation, not the
+    InferenceService's (KServe copies it from the Deployment or Knative Service): it starts at 7
+    here, as after a few HPA scales, and moves when a spec change rolls out. The controller lags:
+    after a change, the next ``lag`` reads still see the old status.
+    """
+
+    def __init__(self, ready: bool = True, lag: int = 2) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
         self.ready = ready
+        self.lag = lag
         self.calls: list[str] = []
+        self.reads = 0
+        self._pending: dict[str, tuple[int, dict[str, Any]]] = {}
 
-    def _status(self, obj: dict[str, Any]) -> None:
-        generation = obj["metadata"]["generation"]
+    def _status(self, name: str, rolled_out: bool) -> None:
+        old = self.objects[name].get("status", {}).get("observedGeneration", 6)
         condition = {"type": "Ready", "status": "True" if self.ready else "False",
                      "reason": "" if self.ready else "RevisionMissing",
                      "message": "" if self.ready else "image pull failed"}  # fmt: skip
-        obj["status"] = {"observedGeneration": generation, "conditions": [condition]}
+        status = {"observedGeneration": old + 1 if rolled_out else old, "conditions": [condition]}
+        self._pending[name] = (self.lag, status)
 
     def get_namespaced_custom_object(self, group, version, namespace, plural, name):
         from kubernetes.client.exceptions import ApiException
 
+        self.reads += 1
         if name not in self.objects:
             raise ApiException(status=404, reason="Not Found")
+        if name in self._pending:
+            reads_left, status = self._pending[name]
+            if reads_left == 0:
+                self.objects[name]["status"] = status
+                del self._pending[name]
+            else:
+                self._pending[name] = (reads_left - 1, status)
         return copy.deepcopy(self.objects[name])
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
         self.calls.append(f"create {body['metadata']['name']}")
         obj = copy.deepcopy(body)
         obj["metadata"]["generation"] = 1
-        self._status(obj)
         self.objects[obj["metadata"]["name"]] = obj
+        self._status(obj["metadata"]["name"], rolled_out=True)
+        return copy.deepcopy(obj)
 
     def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
         self.calls.append(f"patch {name}")
         obj = self.objects[name]
+        spec = copy.deepcopy(obj.get("spec"))
         _merge(obj, body)
-        obj["metadata"]["generation"] += 1
-        self._status(obj)
+        if obj.get("spec") != spec:
+            obj["metadata"]["generation"] += 1
+            self._status(name, rolled_out=True)
+        return copy.deepcopy(obj)
+
+
+@pytest.fixture(autouse=True)
+def _no_wait(monkeypatch):
+    monkeypatch.setattr("skewless.rollout.kserve.POLL_SECONDS", 0.0)
 
 
 def test_storage_uri_reads_kfp_minio_artifacts_through_s3():
@@ -112,7 +141,7 @@ def test_standard_mode_canary_is_a_separate_inference_service():
 
 
 def test_not_ready_in_time_fails_with_the_conditions():
-    cluster = _Cluster(ready=False)
+    cluster = _Cluster(ready=False, lag=0)
     with pytest.raises(ClusterDeployError) as failure:
         deploy_role("ranking", "kubeflow", "s3://b/1", version="1", role="production",
                     canary_percent=0, mode="Standard", api=cluster, timeout_seconds=0)  # fmt: skip
@@ -120,9 +149,26 @@ def test_not_ready_in_time_fails_with_the_conditions():
     assert "InferenceService kubeflow/ranking not Ready after 0 s" in message
     assert "Ready=False RevisionMissing: image pull failed" in message
     assert "kubectl describe inferenceservice ranking -n kubeflow" in message
-    # A stale Ready (from the previous generation) is not taken for the new one.
-    cluster.objects["ranking"]["status"]["observedGeneration"] = 0
-    cluster.ready = True
+    # A Ready left from before the change is not taken for the change's.
     cluster.objects["ranking"]["status"]["conditions"][0]["status"] = "True"
+    observed = cluster.objects["ranking"]["status"]["observedGeneration"]
     with pytest.raises(ClusterDeployError, match="not Ready"):
-        wait_ready(cluster, "kubeflow", "ranking", timeout_seconds=0)
+        wait_ready(cluster, "kubeflow", "ranking", timeout_seconds=0, after=observed)
+
+
+def test_a_change_waits_for_its_rollout_not_for_counters_that_never_meet():
+    # observedGeneration is the workload's (7, 8, ...), never the InferenceService's (1, 2, ...).
+    cluster = _Cluster(lag=3)
+    args = {"namespace": "kubeflow", "mode": "Standard", "api": cluster, "timeout_seconds": 60}
+    deploy_role("ranking", uri="s3://b/1", version="1", role="production", canary_percent=0, **args)
+    isvc = cluster.objects["ranking"]
+    assert isvc["status"]["observedGeneration"] != isvc["metadata"]["generation"]
+    reads = cluster.reads
+    deploy_role("ranking", uri="s3://b/2", version="2", role="production", canary_percent=0, **args)
+    # It read past the stale Ready (3 reads of lag) until the rollout showed.
+    assert cluster.reads - reads >= 4
+    assert cluster.objects["ranking"]["status"]["observedGeneration"] == 8
+    # The version already served: nothing rolls out, nothing to wait for.
+    reads = cluster.reads
+    deploy_role("ranking", uri="s3://b/2", version="2", role="production", canary_percent=0, **args)
+    assert cluster.reads - reads <= 2

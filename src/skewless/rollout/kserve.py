@@ -248,9 +248,11 @@ def apply_version(
     desired = inference_service(
         name, namespace, uri, mode=mode, version=version, canary_percent=canary_percent
     )
+    before = _get(api, namespace, name)
     try:
-        if _get(api, namespace, name) is None:
+        if before is None:
             api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, desired)
+            after = None
         else:
             model = {"storageUri": uri}
             patch = {
@@ -258,16 +260,43 @@ def apply_version(
                 # A JSON merge patch: None deletes the field, which rolls the new revision out.
                 "spec": {"predictor": {"canaryTrafficPercent": canary_percent, "model": model}},
             }
-            api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+            patched = api.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, patch
+            )
+            # A spec change rolls the workload out, which bumps its generation; an unchanged spec
+            # (the version already served) rolls nothing out and has nothing to wait for.
+            changed = _generation(patched) != _generation(before)
+            after = before.get("status", {}).get("observedGeneration") if changed else None
     except ApiException as err:
         raise ClusterDeployError(
             f"applying InferenceService {namespace}/{name}: {err.status} {err.reason}: {err.body}"
         ) from err
-    return wait_ready(api, namespace, name, timeout_seconds)
+    return wait_ready(api, namespace, name, timeout_seconds, after=after)
 
 
-def wait_ready(api: Any, namespace: str, name: str, timeout_seconds: float) -> dict[str, Any]:
-    """Polls until the InferenceService reports Ready for its latest generation.
+def _generation(obj: Any) -> Any:
+    return (obj or {}).get("metadata", {}).get("generation")
+
+
+POLL_SECONDS = 2.0  # between reads of the InferenceService while waiting
+
+
+def wait_ready(
+    api: Any,
+    namespace: str,
+    name: str,
+    timeout_seconds: float,
+    *,
+    after: int | None = None,
+) -> dict[str, Any]:
+    """Polls until the InferenceService is Ready (and, given ``after``, has rolled a change out).
+
+    ``status.observedGeneration`` of an InferenceService is not its own: KServe v0.20.0 copies it
+    from the predictor's Deployment (Standard mode, ``PropagateRawStatus``) or Knative Service
+    (``PropagateStatus``) in pkg/apis/serving/v1beta1/inference_service_status.go, so it never
+    equals ``metadata.generation`` once an HPA has scaled or the object was edited. What shows
+    that a change has rolled out is that counter moving past its value before the change
+    (``after``); Ready then describes the new pods.
 
     Raises:
         ClusterDeployError: Timeout; the message lists every condition with its reason.
@@ -278,7 +307,8 @@ def wait_ready(api: Any, namespace: str, name: str, timeout_seconds: float) -> d
         found = _get(api, namespace, name) or {}
         status = found.get("status", {})
         conditions = status.get("conditions", [])
-        current = status.get("observedGeneration") == found.get("metadata", {}).get("generation")
+        observed = status.get("observedGeneration")
+        current = after is None or (observed is not None and observed > after)
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
         if ready and current:
             return dict(status)
@@ -292,7 +322,7 @@ def wait_ready(api: Any, namespace: str, name: str, timeout_seconds: float) -> d
                 + "\n".join(lines)
                 + f"\n(kubectl describe inferenceservice {name} -n {namespace})"
             )
-        time.sleep(2.0)
+        time.sleep(POLL_SECONDS)
 
 
 def deploy_role(
