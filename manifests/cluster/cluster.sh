@@ -24,6 +24,9 @@ check_tools() {
   need kind "Install kind ${KIND_VERSION}: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
   need kubectl "Install kubectl (1.32 or newer): https://kubernetes.io/docs/tasks/tools/"
   need helm "Install helm 3: https://helm.sh/docs/intro/install/"
+  if [ "$KNATIVE" = "1" ]; then
+    need envsubst "Install gettext, which provides envsubst (apt-get install gettext-base; brew install gettext)."
+  fi
   local kind_version
   kind_version="$(kind version | awk '{print $2}')"
   [ "$kind_version" = "$KIND_VERSION" ] || echo "warning: kind is $kind_version; this setup is pinned to $KIND_VERSION" >&2

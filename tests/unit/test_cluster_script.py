@@ -39,6 +39,8 @@ def _tools(tmp_path: Path, missing: tuple[str, ...] = ()) -> Path:
         return folder
     folder.mkdir()
     for name in UTILITIES:
+        if name in missing:
+            continue
         real = shutil.which(name)
         assert real, f"{name} is needed on this machine"
         (folder / name).symlink_to(real)
@@ -168,3 +170,14 @@ def test_shellcheck_finds_nothing():
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_knative_mode_names_a_missing_envsubst_before_anything_changes(tmp_path: Path):
+    completed, calls = _run(tmp_path, "up", missing=("envsubst",), KNATIVE="1")
+    assert completed.returncode == 1
+    assert completed.stderr.startswith("error: 'envsubst' is not installed. Install gettext")
+    assert calls == ["docker info"]  # every tool is checked before anything is created
+    # Standard mode does not use it.
+    (tmp_path / "standard").mkdir()
+    completed, _ = _run(tmp_path / "standard", "up", missing=("envsubst",))
+    assert completed.returncode == 0, completed.stderr

@@ -353,3 +353,29 @@ def test_checkov_finds_no_failed_check_in_the_dockerfile():
     assert failed == [], "\n".join(failed)
     assert len(results["passed_checks"]) > 40  # non-root USER, no ADD, pinned base, ...
     assert {c["check_id"] for c in results["skipped_checks"]} == {"CKV_DOCKER_2"}  # justified there
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and In/NotIn/Exists expressions) on pod labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator = expression["key"], expression["operator"]
+        if operator == "In" and labels.get(key) not in expression["values"]:
+            return False
+        if operator == "NotIn" and labels.get(key) in expression["values"]:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+    return True
+
+
+def test_the_network_policy_covers_production_and_canary_pods():
+    from skewless.rollout.kserve import candidate_name
+
+    (policy,) = [o for o in _render("base") if o["kind"] == "NetworkPolicy"]
+    selector = policy["spec"]["podSelector"]
+    label = "serving.kserve.io/inferenceservice"  # KServe labels the predictor pods with it
+    for name in ("ranking", candidate_name("ranking")):
+        assert _selects(selector, {label: name}), name
+    assert not _selects(selector, {label: "some-other-model"})

@@ -303,3 +303,12 @@ def test_a_run_killed_while_registering_never_wedges_the_next(tmp_path: Path, po
     for version in versions:  # each verifies against its checksum
         registry.verified_artifact("ranking", version)
     assert registry.traffic("ranking").production == 1
+
+
+def test_a_model_registry_url_without_a_port_gets_the_default_port():
+    from skewless.registry.kubeflow import rest_port
+
+    assert rest_port("http://model-registry-service.kubeflow.svc.cluster.local") == 8080
+    assert rest_port("https://registry.example.com") == 443
+    assert rest_port("http://localhost:9090") == 9090
+    assert rest_port("http://localhost", 8081) == 8081

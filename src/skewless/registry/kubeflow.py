@@ -25,6 +25,7 @@ import asyncio
 import json
 import random
 import time
+import urllib.parse
 from typing import Any
 
 from skewless.registry.core import Registry, RegistryError
@@ -32,6 +33,19 @@ from skewless.registry.core import Registry, RegistryError
 RECORD_KEY = "skewless.record"
 EVENTS_KEY = "skewless.alias_events"
 _ALLOCATION_ATTEMPTS = 50
+
+
+def rest_port(server_address: str, port: int | None = None) -> int:
+    """The Model Registry's REST port: ``port``, else the URL's, else 8080 (http) or 443 (https).
+
+    The client appends ``:{port}`` to a URL without one, so None would become ``host:None``.
+    """
+    if port is not None:
+        return port
+    parsed = urllib.parse.urlsplit(server_address)
+    if parsed.port is not None:
+        return parsed.port
+    return 443 if parsed.scheme == "https" else 8080
 
 
 class KubeflowRegistry(Registry):
@@ -64,7 +78,7 @@ class KubeflowRegistry(Registry):
         try:
             self.client = ModelRegistry(
                 server_address,
-                port,
+                rest_port(server_address, port),
                 author=author,
                 is_secure=is_secure,
                 user_token=user_token,

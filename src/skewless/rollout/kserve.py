@@ -325,6 +325,11 @@ def wait_ready(
         time.sleep(POLL_SECONDS)
 
 
+def candidate_name(name: str) -> str:
+    """The InferenceService a Standard-mode canary runs as."""
+    return f"{name}-candidate"
+
+
 def deploy_role(
     name: str,
     namespace: str,
@@ -347,7 +352,7 @@ def deploy_role(
     """
     uri = storage_uri(uri)
     if role == "canary" and mode == "Standard":
-        target = f"{name}-candidate"
+        target = candidate_name(name)
         apply_version(target, namespace, uri, version=version, mode=mode,
                       timeout_seconds=timeout_seconds, api=api)  # fmt: skip
         return target
