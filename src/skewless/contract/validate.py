@@ -31,6 +31,8 @@ class Violations:
 
     def fail(self, mask: np.ndarray, field: str, problem: str, detail: Any = None) -> None:
         """Marks the rows in ``mask`` failed on ``field``; ``detail[i]`` is quoted for row i."""
+        if not mask.any():  # the usual case, and cheaper than finding no indices
+            return
         indices = np.flatnonzero(mask)
         if indices.size == 0:
             return
