@@ -55,6 +55,9 @@ from skewless.serving.validation import (
 )
 
 _JSON_TYPES = ("application/json", "application/cloudevents+json")
+DEFAULT_MAX_BODY_MB = 16.0
+# FastAPI's schema and docs pages: nothing a client of a model server needs, and a map for others.
+_DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 BATCH_ROWS_HEADER = "x-skewless-batch-rows"
 VERSION_HEADER = "x-model-version"
 
@@ -128,6 +131,8 @@ class ServingConfig:
             event loop (the naive baseline of the benchmark).
         watch_seconds: How often a registry-backed model checks whether its aliases moved.
         request_log: File to append one JSON line per answered request to (None: no log).
+        max_body_mb: Largest request body; a larger one is refused with 413 before it is read
+            whole (the most rows a request may carry fit in well under the default).
     """
 
     max_request_rows: int = DEFAULT_MAX_BATCH
@@ -136,6 +141,7 @@ class ServingConfig:
     batching: bool = True
     watch_seconds: float = 1.0
     request_log: str | None = None
+    max_body_mb: float = DEFAULT_MAX_BODY_MB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +243,9 @@ class RankingModel(kserve.Model):
 
     def load(self) -> bool:
         """Loads the versions to serve, starts the batchers and (for a registry) the watcher."""
+        # Here, not in serve(): each REST worker process imports KServe's app afresh and loads
+        # its copy of this model before its first request.
+        limit_app(self.config.max_body_mb)
         self.served = self._traffic()
         self.routing = self._route(self.served, None)
         # TensorFlow leaves hundreds of thousands of long-lived Python objects; a full GC pass
@@ -411,6 +420,19 @@ class RankingModel(kserve.Model):
         }
         # One write of one short line per request: appends from several workers stay whole.
         self.request_log.write(json.dumps(record) + "\n")
+
+
+def limit_app(max_body_mb: float) -> None:
+    """Sets the request body limit on KServe's FastAPI app and removes its schema and docs pages.
+
+    KServe's app is a module global (``kserve.model_server.app``); FastAPI builds its middleware,
+    including the body limit, at the first request, so this must run before it.
+    """
+    from kserve.model_server import app
+
+    app.max_body_size = int(max_body_mb * 1024 * 1024)
+    app.openapi_url = None
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") not in _DOC_PATHS]
 
 
 class ReadOnlyRepository(ModelRepositoryExtension):

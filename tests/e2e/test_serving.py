@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -325,3 +327,24 @@ def test_model_management_is_off_unless_asked_for(server, trained):
     with serving(trained["model_dir"], "--allow-model-management") as managed:
         status, answer, _ = post(f"{managed['http']}/v2/repository/models/ranking/unload", {})
         assert status == 200 and answer == {"name": "ranking", "unload": True}
+
+
+def test_a_body_over_the_limit_is_a_413_and_the_schema_pages_are_gone(trained):
+    with serving(trained["model_dir"], "--max-body-mb", "0.5") as limited:
+        url = f"{limited['http']}/v1/models/ranking:predict"
+        big = json.dumps({"instances": [_row(title="x" * 700_000)]}).encode()
+        request = urllib.request.Request(
+            url, data=big, headers={"Content-Type": "application/json"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        assert refused.value.code == 413 and refused.value.read() == b"Content Too Large"
+        status, answer, _ = post(url, {"instances": [EXAMPLE]})
+        assert status == 200 and 0 < answer["predictions"][0] < 1
+        for page in ("/openapi.json", "/docs"):
+            try:
+                with urllib.request.urlopen(f"{limited['http']}{page}", timeout=30) as response:
+                    status = response.status
+            except urllib.error.HTTPError as err:
+                status = err.code
+            assert status == 404, page

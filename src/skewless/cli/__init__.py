@@ -71,6 +71,13 @@ def _model_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     value = _positive_int(text)
     if value > 65535:
@@ -256,6 +263,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_batch_rows=args.max_batch_rows,
         max_wait_ms=args.max_wait_ms,
         request_log=request_log or None,
+        max_body_mb=args.max_body_mb,
     )
     try:
         serve(
@@ -635,6 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON"
+    )
+    srv.add_argument(
+        "--max-body-mb",
+        type=_positive_float,
+        default=16.0,
+        help="refuse larger request bodies with 413 (16)",
     )
     srv.add_argument(
         "--allow-model-management",
