@@ -62,6 +62,10 @@ BATCH_ROWS_HEADER = "x-skewless-batch-rows"
 VERSION_HEADER = "x-model-version"
 
 
+class ModelLoadError(RuntimeError):
+    """The model folder cannot be served; the message names it and why."""
+
+
 def resolve_model_dir(model: str | Path) -> Path:
     """A local SavedModel folder for a path or a storage URI (s3://, gs://, hdfs://, file://).
 
@@ -218,7 +222,13 @@ class RankingModel(kserve.Model):
         else:
             assert self.registry is not None
             label, model_dir = str(version), self.registry.verified_artifact(self.name, version)
-        saved_model = tf.saved_model.load(str(model_dir))
+        try:
+            saved_model = tf.saved_model.load(str(model_dir))
+        except (OSError, ValueError) as err:  # TensorFlow's words for a file it cannot parse
+            reason = str(err).splitlines()[0][:200]
+            raise ModelLoadError(
+                f"{model_dir}: not a SavedModel TensorFlow can load ({reason})"
+            ) from None
         validator = RequestValidator(model_spec(model_dir), max_batch=self.config.max_request_rows)
         loaded = _Loaded(
             label, model_dir, saved_model, saved_model.signatures["serving_default"], validator

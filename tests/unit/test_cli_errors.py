@@ -71,3 +71,52 @@ def test_register_refuses_a_bad_name_before_copying(tmp_path: Path):
         register_local(model, tmp_path / "repo", "../x", evaluation={}, stats_path=None,
                        run_id="r")  # fmt: skip
     assert not (tmp_path / "x").exists() and not (tmp_path / "repo").exists()
+
+
+def test_generate_refuses_a_name_whose_format_it_would_not_write(tmp_path: Path, capsys):
+    assert main(["generate", "--rows", "10", "--out", str(tmp_path / "x.txt"), "--quiet"]) == 1
+    assert "name the file .parquet or .csv" in _one_line(capsys)
+    assert not (tmp_path / "x.txt").exists()
+
+
+def test_ab_report_names_a_line_that_is_not_text(tmp_path: Path, capsys):
+    log = tmp_path / "requests.jsonl"
+    log.write_bytes(b'\x00\xff\xfe{"a": 1}\n')
+    assert main(["ab-report", "--log", str(log)]) == 1
+    assert f"{log}:1: not a request record (not UTF-8 text)" in _one_line(capsys)
+
+
+def test_analyze_takes_an_absolute_glob(tmp_path: Path, capsys):
+    pattern = str(tmp_path / "nothing-*" / "train.parquet")
+    assert main(["analyze", "--data", pattern, "--out", str(tmp_path / "t")]) == 1
+    assert f"--data: no file matches {pattern!r}" in _one_line(capsys)
+
+
+def test_serve_names_a_taken_port_and_a_model_tensorflow_cannot_load(tmp_path: Path, capsys):
+    import socket
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "saved_model.pb").write_bytes(b"garbage")
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for argv in (["--http-port", str(port)], ["--grpc-port", str(port)]):
+            assert main(["serve", "--model", str(model), *argv]) == 1
+            assert f"{argv[0]} {port}: cannot listen there" in _one_line(capsys)
+        assert main(["run", "--workdir", str(tmp_path / "w"), "--http-port", str(port)]) == 1
+        assert f"--http-port {port}: cannot listen there" in _one_line(capsys)
+        assert not (tmp_path / "w").exists()  # refused before the pipeline
+    assert main(["serve", "--model", str(model), "--http-port", "7", "--grpc-port", "7"]) == 1
+    assert "--http-port and --grpc-port are both 7" in _one_line(capsys)
+
+    free = [socket.socket() for _ in range(2)]
+    for sock in free:
+        sock.bind(("127.0.0.1", 0))
+    http, grpc = (sock.getsockname()[1] for sock in free)
+    for sock in free:
+        sock.close()
+    assert main(["serve", "--model", str(model), "--http-port", str(http),
+                 "--grpc-port", str(grpc)]) == 1  # fmt: skip
+    assert "not a SavedModel TensorFlow can load" in _one_line(capsys)

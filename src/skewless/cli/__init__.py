@@ -7,6 +7,7 @@ point any step at their own CSV or Parquet and their own spec.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -93,7 +94,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """``skewless generate``: write synthetic interaction data."""
     from skewless.data.generate import write_dataset
 
-    path = write_dataset(args.rows, args.seed, args.out, show_progress=not args.quiet)
+    try:
+        path = write_dataset(args.rows, args.seed, args.out, show_progress=not args.quiet)
+    except ValueError as err:
+        raise CliError(f"--out {err}") from None
     print(f"wrote {args.rows:,} rows to {path}")
     return 0
 
@@ -137,11 +141,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     is_glob = any(ch in args.data for ch in "*?[")
     if not is_glob and not train.exists():
         raise CliError(f"--data: {train} not found (give train.parquet or the validate output)")
-    if (
-        is_glob
-        and not sorted(Path().glob(args.data))
-        and not sorted(Path("/").glob(args.data.lstrip("/")))
-    ):
+    if is_glob and not glob.glob(args.data):  # absolute or relative, as a shell would
         raise CliError(f"--data: no file matches {args.data!r}")
     _print_json(analyze(train, load_spec(args.spec), args.out, beam_args=args.beam_args))
     return 0
@@ -175,6 +175,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``skewless run``: the whole pipeline locally, then serve the model."""
     from skewless.runner.local import run_local
 
+    if not args.no_serve:  # a taken port fails now, not after the whole pipeline
+        _check_ports(args.http_port, args.grpc_port)
     summary = run_local(
         workdir=args.workdir,
         data=args.data,
@@ -265,6 +267,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         request_log=request_log or None,
         max_body_mb=args.max_body_mb,
     )
+    _check_ports(args.http_port, args.grpc_port)
+    from skewless.serving.server import ModelLoadError
+
     try:
         serve(
             args.model,
@@ -279,9 +284,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_format=args.log_format,
             allow_model_management=args.allow_model_management,
         )
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ModelLoadError) as err:
         raise CliError(f"--model: {err}") from None
     return 0
+
+
+def _check_ports(http_port: int, grpc_port: int) -> None:
+    """Fails with one line when a port the server needs is taken (before any work starts)."""
+    import socket
+
+    if http_port == grpc_port:
+        raise CliError(f"--http-port and --grpc-port are both {http_port}: give two ports")
+    for flag, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError as err:
+                raise CliError(
+                    f"{flag} {port}: cannot listen there ({err.strerror}); another server may "
+                    "hold it: stop it or pick another port"
+                ) from None
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

@@ -245,7 +245,10 @@ def iter_chunks(rows: int, seed: int) -> Iterator[pd.DataFrame]:
 
 
 def write_dataset(rows: int, seed: int, out: str | Path, *, show_progress: bool = True) -> Path:
-    """Writes generated data to ``out``: CSV when the name ends in ``.csv``, Parquet otherwise.
+    """Writes generated data to ``out``: CSV when the name ends in ``.csv``, else ``.parquet``.
+
+    Raises:
+        ValueError: ``out`` ends in neither.
 
     Args:
         rows: Number of rows.
@@ -257,6 +260,8 @@ def write_dataset(rows: int, seed: int, out: str | Path, *, show_progress: bool 
         The path written.
     """
     path = Path(out)
+    if path.suffix.lower() not in (".csv", ".parquet"):
+        raise ValueError(f"{path}: name the file .parquet or .csv (its format follows the name)")
     path.parent.mkdir(parents=True, exist_ok=True)
     is_csv = path.suffix.lower() == ".csv"
     writer: pq.ParquetWriter | pacsv.CSVWriter | None = None

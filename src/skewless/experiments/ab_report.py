@@ -27,11 +27,14 @@ def _read(log_path: Path, model: str | None, since: float | None) -> list[dict[s
     if not log_path.is_file():
         raise ReportError(f"no request log at {log_path}; serve with --request-log to write one")
     records = []
-    with log_path.open() as handle:
+    # Bytes that are not UTF-8 fail their line below, with its number, as any malformed line does.
+    with log_path.open(errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
+                if "\ufffd" in line:
+                    raise ValueError("not UTF-8 text")
                 record = json.loads(line)
                 keep = (model is None or record["model"] == model) and (
                     since is None or float(record["time"]) >= since
