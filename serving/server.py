@@ -441,8 +441,39 @@ def limit_app(max_body_mb: float) -> None:
     from kserve.model_server import app
 
     app.max_body_size = int(max_body_mb * 1024 * 1024)
+    if not any(m.cls is BinaryHeaderCheck for m in app.user_middleware):
+        app.add_middleware(BinaryHeaderCheck)
     app.openapi_url = None
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") not in _DOC_PATHS]
+
+
+class BinaryHeaderCheck:
+    """ASGI middleware: a malformed ``inference-header-content-length`` is a 400, not a 500.
+
+    KServe parses that header (the V2 binary-data extension) with a bare ``int()``, so a
+    non-numeric or negative value became ``500 ValueError``.
+    """
+
+    def __init__(self, app: Any) -> None:
+        """Wraps ``app``."""
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Answers 400 for a bad header; passes everything else through."""
+        if scope["type"] == "http":
+            for key, value in scope.get("headers", []):
+                if key.lower() == b"inference-header-content-length" and not value.isdigit():
+                    shown = value[:40].decode("latin-1")
+                    message = f"inference-header-content-length must be a byte count, got {shown!r}"
+                    body = orjson.dumps({"error": message})
+                    headers = [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ]
+                    await send({"type": "http.response.start", "status": 400, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
 
 
 class ReadOnlyRepository(ModelRepositoryExtension):

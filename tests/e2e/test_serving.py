@@ -348,3 +348,19 @@ def test_a_body_over_the_limit_is_a_413_and_the_schema_pages_are_gone(trained):
             except urllib.error.HTTPError as err:
                 status = err.code
             assert status == 404, page
+
+
+def test_a_malformed_binary_header_is_a_400(server):
+    url = f"{server['http']}/v2/models/ranking/infer"
+    body = json.dumps({"inputs": _v2_inputs(pd.DataFrame([EXAMPLE]))}).encode()
+    for value in ("xyz", "-5", "1e3"):
+        request = urllib.request.Request(
+            url, data=body, headers={"inference-header-content-length": value}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        assert refused.value.code == 400, value
+        assert (
+            "inference-header-content-length must be a byte count"
+            in json.loads(refused.value.read())["error"]
+        )
