@@ -19,6 +19,7 @@ KServe spawns REST worker processes and hands each a pickled copy of the model; 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import gc
@@ -56,6 +57,7 @@ from skewless.serving.validation import (
 
 _JSON_TYPES = ("application/json", "application/cloudevents+json")
 DEFAULT_MAX_BODY_MB = 16.0
+LOAD_WAIT_SECONDS = 600.0  # how long a request waits for a worker still loading the model
 # FastAPI's schema and docs pages: nothing a client of a model server needs, and a map for others.
 _DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 BATCH_ROWS_HEADER = "x-skewless-batch-rows"
@@ -201,7 +203,9 @@ class RankingModel(kserve.Model):
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.registry = SQLiteRegistry(registry) if registry is not None else None
         self.config = config or ServingConfig()
+        self._loaded = threading.Event()
         self.load()
+        self._loaded.set()
 
     def _traffic(self) -> Traffic:
         """The versions to serve now (a folder-backed model has only its one version)."""
@@ -323,15 +327,29 @@ class RankingModel(kserve.Model):
     def __getstate__(self) -> dict[str, Any]:
         """Pickles settings only: a loaded SavedModel cannot cross processes."""
         state = dict(self.__dict__)
-        for key in ("routing", "batchers", "request_log", "served"):
+        for key in ("routing", "batchers", "request_log", "served", "_loaded"):
             state.pop(key, None)
         state["ready"] = False
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restores the settings and loads the model in this (worker) process."""
+        """Restores the settings and loads the model in this (worker) process, in the background.
+
+        KServe unpickles a REST worker's models before the worker answers its parent's liveness
+        pings, and the parent kills a worker that has not answered within 5 s
+        (kserve/protocol/rest/multiprocess/server.py): loading TensorFlow here, on a busy
+        machine, got workers killed before they ever served. So the load runs in a thread;
+        readiness says false and requests wait until it is done.
+        """
         self.__dict__.update(state)
-        self.load()
+        self._loaded = threading.Event()
+        threading.Thread(target=self._load_then_signal, name="model-load", daemon=True).start()
+
+    def _load_then_signal(self) -> None:
+        try:
+            self.load()
+        finally:
+            self._loaded.set()
 
     def score(self, role: str, requests: Sequence[RawRequest]) -> tuple[list[Any], str]:
         """One validation pass and one signature call for a batch of requests of one role.
@@ -392,6 +410,10 @@ class RankingModel(kserve.Model):
     ) -> Any:
         """Picks a version by the traffic split, validates against its spec, then predicts."""
         started = time.perf_counter()
+        if not self._loaded.is_set():  # a worker still loading its copy: wait, don't refuse
+            await asyncio.to_thread(self._loaded.wait, LOAD_WAIT_SECONDS)
+        if not self.ready:
+            raise ModelLoadError(f"model {self.name!r} is not loaded in process {os.getpid()}")
         role, loaded = self.routing.pick()
         try:
             request = self.raw_request(payload, headers, loaded.validator)

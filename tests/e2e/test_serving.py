@@ -247,33 +247,54 @@ def test_workers_each_load_the_model_and_serve(trained):
     assert len(pids) == 3
 
 
-def test_sigterm_drains_requests_in_flight(trained):
-    """Requests the server holds when SIGTERM arrives are answered before it exits.
+def _unread_bytes(port: int) -> list[int]:
+    """Bytes waiting unread in the server's end of each established connection on ``port``."""
+    queues = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01":  # ESTABLISHED, server side
+                queues.append(int(fields[4].split(":")[1], 16))
+    return queues
 
-    A 3 s batch wait keeps received requests inside the batcher, so when the signal lands 0.5 s
-    after they were sent, some are certainly in flight: received, not yet answered.
+
+def test_sigterm_drains_requests_in_flight(trained):
+    """Requests the server has read when SIGTERM arrives are answered before it exits.
+
+    No sleep decides what is in flight: sixteen raw connections send their whole request, and the
+    signal goes only once the kernel shows every byte read by the server (its receive queues
+    empty). A 3 s batch wait keeps those requests inside the batcher when the signal lands.
     """
     import signal
+    import socket
     import time
 
     with serving(trained["model_dir"], "--max-wait-ms", "3000") as addresses:
-        url = f"{addresses['http']}/v1/models/ranking:predict"
-        process = addresses["process"]
-
-        def call(_: int) -> tuple[int, float]:
-            status, body, _ = post(url, {"instances": [EXAMPLE]})
-            assert len(body["predictions"]) == 1
-            return status, time.monotonic()
-
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            futures = [pool.submit(call, i) for i in range(16)]
-            time.sleep(0.5)
-            signalled = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            results = [future.result() for future in futures]
-        assert process.wait(timeout=60) == 0
-    assert [status for status, _ in results] == [200] * 16
-    assert sum(finished > signalled for _, finished in results) >= 1
+        port = int(addresses["http"].rsplit(":", 1)[1])
+        body = json.dumps({"instances": [EXAMPLE]}).encode()
+        request = (
+            f"POST /v1/models/ranking:predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=120) for _ in range(16)]
+        for client in clients:
+            client.sendall(request)
+        deadline = time.monotonic() + 300  # a guard against a hang, not a timing assumption
+        while True:  # until the server holds all sixteen: accepted, and every byte read
+            queues = _unread_bytes(port)
+            if len(queues) == 16 and not any(queues):
+                break
+            assert time.monotonic() < deadline, f"server never read the requests: {queues}"
+            time.sleep(0.01)
+        addresses["process"].send_signal(signal.SIGTERM)
+        answers = []
+        for client in clients:
+            with client:
+                answers.append(client.makefile("rb").read())
+        assert addresses["process"].wait(timeout=120) == 0
+    assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), answers[:2]
+    assert all(b'"predictions":[' in answer for answer in answers)
 
 
 def _log_lines(addresses: dict[str, Any]) -> list[str]:
