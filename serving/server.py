@@ -39,6 +39,7 @@ from typing import Any
 import kserve
 import numpy as np
 import orjson
+from fastapi.exceptions import RequestValidationError
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
@@ -463,10 +464,28 @@ def limit_app(max_body_mb: float) -> None:
     from kserve.model_server import app
 
     app.max_body_size = int(max_body_mb * 1024 * 1024)
+    app.add_exception_handler(RequestValidationError, _schema_error)
     if not any(m.cls is BinaryHeaderCheck for m in app.user_middleware):
         app.add_middleware(BinaryHeaderCheck)
     app.openapi_url = None
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") not in _DOC_PATHS]
+
+
+async def _schema_error(request: Any, error: Exception) -> Any:
+    """A body that does not fit the protocol's schema: 422 naming where, never echoing the input.
+
+    FastAPI's own handler echoes the input, and an input holding a lone surrogate (JSON's
+    ``"\ud800"``) cannot be encoded, which turned a client's mistake into a 500.
+    """
+    from fastapi.responses import ORJSONResponse
+
+    problems = []
+    for item in getattr(error, "errors", lambda: [])()[:3]:
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+        problems.append(f"{where}: {item.get('msg', 'invalid')}")
+    message = "request does not match the protocol's schema: " + "; ".join(problems)
+    safe = message.encode("utf-8", "backslashreplace").decode("utf-8")[:500]
+    return ORJSONResponse(status_code=422, content={"error": safe})
 
 
 class BinaryHeaderCheck:
