@@ -120,3 +120,31 @@ def test_serve_names_a_taken_port_and_a_model_tensorflow_cannot_load(tmp_path: P
     assert main(["serve", "--model", str(model), "--http-port", str(http),
                  "--grpc-port", str(grpc)]) == 1  # fmt: skip
     assert "not a SavedModel TensorFlow can load" in _one_line(capsys)
+
+
+def test_rollback_with_no_cluster_says_what_moved_and_what_did_not(tmp_path: Path, capsys,
+                                                                    monkeypatch):  # fmt: skip
+    from skewless.rollout.deploy import deploy_version, register_local
+
+    repository = tmp_path / "models"
+    evaluation = {"metrics": {}, "gate": {"promote": True, "reasons": []}}
+    for content in ("one", "two"):
+        model = tmp_path / content
+        model.mkdir()
+        (model / "saved_model.pb").write_text(content)
+        version = register_local(model, repository, "ranking", evaluation=evaluation,
+                                 stats_path=None, run_id=content)["version"]  # fmt: skip
+        deploy_version(repository, "ranking", version, content)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    registry = str(repository / "registry.db")
+    assert main(["rollback", "ranking", "--registry", registry, "--kserve", "kubeflow"]) == 1
+    err = _one_line(capsys)
+    assert "the registry now has version 1 as production, but the InferenceService in " in err
+    # Here the local artifact is refused first (a cluster reads object-store URIs); a missing
+    # kube config would be named the same way.
+    assert "kubeflow did not follow: " in err and err.endswith(
+        "run the same command again to retry"
+    )
+    assert main(["models", "show", "ranking:production", "--registry", registry]) == 0
+    assert '"version": 1,' in capsys.readouterr().out

@@ -379,13 +379,21 @@ def _apply_cluster(
     args: argparse.Namespace, registry: Any, version: int, role: str, percent: int
 ) -> None:
     """Makes the InferenceService follow a registry decision (``--kserve NAMESPACE``)."""
-    from skewless.rollout.kserve import deploy_role
+    from skewless.rollout.kserve import ClusterDeployError, deploy_role
 
-    served = deploy_role(
-        args.name, args.kserve, registry.verified_uri(args.name, version), version=str(version),
-        role=role, canary_percent=percent, mode=args.kserve_mode,
-        timeout_seconds=args.timeout,
-    )  # fmt: skip
+    try:
+        served = deploy_role(
+            args.name, args.kserve, registry.verified_uri(args.name, version),
+            version=str(version), role=role, canary_percent=percent, mode=args.kserve_mode,
+            timeout_seconds=args.timeout,
+        )  # fmt: skip
+    except ClusterDeployError as err:
+        # The registry has already moved: say so, and how to bring the cluster in line.
+        first = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise CliError(
+            f"the registry now has version {version} as {role}, but the InferenceService in "
+            f"{args.kserve} did not follow: {first}; run the same command again to retry"
+        ) from None
     print(f"InferenceService {args.kserve}/{served} serves version {version} ({role}) and is Ready")
 
 

@@ -194,12 +194,16 @@ def _api() -> Any:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        try:
+            config.load_kube_config()
+        except (config.ConfigException, OSError) as err:
+            raise ClusterDeployError(f"no Kubernetes cluster to talk to: {err}") from None
     return client.CustomObjectsApi()
 
 
 def _get(api: Any, namespace: str, name: str) -> dict[str, Any] | None:
     from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
 
     try:
         found: dict[str, Any] = api.get_namespaced_custom_object(
@@ -210,6 +214,8 @@ def _get(api: Any, namespace: str, name: str) -> dict[str, Any] | None:
         if err.status == 404:
             return None
         raise ClusterDeployError(f"reading InferenceService {namespace}/{name}: {err}") from err
+    except HTTPError as err:  # the API server cannot be reached at all
+        raise ClusterDeployError(f"cannot reach the Kubernetes API server: {err}") from None
 
 
 def apply_version(
