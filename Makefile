@@ -77,7 +77,8 @@ bench-serving: $(STAMP)
 
 image:
 	@command -v docker >/dev/null || { echo "error: docker is not installed" >&2; exit 1; }
-	docker build -t $(IMAGE) .
+	@[ "$$(uname -m)" = x86_64 ] || echo "note: building linux/amd64 under emulation (TFX's tfx-bsl 1.21 has no aarch64 wheel); kind on this host runs $$(uname -m) nodes, which cannot run it" >&2
+	docker build --platform linux/amd64 -t $(IMAGE) .
 
 kind-load:
 	@command -v kind >/dev/null || { echo "error: kind is not installed" >&2; exit 1; }

@@ -75,8 +75,19 @@ up() {
   step "Kubeflow Model Registry $MODEL_REGISTRY_VERSION (namespace kubeflow)"
   kubectl apply -k "github.com/kubeflow/model-registry/manifests/kustomize/overlays/db?ref=$MODEL_REGISTRY_VERSION" -n kubeflow
 
+  step "metrics-server $METRICS_SERVER_CHART_VERSION (the HPA of Standard-mode predictors reads CPU from it)"
+  # kind's kubelets serve self-signed certificates, hence --kubelet-insecure-tls.
+  helm upgrade --install metrics-server metrics-server --repo https://kubernetes-sigs.github.io/metrics-server/ \
+    --version "$METRICS_SERVER_CHART_VERSION" --namespace kube-system \
+    --set 'args={--kubelet-insecure-tls}' --wait --timeout 5m
+
   step "waiting for Kubeflow Pipelines and the Model Registry (first start pulls images: ~5-10 min)"
-  kubectl wait --for=condition=Available deployment --all -n kubeflow --timeout=20m
+  # Only their Deployments: an InferenceService applied to kubeflow earlier (its predictor
+  # included) is not part of the platform, and a re-run must not wait on it.
+  kubectl wait --for=condition=Available deployment -l application-crd-id=kubeflow-pipelines \
+    -n kubeflow --timeout=20m
+  kubectl wait --for=condition=Available deployment/model-registry-deployment \
+    deployment/model-registry-db -n kubeflow --timeout=10m
 
   echo
   echo "cluster '$CLUSTER' is ready. Next: make image kind-load && kubectl apply -k manifests/overlays/kind-$([ "$KNATIVE" = "1" ] && echo knative || echo standard)"

@@ -115,7 +115,13 @@ def test_up_installs_the_pinned_versions_in_order_and_a_second_run_converges(tmp
          f"platform-agnostic?ref={pins['KFP_VERSION']}"],
         ["kubectl", "apply", "-k", f"github.com/kubeflow/model-registry/manifests/kustomize/"
          f"overlays/db?ref={pins['MODEL_REGISTRY_VERSION']}"],
+        ["helm", "upgrade", "--install", "metrics-server"],
     ]  # fmt: skip
+    assert f"--version {pins['METRICS_SERVER_CHART_VERSION']}" in installs[-1]
+    assert "args={--kubelet-insecure-tls}" in installs[-1]
+    # It waits for the platform's Deployments only, never for everything in the namespace.
+    waits = [c for c in calls if c.startswith("kubectl wait") and "deployment" in c]
+    assert waits and not any("--all" in c for c in waits)
     assert f"--version {pins['CERT_MANAGER_VERSION']}" in installs[1]
     assert all(f"--version {pins['KSERVE_VERSION']}" in c for c in installs[2:5])
     assert "kserve.controller.deploymentMode=Standard" in installs[3]
@@ -126,7 +132,7 @@ def test_up_installs_the_pinned_versions_in_order_and_a_second_run_converges(tmp
     again = calls_after[len(calls) :]
     assert "exists" in second.stdout
     assert not any(c.startswith("kind create") for c in again)
-    assert sum(c.startswith("helm upgrade --install") for c in again) == 4
+    assert sum(c.startswith("helm upgrade --install") for c in again) == 5
 
 
 def test_knative_mode_adds_the_operator_and_serving_at_the_pinned_versions(tmp_path: Path):

@@ -138,3 +138,20 @@ def test_knative_does_not_resolve_the_tag_of_our_kind_loaded_image():
     ours = _our_knative_config().get("deployment", {}).get(key, "").split(",")
     assert registry not in defaults  # why it must be configured
     assert registry in ours and set(defaults) <= set(ours)
+
+
+def test_make_cluster_waits_for_deployments_the_pinned_releases_define():
+    """The readiness wait names KFP's Deployments by their label and the Model Registry's by
+    name; both must select exactly the Deployments of KFP 2.17.0 and Model Registry v0.3.8."""
+    script = (ROOT / "manifests" / "cluster" / "cluster.sh").read_text().replace("\\\n", " ")
+    waits = [
+        line for line in script.splitlines() if "kubectl wait" in line and "deployment" in line
+    ]
+    (selector,) = re.findall(r"deployment -l (\S+)=(\S+)", " ".join(waits))
+    kfp = [o for o in _kfp_objects() if o["kind"] == "Deployment"]
+    assert kfp and all(o["metadata"]["labels"].get(selector[0]) == selector[1] for o in kfp)
+    text = _upstream("model-registry-v0.3.8/overlays-db.yaml").read_text()
+    registry = {d["metadata"]["name"] for d in yaml.safe_load_all(text)
+                if d and d["kind"] == "Deployment"}  # fmt: skip
+    named = set(re.findall(r"deployment/([\w-]+)", " ".join(waits)))
+    assert named == registry
