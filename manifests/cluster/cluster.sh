@@ -64,8 +64,12 @@ up() {
     --version "$KSERVE_VERSION" --namespace kserve \
     --set kserve.version="$KSERVE_VERSION" --set kserve.controller.deploymentMode=Standard \
     --wait --timeout 10m
+  # The chart installs no runtime unless servingruntime.enabled (default false); TF Serving's
+  # default tag (2.6.2) cannot load graphs TensorFlow 2.21 writes, so it serves with ours.
   helm upgrade --install kserve-runtime-configs oci://ghcr.io/kserve/charts/kserve-runtime-configs \
-    --version "$KSERVE_VERSION" --namespace kserve --wait --timeout 5m
+    --version "$KSERVE_VERSION" --namespace kserve \
+    --set kserve.servingruntime.enabled=true \
+    --set kserve.servingruntime.tensorflow.tag="$TF_SERVING_VERSION" --wait --timeout 5m
 
   step "Kubeflow Pipelines $KFP_VERSION (standalone, platform-agnostic)"
   kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=$KFP_VERSION"

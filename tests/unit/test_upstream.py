@@ -155,3 +155,29 @@ def test_make_cluster_waits_for_deployments_the_pinned_releases_define():
                 if d and d["kind"] == "Deployment"}  # fmt: skip
     named = set(re.findall(r"deployment/([\w-]+)", " ".join(waits)))
     assert named == registry
+
+
+def test_the_tf_serving_overlay_names_a_runtime_make_cluster_installs_new_enough():
+    """KServe v0.20.0's runtime chart creates its ClusterServingRuntimes only with
+    ``kserve.servingruntime.enabled`` (default false), and its TF Serving tag (2.6.2) predates the
+    TensorFlow that writes our SavedModels."""
+    charts = "kserve-v0.20.0/charts/kserve-runtime-configs"
+    values = yaml.safe_load(_upstream(f"{charts}/values.yaml").read_text())
+    template = _upstream(f"{charts}/templates/runtimes/resources.yaml").read_text()
+    assert template.startswith("{{- if .Values.kserve.servingruntime.enabled }}")
+    assert values["kserve"]["servingruntime"]["enabled"] is False  # so we must turn it on
+    base = _upstream(f"{charts}/files/runtimes/resources.yaml").read_text()
+    runtimes = {d["metadata"]["name"] for d in yaml.safe_load_all(base) if d}
+    overlay = ROOT / "manifests" / "overlays" / "tf-serving-runtime" / "kustomization.yaml"
+    (named,) = re.findall(r"value: (kserve-[\w-]+)", overlay.read_text())
+    assert named in runtimes
+    script = (ROOT / "manifests" / "cluster" / "cluster.sh").read_text()
+    assert "--set kserve.servingruntime.enabled=true" in script
+    assert '--set kserve.servingruntime.tensorflow.tag="$TF_SERVING_VERSION"' in script
+    pins = dict(
+        line.split("=", 1)
+        for line in (ROOT / "manifests" / "versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    pinned_tf = re.search(r"tensorflow==(\d+\.\d+)", (ROOT / "pyproject.toml").read_text())
+    assert pinned_tf and pins["TF_SERVING_VERSION"].startswith(pinned_tf.group(1) + ".")
