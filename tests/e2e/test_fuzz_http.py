@@ -119,20 +119,20 @@ FUZZ = settings(
 )
 
 
-@FUZZ
-@given(body=v1_bodies)
-def test_v1_never_answers_5xx(server, memory, body):
-    status = _send(f"{server['http']}/v1/models/ranking:predict", _encode(body))
-    assert status == 200 or 400 <= status < 500, (status, body)
-    _still_serves(server)
+@pytest.mark.parametrize(
+    ("path", "bodies"),
+    [("/v1/models/ranking:predict", v1_bodies), ("/v2/models/ranking/infer", v2_bodies)],
+    ids=["v1", "v2"],
+)
+def test_json_never_answers_5xx(server, memory, path, bodies):
+    @FUZZ
+    @given(body=bodies)
+    def check(body: Any) -> None:
+        status = _send(f"{server['http']}{path}", _encode(body))
+        assert status == 200 or 400 <= status < 500, (status, body)
+        _still_serves(server)
 
-
-@FUZZ
-@given(body=v2_bodies)
-def test_v2_never_answers_5xx(server, memory, body):
-    status = _send(f"{server['http']}/v2/models/ranking/infer", _encode(body))
-    assert status == 200 or 400 <= status < 500, (status, body)
-    _still_serves(server)
+    check()
 
 
 @FUZZ
