@@ -13,9 +13,10 @@ CHECKOV_VERSION := 3.3.30
 # The image tag lives in src/skewless/image.py only.
 IMAGE := $(shell sed -n 's/^IMAGE = "\(.*\)"/\1/p' src/skewless/image.py)
 CLUSTER ?= skewless
+CLUSTER_TOOL ?= kind
 
 .PHONY: run test lint typecheck bench bench-transform bench-serving compile clean help \
-	image kind-load cluster cluster-down
+	image kind-load image-load cluster cluster-down
 
 help:
 	@echo "make run        - generate default data, run the whole pipeline locally (KFP local runner), serve the model"
@@ -23,9 +24,9 @@ help:
 	@echo "make bench      - run the benchmarks; reports go to bench/results/"
 	@echo "make compile    - recompile pipelines/ranking_pipeline.yaml"
 	@echo "make image      - build the container image ($(IMAGE)) with docker"
-	@echo "make kind-load  - load that image into the kind cluster"
-	@echo "make cluster    - kind + cert-manager + KServe + KFP + Model Registry (KNATIVE=1: Knative mode too)"
-	@echo "make cluster-down - delete the kind cluster"
+	@echo "make image-load - load that image into the cluster (kind, or CLUSTER_TOOL=minikube); kind-load: kind only"
+	@echo "make cluster    - kind (or CLUSTER_TOOL=minikube) + cert-manager + KServe + KFP + Model Registry (KNATIVE=1: Knative too)"
+	@echo "make cluster-down - delete the cluster (kind, or the minikube profile)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -84,11 +85,18 @@ kind-load:
 	@command -v kind >/dev/null || { echo "error: kind is not installed" >&2; exit 1; }
 	kind load docker-image $(IMAGE) --name $(CLUSTER)
 
+# Loads the image into whichever tool runs the cluster (CLUSTER_TOOL=kind or minikube).
+image-load:
+	@if [ "$(CLUSTER_TOOL)" = minikube ]; then \
+		command -v minikube >/dev/null || { echo "error: minikube is not installed" >&2; exit 1; }; \
+		echo minikube image load $(IMAGE) -p $(CLUSTER); minikube image load $(IMAGE) -p $(CLUSTER); \
+	else $(MAKE) --no-print-directory kind-load; fi
+
 cluster:
-	CLUSTER=$(CLUSTER) manifests/cluster/cluster.sh up
+	CLUSTER=$(CLUSTER) CLUSTER_TOOL=$(CLUSTER_TOOL) manifests/cluster/cluster.sh up
 
 cluster-down:
-	CLUSTER=$(CLUSTER) manifests/cluster/cluster.sh down
+	CLUSTER=$(CLUSTER) CLUSTER_TOOL=$(CLUSTER_TOOL) manifests/cluster/cluster.sh down
 
 clean:
 	rm -rf $(VENV) $(TOOLS) runs .pytest_cache .mypy_cache .ruff_cache

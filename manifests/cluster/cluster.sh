@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Brings up (or tears down) a kind cluster with cert-manager, KServe (Standard mode; Knative mode
-# too with KNATIVE=1), Kubeflow Pipelines standalone and the Kubeflow Model Registry, at the versions
-# in manifests/versions.env. Every step is idempotent: re-running it converges, it never duplicates.
+# Brings up (or tears down) a kind cluster or a minikube profile with cert-manager, KServe (Standard
+# mode; Knative mode too with KNATIVE=1), Kubeflow Pipelines standalone and the Kubeflow Model
+# Registry, at the versions in manifests/versions.env. Every step is idempotent: re-running it
+# converges, it never duplicates.
 #
-#   manifests/cluster/cluster.sh up        # or: make cluster [KNATIVE=1]
-#   manifests/cluster/cluster.sh down      # or: make cluster-down
+#   manifests/cluster/cluster.sh up        # or: make cluster [KNATIVE=1] [CLUSTER_TOOL=minikube]
+#   manifests/cluster/cluster.sh down      # or: make cluster-down [CLUSTER_TOOL=minikube]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=SCRIPTDIR/../versions.env
 source "$here/../versions.env"
 CLUSTER="${CLUSTER:-skewless}"
 KNATIVE="${KNATIVE:-0}"
+CLUSTER_TOOL="${CLUSTER_TOOL:-kind}"
+# minikube's driver; docker, like kind (minikube auto-detects others when set to "").
+MINIKUBE_DRIVER="${MINIKUBE_DRIVER:-docker}"
+case "$CLUSTER_TOOL" in
+  kind|minikube) ;;
+  *) echo "error: CLUSTER_TOOL must be kind or minikube, got '$CLUSTER_TOOL'" >&2; exit 2 ;;
+esac
 
 need() {
   command -v "$1" >/dev/null 2>&1 && return 0
@@ -19,30 +27,64 @@ need() {
 }
 
 check_tools() {
-  need docker "Install Docker (https://docs.docker.com/get-docker/) and start it."
-  docker info >/dev/null 2>&1 || { echo "error: docker is installed but its daemon is not running (docker info failed)." >&2; exit 1; }
-  need kind "Install kind ${KIND_VERSION}: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+  if [ "$CLUSTER_TOOL" = kind ] || [ "$MINIKUBE_DRIVER" = docker ]; then
+    need docker "Install Docker (https://docs.docker.com/get-docker/) and start it."
+    docker info >/dev/null 2>&1 || { echo "error: docker is installed but its daemon is not running (docker info failed)." >&2; exit 1; }
+  fi
+  if [ "$CLUSTER_TOOL" = kind ]; then
+    need kind "Install kind ${KIND_VERSION}: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+  else
+    need minikube "Install minikube ${MINIKUBE_VERSION}: https://minikube.sigs.k8s.io/docs/start/"
+  fi
   need kubectl "Install kubectl (1.32 or newer): https://kubernetes.io/docs/tasks/tools/"
   need helm "Install helm 3: https://helm.sh/docs/intro/install/"
   if [ "$KNATIVE" = "1" ]; then
     need envsubst "Install gettext, which provides envsubst (apt-get install gettext-base; brew install gettext)."
   fi
-  local kind_version
-  kind_version="$(kind version | awk '{print $2}')"
-  [ "$kind_version" = "$KIND_VERSION" ] || echo "warning: kind is $kind_version; this setup is pinned to $KIND_VERSION" >&2
+  local version
+  if [ "$CLUSTER_TOOL" = kind ]; then
+    version="$(kind version | awk '{print $2}')"
+    [ "$version" = "$KIND_VERSION" ] || echo "warning: kind is $version; this setup is pinned to $KIND_VERSION" >&2
+  else
+    version="$(minikube version --short)"
+    [ "$version" = "$MINIKUBE_VERSION" ] || echo "warning: minikube is $version; this setup is pinned to $MINIKUBE_VERSION" >&2
+  fi
+}
+
+# The cluster itself. minikube's flags as at v1.37.0: --kubernetes-version, --cpus, --memory,
+# --disk-size, --driver (cmd/minikube/cmd/start_flags.go), -p (cmd/minikube/cmd/root.go); its
+# addons metrics-server, default-storageclass, storage-provisioner (pkg/addons/config.go).
+create_cluster() {
+  if [ "$CLUSTER_TOOL" = kind ]; then
+    step "kind cluster '$CLUSTER'"
+    if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+      echo "exists"
+    else
+      kind create cluster --name "$CLUSTER" --config "$here/kind-config.yaml" --wait 120s
+    fi
+    kubectl config use-context "kind-$CLUSTER" >/dev/null
+  else
+    step "minikube profile '$CLUSTER' (Kubernetes v$KUBERNETES_VERSION, driver $MINIKUBE_DRIVER)"
+    if minikube status -p "$CLUSTER" >/dev/null 2>&1; then
+      echo "exists"
+    else
+      minikube start -p "$CLUSTER" --kubernetes-version="v$KUBERNETES_VERSION" \
+        --driver="$MINIKUBE_DRIVER" --cpus=4 --memory=8g --disk-size=40g
+    fi
+    # The HPA of Standard-mode predictors reads metrics-server; KFP's MySQL and SeaweedFS claim
+    # volumes from the default storage class.
+    minikube addons enable metrics-server -p "$CLUSTER"
+    minikube addons enable default-storageclass -p "$CLUSTER"
+    minikube addons enable storage-provisioner -p "$CLUSTER"
+    kubectl config use-context "$CLUSTER" >/dev/null
+  fi
 }
 
 step() { printf '\n==> %s\n' "$*"; }
 
 up() {
   check_tools
-  step "kind cluster '$CLUSTER'"
-  if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-    echo "exists"
-  else
-    kind create cluster --name "$CLUSTER" --config "$here/kind-config.yaml" --wait 120s
-  fi
-  kubectl config use-context "kind-$CLUSTER" >/dev/null
+  create_cluster
 
   step "cert-manager $CERT_MANAGER_VERSION"
   helm upgrade --install cert-manager cert-manager --repo https://charts.jetstack.io \
@@ -79,11 +121,13 @@ up() {
   step "Kubeflow Model Registry $MODEL_REGISTRY_VERSION (namespace kubeflow)"
   kubectl apply -k "github.com/kubeflow/model-registry/manifests/kustomize/overlays/db?ref=$MODEL_REGISTRY_VERSION" -n kubeflow
 
-  step "metrics-server $METRICS_SERVER_CHART_VERSION (the HPA of Standard-mode predictors reads CPU from it)"
-  # kind's kubelets serve self-signed certificates, hence --kubelet-insecure-tls.
-  helm upgrade --install metrics-server metrics-server --repo https://kubernetes-sigs.github.io/metrics-server/ \
-    --version "$METRICS_SERVER_CHART_VERSION" --namespace kube-system \
-    --set 'args={--kubelet-insecure-tls}' --wait --timeout 5m
+  if [ "$CLUSTER_TOOL" = kind ]; then  # minikube has it as an addon, enabled above
+    step "metrics-server $METRICS_SERVER_CHART_VERSION (the HPA of Standard-mode predictors reads CPU from it)"
+    # kind's kubelets serve self-signed certificates, hence --kubelet-insecure-tls.
+    helm upgrade --install metrics-server metrics-server --repo https://kubernetes-sigs.github.io/metrics-server/ \
+      --version "$METRICS_SERVER_CHART_VERSION" --namespace kube-system \
+      --set 'args={--kubelet-insecure-tls}' --wait --timeout 5m
+  fi
 
   step "waiting for Kubeflow Pipelines and the Model Registry (first start pulls images: ~5-10 min)"
   # Only their Deployments: an InferenceService applied to kubeflow earlier (its predictor
@@ -94,20 +138,29 @@ up() {
     deployment/model-registry-db -n kubeflow --timeout=10m
 
   echo
-  echo "cluster '$CLUSTER' is ready. Next: make image kind-load && kubectl apply -k manifests/overlays/kind-$([ "$KNATIVE" = "1" ] && echo knative || echo standard)"
+  echo "cluster '$CLUSTER' is ready. Next: make image image-load && kubectl apply -k manifests/overlays/kind-$([ "$KNATIVE" = "1" ] && echo knative || echo standard)"
 }
 
 down() {
-  need kind "Nothing to remove without kind."
-  if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-    kind delete cluster --name "$CLUSTER"
+  if [ "$CLUSTER_TOOL" = kind ]; then
+    need kind "Nothing to remove without kind."
+    if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+      kind delete cluster --name "$CLUSTER"
+    else
+      echo "no kind cluster named '$CLUSTER'"
+    fi
   else
-    echo "no kind cluster named '$CLUSTER'"
+    need minikube "Nothing to remove without minikube."
+    if minikube profile list -o json 2>/dev/null | grep -q "\"Name\":\"$CLUSTER\""; then
+      minikube delete -p "$CLUSTER"
+    else
+      echo "no minikube profile named '$CLUSTER'"
+    fi
   fi
 }
 
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 up|down   (KNATIVE=1 adds KServe's Knative mode)" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down   (KNATIVE=1 adds KServe's Knative mode; CLUSTER_TOOL=minikube)" >&2; exit 2 ;;
 esac

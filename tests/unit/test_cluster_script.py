@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "manifests" / "cluster" / "cluster.sh"
-UTILITIES = ("bash", "env", "awk", "grep", "dirname", "envsubst", "cat")
+UTILITIES = ("bash", "env", "awk", "grep", "dirname", "envsubst", "cat", "sed", "printf")
 STANDINS = {
     "docker": 'case "$1" in info) [ -f "$STATE/docker-down" ] && exit 1; echo ok;; esac',
     "kind": """case "$1 $2" in
@@ -26,6 +26,14 @@ STANDINS = {
   "get clusters") cat "$STATE/clusters" 2>/dev/null || true;;
   "create cluster") echo "$4" >> "$STATE/clusters";;
   "delete cluster") : > "$STATE/clusters";;
+esac""",
+    # minikube: `status -p P` fails unless P was started; `profile list -o json` lists them.
+    "minikube": """case "$1" in
+  version) echo "${MINIKUBE_STANDIN_VERSION:-v1.37.0}";;
+  status) grep -qx "$3" "$STATE/profiles" 2>/dev/null;;
+  start) echo "$3" >> "$STATE/profiles";;
+  delete) : > "$STATE/profiles";;
+  profile) printf '{"valid":[%s]}' "$(sed 's/.*/{"Name":"&"}/' "$STATE/profiles" 2>/dev/null)";;
 esac""",
     "kubectl": 'if [ "$1" = apply ] && [ "$2" = -f ]; then cat > "$STATE/applied.yaml"; fi',
     "helm": ":",
@@ -99,7 +107,7 @@ def test_up_installs_the_pinned_versions_in_order_and_a_second_run_converges(tmp
     first, calls = _run(tmp_path, "up")
     assert first.returncode == 0, first.stderr
     assert first.stdout.rstrip().endswith(
-        "cluster 'skewless' is ready. Next: make image kind-load && "
+        "cluster 'skewless' is ready. Next: make image image-load && "
         "kubectl apply -k manifests/overlays/kind-standard"
     )
     installs = [c for c in calls if c.startswith(("kind create", "helm", "kubectl apply"))]
@@ -187,3 +195,62 @@ def test_knative_mode_names_a_missing_envsubst_before_anything_changes(tmp_path:
     (tmp_path / "standard").mkdir()
     completed, _ = _run(tmp_path / "standard", "up", missing=("envsubst",))
     assert completed.returncode == 0, completed.stderr
+
+
+def test_minikube_starts_a_profile_at_the_pinned_kubernetes_then_installs_the_same(tmp_path: Path):
+    pins = _versions()
+    (tmp_path / "kind").mkdir()
+    _, kind_calls = _run(tmp_path / "kind", "up")
+    first, calls = _run(tmp_path, "up", CLUSTER_TOOL="minikube")
+    assert first.returncode == 0, first.stderr
+    (start,) = [c for c in calls if c.startswith("minikube start")]
+    kubernetes = f"--kubernetes-version=v{pins['KUBERNETES_VERSION']}"
+    assert start.split() == [
+        "minikube", "start", "-p", "skewless", kubernetes,
+        "--driver=docker", "--cpus=4", "--memory=8g", "--disk-size=40g",
+    ]  # fmt: skip
+    addons = [c.split()[3] for c in calls if c.startswith("minikube addons enable")]
+    assert addons == ["metrics-server", "default-storageclass", "storage-provisioner"]
+    assert "kubectl config use-context skewless" in calls
+    assert not any(c.startswith("kind ") for c in calls)
+    # Everything after the cluster is what kind gets, less kind's metrics-server chart.
+    after = [c for c in calls if c.startswith(("helm", "kubectl apply", "kubectl wait"))]
+    kind_after = [c for c in kind_calls if c.startswith(("helm", "kubectl apply", "kubectl wait"))
+                  and "metrics-server" not in c]  # fmt: skip
+    assert after == kind_after
+
+    second, again = _run(tmp_path, "up", CLUSTER_TOOL="minikube")
+    assert second.returncode == 0 and "exists" in second.stdout
+    assert sum(c.startswith("minikube start") for c in again) == 1  # not started a second time
+
+
+def test_minikube_tools_are_named_first_and_down_is_idempotent(tmp_path: Path):
+    completed, calls = _run(tmp_path, "up", missing=("minikube",), CLUSTER_TOOL="minikube")
+    assert completed.returncode == 1
+    assert completed.stderr.startswith(
+        "error: 'minikube' is not installed. Install minikube v1.37.0"
+    )
+    assert calls == ["docker info"]
+    # Another driver needs no docker.
+    (tmp_path / "kvm").mkdir()
+    completed, _ = _run(tmp_path / "kvm", "up", missing=("docker",), CLUSTER_TOOL="minikube",
+                        MINIKUBE_DRIVER="kvm2")  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+
+    (tmp_path / "down").mkdir()
+    _run(tmp_path / "down", "up", CLUSTER_TOOL="minikube")
+    first, calls = _run(tmp_path / "down", "down", CLUSTER_TOOL="minikube")
+    assert first.returncode == 0 and "minikube delete -p skewless" in calls
+    second, calls_after = _run(tmp_path / "down", "down", CLUSTER_TOOL="minikube")
+    assert second.returncode == 0 and "no minikube profile named 'skewless'" in second.stdout
+    assert not any(c.startswith("minikube delete") for c in calls_after[len(calls) :])
+
+
+def test_a_minikube_of_another_version_is_warned_about_and_a_bad_tool_refused(tmp_path: Path):
+    completed, _ = _run(tmp_path, "up", CLUSTER_TOOL="minikube", MINIKUBE_STANDIN_VERSION="v1.30.1")
+    assert completed.returncode == 0
+    assert "warning: minikube is v1.30.1; this setup is pinned to v1.37.0" in completed.stderr
+    (tmp_path / "bad").mkdir()
+    completed, calls = _run(tmp_path / "bad", "up", CLUSTER_TOOL="k3d")
+    assert completed.returncode == 2 and calls == []
+    assert "CLUSTER_TOOL must be kind or minikube, got 'k3d'" in completed.stderr
