@@ -92,7 +92,20 @@ def test_analyze_takes_an_absolute_glob(tmp_path: Path, capsys):
     assert f"--data: no file matches {pattern!r}" in _one_line(capsys)
 
 
-def test_serve_names_a_taken_port_and_a_model_tensorflow_cannot_load(tmp_path: Path, capsys):
+def _cli_error(*argv: str) -> str:
+    """Runs the real CLI in its own process (serve configures logging process-wide); returns its
+    error line, after checking it failed with no traceback."""
+    import subprocess
+    import sys
+
+    completed = subprocess.run([sys.executable, "-m", "skewless.cli", *argv], capture_output=True,
+                               text=True, timeout=300, check=False)  # fmt: skip
+    assert completed.returncode == 1, completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr, completed.stderr[-2000:]
+    return completed.stderr.strip().splitlines()[-1]
+
+
+def test_serve_names_a_taken_port_and_a_model_tensorflow_cannot_load(tmp_path: Path):
     import socket
 
     model = tmp_path / "model"
@@ -101,25 +114,24 @@ def test_serve_names_a_taken_port_and_a_model_tensorflow_cannot_load(tmp_path: P
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        for argv in (["--http-port", str(port)], ["--grpc-port", str(port)]):
-            assert main(["serve", "--model", str(model), *argv]) == 1
-            assert f"{argv[0]} {port}: cannot listen there" in _one_line(capsys)
-        assert main(["run", "--workdir", str(tmp_path / "w"), "--http-port", str(port)]) == 1
-        assert f"--http-port {port}: cannot listen there" in _one_line(capsys)
+        port = str(taken.getsockname()[1])
+        for flag in ("--http-port", "--grpc-port"):
+            line = _cli_error("serve", "--model", str(model), flag, port)
+            assert f"{flag} {port}: cannot listen there" in line
+        line = _cli_error("run", "--workdir", str(tmp_path / "w"), "--http-port", port)
+        assert f"--http-port {port}: cannot listen there" in line
         assert not (tmp_path / "w").exists()  # refused before the pipeline
-    assert main(["serve", "--model", str(model), "--http-port", "7", "--grpc-port", "7"]) == 1
-    assert "--http-port and --grpc-port are both 7" in _one_line(capsys)
+    line = _cli_error("serve", "--model", str(model), "--http-port", "7", "--grpc-port", "7")
+    assert "--http-port and --grpc-port are both 7" in line
 
     free = [socket.socket() for _ in range(2)]
     for sock in free:
         sock.bind(("127.0.0.1", 0))
-    http, grpc = (sock.getsockname()[1] for sock in free)
+    http, grpc = (str(sock.getsockname()[1]) for sock in free)
     for sock in free:
         sock.close()
-    assert main(["serve", "--model", str(model), "--http-port", str(http),
-                 "--grpc-port", str(grpc)]) == 1  # fmt: skip
-    assert "not a SavedModel TensorFlow can load" in _one_line(capsys)
+    line = _cli_error("serve", "--model", str(model), "--http-port", http, "--grpc-port", grpc)
+    assert line.startswith("skewless serve: error: --model: ") and "not a SavedModel" in line
 
 
 def test_rollback_with_no_cluster_says_what_moved_and_what_did_not(tmp_path: Path, capsys,
