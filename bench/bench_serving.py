@@ -47,17 +47,41 @@ SERVE_FLAGS: dict[str, list[str]] = {
 EXTRA_ONE_ROW = ("batched --access-log",)
 RANKING_VARIANTS = ("batched", "batched --max-batch-rows 256")
 
-# The two reference servers (not something a user runs); our server is started as users start it.
+# The two reference servers (not something a user runs; they live here, not in the server):
+# ``noop`` answers 0.5 per row with no validation or TensorFlow (the HTTP stack's ceiling);
+# ``naive`` is our model validating and calling the signature once per request, on the event loop.
 SERVER_CODE = """
 import sys
 import kserve
-from skewless.serving.server import NoOpModel, RankingModel, ServingConfig, configure_logging
+import numpy as np
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferRequest
+from skewless.serving.server import RankingModel, configure_logging, prediction_response
+
+class NoOp(kserve.Model):
+    def __init__(self, name):
+        super().__init__(name)
+        self.ready = True
+
+    async def predict(self, payload, headers=None, response_headers=None):
+        if isinstance(payload, InferRequest):
+            rows = int(payload.inputs[0].shape[0])
+        else:
+            rows = len(payload.get("instances", [])) if isinstance(payload, dict) else 1
+        return prediction_response(self.name, payload, np.full(rows, 0.5, dtype=np.float32))
+
+class Naive(RankingModel):
+    async def predict(self, payload, headers=None, response_headers=None):
+        request = self.raw_request(payload, headers, self.validator)
+        (result,), _ = self.score("production", [request])
+        if isinstance(result, Exception):
+            raise InvalidInput(str(result))
+        return prediction_response(self.name, payload, result)
+
 variant, model_dir, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 configure_logging(access_log=False, log_format="text")
-if variant == "noop":
-    model = NoOpModel("ranking")
-else:
-    model = RankingModel("ranking", model_dir, ServingConfig(batching=False))
+model = NoOp("ranking") if variant == "noop" else Naive("ranking", model_dir)
+model.load()
 kserve.ModelServer(http_port=port, grpc_port=port + 1, workers=1, enable_grpc=False,
                    enable_latency_logging=False).start([model])
 """

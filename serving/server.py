@@ -134,8 +134,6 @@ class ServingConfig:
         max_batch_rows: Most rows the batcher puts in one model call.
         max_wait_ms: Extra wait for more requests when a batch already holds several (a lone
             request never waits).
-        batching: Micro-batch concurrent requests; False calls the model once per request on the
-            event loop (the naive baseline of the benchmark).
         watch_seconds: How often a registry-backed model checks whether its aliases moved.
         request_log: File to append one JSON line per answered request to (None: no log).
         max_body_mb: Largest request body; a larger one is refused with 413 before it is read
@@ -145,7 +143,6 @@ class ServingConfig:
     max_request_rows: int = DEFAULT_MAX_BATCH
     max_batch_rows: int = DEFAULT_BATCH_ROWS
     max_wait_ms: float = 1.0
-    batching: bool = True
     watch_seconds: float = 1.0
     request_log: str | None = None
     max_body_mb: float = DEFAULT_MAX_BODY_MB
@@ -188,7 +185,8 @@ class RankingModel(kserve.Model):
         *,
         registry: str | Path | None = None,
     ) -> None:
-        """Loads the model from a folder, or the version a registry alias points at.
+        """Stores the settings; :meth:`load` loads the model (a folder, or the version a registry
+        alias points at), as KServe's model lifecycle expects.
 
         Args:
             name: Model name in the URL paths (and in the registry).
@@ -204,9 +202,7 @@ class RankingModel(kserve.Model):
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.registry = SQLiteRegistry(registry) if registry is not None else None
         self.config = config or ServingConfig()
-        self._loaded = threading.Event()
-        self.load()
-        self._loaded.set()
+        self._loaded = threading.Event()  # set by load(); the work happens there, as in KServe
 
     def _traffic(self) -> Traffic:
         """The versions to serve now (a folder-backed model has only its one version)."""
@@ -269,18 +265,14 @@ class RankingModel(kserve.Model):
         gc.collect()
         gc.freeze()
         # One batcher per role: a batch is one model call, so it never mixes two versions.
-        self.batchers = (
-            {
-                role: MicroBatcher(
-                    functools.partial(self.score, role),
-                    max_batch_rows=self.config.max_batch_rows,
-                    max_wait_ms=self.config.max_wait_ms,
-                )
-                for role in ("production", "candidate")
-            }
-            if self.config.batching
-            else None
-        )
+        self.batchers = {
+            role: MicroBatcher(
+                functools.partial(self.score, role),
+                max_batch_rows=self.config.max_batch_rows,
+                max_wait_ms=self.config.max_wait_ms,
+            )
+            for role in ("production", "candidate")
+        }
         self.request_log = (
             open(self.config.request_log, "a", buffering=1)  # noqa: SIM115 - lives with the server
             if self.config.request_log
@@ -289,6 +281,7 @@ class RankingModel(kserve.Model):
         if self.registry is not None:
             threading.Thread(target=self._watch, name="registry-watch", daemon=True).start()
         self.ready = True
+        self._loaded.set()
         return True
 
     def get_input_types(self) -> list[dict[str, Any]]:
@@ -418,16 +411,10 @@ class RankingModel(kserve.Model):
         role, loaded = self.routing.pick()
         try:
             request = self.raw_request(payload, headers, loaded.validator)
-            if self.batchers is not None:
-                # Values are checked with the rest of the batch, in one pass.
-                probability, batch_rows, version = await self.batchers[role].submit(
-                    request, request.rows
-                )
-            else:
-                (result,), version = self.score(role, [request])
-                if isinstance(result, RequestError):
-                    raise result
-                probability, batch_rows = result, request.rows
+            # Values are checked with the rest of the batch, in one pass.
+            probability, batch_rows, version = await self.batchers[role].submit(
+                request, request.rows
+            )
         except RequestError as err:
             raise InvalidInput(str(err)) from None
         if response_headers is not None:
@@ -436,7 +423,7 @@ class RankingModel(kserve.Model):
             response_headers[BATCH_ROWS_HEADER] = str(batch_rows)
         if self.request_log is not None:
             self._log_request(role, version, probability, time.perf_counter() - started)
-        return _response(self.name, payload, probability)
+        return prediction_response(self.name, payload, probability)
 
     def _log_request(
         self, role: str, version: str, probability: np.ndarray, seconds: float
@@ -546,29 +533,8 @@ class ManagementOff(NotImplementedError):
         super().__init__(self.reason)
 
 
-class NoOpModel(kserve.Model):
-    """Answers 0.5 for every row without validation or TensorFlow: the HTTP stack's ceiling."""
-
-    def __init__(self, name: str) -> None:
-        """A model that is ready at once."""
-        super().__init__(name)
-        self.ready = True
-
-    async def predict(
-        self,
-        payload: Any,
-        headers: dict[str, str] | None = None,
-        response_headers: dict[str, str] | None = None,
-    ) -> Any:
-        """Returns 0.5 per row of the request."""
-        if isinstance(payload, InferRequest):
-            rows = int(payload.inputs[0].shape[0])
-        else:
-            rows = len(payload.get("instances", [])) if isinstance(payload, dict) else 1
-        return _response(self.name, payload, np.full(rows, 0.5, dtype=np.float32))
-
-
-def _response(name: str, payload: Any, probability: np.ndarray) -> Any:
+def prediction_response(name: str, payload: Any, probability: np.ndarray) -> Any:
+    """The answer to a V1 request (``{"predictions": [...]}``) or a V2 one (``probability``)."""
     if isinstance(payload, InferRequest):
         output = InferOutput(
             name="probability",
@@ -621,6 +587,7 @@ def serve(
     else:
         assert model is not None, "give a model or a registry"
         ranking = RankingModel(name, resolve_model_dir(model), config)
+    ranking.load()
     if announce:
         print(example_curl(name, http_port, ranking.validator.spec), flush=True)
     server = kserve.ModelServer(
