@@ -8,9 +8,10 @@ transform runs inside the model. Every request is validated against the spec the
 with before it reaches TensorFlow, and a bad one gets a 400 naming the field.
 
 Served from a registry, the model follows it: ``production`` takes the requests, and a canary
-``candidate`` takes its recorded share of them, chosen at random per request; each answer names its
-version in the ``x-model-version`` header. Every answered request can be logged (version, role,
-rows, latency, mean probability) as one JSON line, which ``skewless ab-report`` summarizes.
+``candidate`` takes its recorded share of the users, each user sticking to one version (see
+:meth:`_Routing.pick`); each answer names its version in the ``x-model-version`` header. Every
+answered request can be logged (version, role, user, rows, latency, mean probability) as one JSON
+line, which ``skewless ab-report`` summarizes.
 
 Concurrent requests are micro-batched (:mod:`skewless.serving.batching`). With ``workers > 1``
 KServe spawns REST worker processes and hands each a pickled copy of the model; a pickled
@@ -23,6 +24,7 @@ import asyncio
 import dataclasses
 import functools
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -138,6 +140,8 @@ class ServingConfig:
         request_log: File to append one JSON line per answered request to (None: no log).
         max_body_mb: Largest request body; a larger one is refused with 413 before it is read
             whole (the most rows a request may carry fit in well under the default).
+        unit_field: The feature whose value (in the first row) is a request's randomization unit
+            for a canary, unless the ``x-experiment-unit`` header names one.
     """
 
     max_request_rows: int = DEFAULT_MAX_BATCH
@@ -146,6 +150,7 @@ class ServingConfig:
     watch_seconds: float = 1.0
     request_log: str | None = None
     max_body_mb: float = DEFAULT_MAX_BODY_MB
+    unit_field: str = "user_id"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,10 +171,27 @@ class _Routing:
     production: _Loaded
     candidate: _Loaded | None = None
     candidate_percent: int = 0
+    experiment: str = ""  # the model name: with the candidate's version, it salts the buckets
 
-    def pick(self) -> tuple[str, _Loaded]:
-        """The role and version for one request: the canary with its share, else production."""
-        if self.candidate is not None and random.random() * 100 < self.candidate_percent:
+    def pick(self, unit: str | None = None) -> tuple[str, _Loaded]:
+        """The role and version for one request: the canary with its share, else production.
+
+        With a randomization ``unit`` (a user id), the choice is sticky: a stable hash of the
+        experiment (model and candidate version) and the unit puts the unit in one of 10,000
+        buckets, and the candidate takes the lowest ``percent`` of them. The same unit gets the
+        same version on every request, in every worker and after restarts, and raising the share
+        only moves units to the candidate (monotone), never back. Without a unit, the request is
+        assigned at random.
+        """
+        if self.candidate is None or self.candidate_percent <= 0:
+            return "production", self.production
+        if unit is None:
+            draw = random.random() * 100
+        else:
+            salt = f"{self.experiment}:{self.candidate.version}:{unit}"
+            digest = hashlib.sha256(salt.encode("utf-8", "backslashreplace")).digest()
+            draw = int.from_bytes(digest[:8], "big") % 10_000 / 100
+        if draw < self.candidate_percent:
             return "candidate", self.candidate
         return "production", self.production
 
@@ -250,7 +272,9 @@ class RankingModel(kserve.Model):
         candidate = None
         if traffic.candidate is not None:
             candidate = self._load_version(traffic.candidate, current)
-        return _Routing(production, candidate, traffic.candidate_percent if candidate else 0)
+        return _Routing(
+            production, candidate, traffic.candidate_percent if candidate else 0, self.name
+        )
 
     def load(self) -> bool:
         """Loads the versions to serve, starts the batchers and (for a registry) the watcher."""
@@ -408,7 +432,8 @@ class RankingModel(kserve.Model):
             await asyncio.to_thread(self._loaded.wait, LOAD_WAIT_SECONDS)
         if not self.ready:
             raise ModelLoadError(f"model {self.name!r} is not loaded in process {os.getpid()}")
-        role, loaded = self.routing.pick()
+        unit = experiment_unit(payload, headers, self.config.unit_field)
+        role, loaded = self.routing.pick(unit)
         try:
             request = self.raw_request(payload, headers, loaded.validator)
             # Values are checked with the rest of the batch, in one pass.
@@ -422,11 +447,11 @@ class RankingModel(kserve.Model):
             response_headers[VERSION_HEADER] = version
             response_headers[BATCH_ROWS_HEADER] = str(batch_rows)
         if self.request_log is not None:
-            self._log_request(role, version, probability, time.perf_counter() - started)
+            self._log_request(role, version, probability, time.perf_counter() - started, unit)
         return prediction_response(self.name, payload, probability)
 
     def _log_request(
-        self, role: str, version: str, probability: np.ndarray, seconds: float
+        self, role: str, version: str, probability: np.ndarray, seconds: float, unit: str | None
     ) -> None:
         assert self.request_log is not None
         record = {
@@ -434,12 +459,44 @@ class RankingModel(kserve.Model):
             "model": self.name,
             "version": version,
             "role": role,
+            "unit": unit,  # None: assigned at random, reported apart
             "rows": len(probability),
             "latency_ms": round(seconds * 1000, 3),
             "mean_probability": round(float(probability.mean()), 6),
         }
         # One write of one short line per request: appends from several workers stay whole.
         self.request_log.write(json.dumps(record) + "\n")
+
+
+UNIT_HEADER = "x-experiment-unit"
+
+
+def experiment_unit(payload: Any, headers: dict[str, str] | None, field: str) -> str | None:
+    """The request's randomization unit: the ``x-experiment-unit`` header, else the value of
+    ``field`` (``user_id``) in its first row; None when it has neither (or it is malformed: the
+    request is then assigned at random and validated as usual)."""
+    given = (headers or {}).get(UNIT_HEADER)
+    if given:
+        return given[:200]
+    value: Any = None
+    try:
+        if isinstance(payload, InferRequest):
+            for tensor in payload.inputs:
+                if tensor.name == field:
+                    value = np.asarray(tensor.as_numpy()).reshape(-1)[0]
+        elif isinstance(payload, dict) and isinstance(payload.get("instances"), list):
+            first = payload["instances"][0]
+            value = first.get(field) if isinstance(first, dict) else None
+        elif isinstance(payload, dict) and isinstance(payload.get("inputs"), dict):
+            column = payload["inputs"].get(field)
+            value = column[0] if isinstance(column, list) and column else None
+    except Exception:  # a malformed request: validation names the problem, not this
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+        return str(value)[:200]
+    return None
 
 
 def limit_app(max_body_mb: float) -> None:

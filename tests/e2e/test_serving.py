@@ -386,3 +386,40 @@ def test_a_malformed_binary_header_is_a_400(server):
             "inference-header-content-length must be a byte count"
             in json.loads(refused.value.read())["error"]
         )
+
+
+def test_a_canary_gives_each_user_one_version_and_the_report_shows_it(trained, tmp_path):
+    from skewless.experiments.ab_report import summarize
+    from skewless.registry.core import SQLiteRegistry
+    from skewless.rollout.deploy import deploy_version, register_local
+
+    repository = tmp_path / "models"
+    evaluation = {"metrics": {}, "gate": {"promote": True, "reasons": []}}
+    for run in ("r1", "r2"):  # the same model twice: two versions, one world
+        version = register_local(trained["model_dir"], repository, "ranking",
+                                 evaluation=evaluation, stats_path=None, run_id=run)  # fmt: skip
+    deploy_version(repository, "ranking", 1, "r1")
+    registry = repository / "registry.db"
+    SQLiteRegistry(registry).start_canary("ranking", version["version"], 50, actor="test")
+    log = tmp_path / "requests.jsonl"
+    with serving("", "--registry", str(registry), "--request-log", str(log)) as server:
+        url = f"{server['http']}/v1/models/ranking:predict"
+        seen: dict[str, set[str]] = {}
+        for user in range(40):
+            for _ in range(4):
+                status, _, headers = post(url, {"instances": [_row(user_id=f"u{user:06d}")]})
+                assert status == 200
+                seen.setdefault(f"u{user:06d}", set()).add(headers["x-model-version"])
+        # A unit named in the header wins over the row's user_id.
+        request = urllib.request.Request(
+            url, data=json.dumps({"instances": [EXAMPLE]}).encode(),
+            headers={"Content-Type": "application/json", "x-experiment-unit": "u000003"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.headers["x-model-version"] in seen["u000003"]
+    assert all(len(versions) == 1 for versions in seen.values())
+    assert {v for versions in seen.values() for v in versions} == {"1", "2"}
+    report = summarize(log)
+    assert report["units_in_several_versions"] == 0
+    assert sum(v["units"] for v in report["versions"]) == 40
+    assert sum(v["requests_without_unit"] for v in report["versions"]) == 0

@@ -113,3 +113,35 @@ def test_settings_are_checked():
         MicroBatcher(lambda r: (list(r), ""), max_batch_rows=0)
     with pytest.raises(ValueError, match="max_wait_ms must not be negative"):
         MicroBatcher(lambda r: (list(r), ""), max_wait_ms=-1)
+
+
+def test_canary_assignment_is_sticky_per_unit_and_monotone_in_the_share():
+    import random
+    from pathlib import Path
+
+    from skewless.serving.server import _Loaded, _Routing
+
+    def loaded(version: str) -> _Loaded:
+        return _Loaded(version, Path(version), None, None, None)  # type: ignore[arg-type]
+
+    units = [f"u{i:05d}" for i in range(5000)]
+
+    def on_candidate(percent: int) -> set[str]:
+        routing = _Routing(loaded("1"), loaded("2"), percent, "ranking")
+        return {u for u in units if routing.pick(u)[0] == "candidate"}
+
+    ten, twenty = on_candidate(10), on_candidate(20)
+    assert 0.08 < len(ten) / len(units) < 0.12 and 0.18 < len(twenty) / len(units) < 0.22
+    assert ten < twenty  # raising the share only moves units to the candidate
+    routing = _Routing(loaded("1"), loaded("2"), 50, "ranking")
+    for unit in units[:200]:  # the same unit, the same version, every time
+        assert len({routing.pick(unit)[1].version for _ in range(5)}) == 1
+    # A new candidate version is a new experiment: units are drawn afresh.
+    assert on_candidate(50) != {
+        u
+        for u in units
+        if _Routing(loaded("1"), loaded("3"), 50, "ranking").pick(u)[0] == "candidate"
+    }
+    # Without a unit, each request is drawn at random.
+    random.seed(0)
+    assert {routing.pick(None)[0] for _ in range(200)} == {"production", "candidate"}

@@ -1,7 +1,8 @@
 """A/B evidence from the model server's request log: per-version traffic, latency and scores.
 
 The server appends one JSON line per answered request (``ServingConfig.request_log``): time, model,
-version, role (production or candidate), rows, latency in ms and the mean predicted probability.
+version, role (production or candidate), the randomization unit (a user id, or null), rows,
+latency in ms and the mean predicted probability.
 This module groups those lines by version, so a canary can be judged on what it actually served
 before it is promoted.
 """
@@ -79,6 +80,10 @@ def summarize(
                 "roles": sorted({r["role"] for r in group}),
                 "requests": len(group),
                 "share": len(group) / len(records),
+                # Randomization units (users) it served; requests without one were assigned at
+                # random and are counted apart.
+                "units": len({r["unit"] for r in group if r.get("unit") is not None}),
+                "requests_without_unit": sum(1 for r in group if r.get("unit") is None),
                 "rows": int(rows.sum()),
                 "latency_ms": {
                     "p50": float(np.percentile(latency, 50)),
@@ -90,7 +95,18 @@ def summarize(
                 "mean_probability": float((means * rows).sum() / rows.sum()),
             }
         )
-    return {"requests": len(records), "versions": versions}
+    seen: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for record in records:
+        if record.get("unit") is not None:
+            seen[(record["model"], str(record["unit"]))].add(str(record["version"]))
+    return {
+        "requests": len(records),
+        "versions": versions,
+        # Sticky assignment keeps this 0 within one canary (a new canary reassigns).
+        "units_in_several_versions": sum(
+            1 for versions_seen in seen.values() if len(versions_seen) > 1
+        ),
+    }
 
 
 def _key(version: str) -> tuple[int, int, str]:
@@ -101,15 +117,17 @@ def _key(version: str) -> tuple[int, int, str]:
 def format_report(report: dict[str, Any]) -> str:
     """The summary as a fixed-width table."""
     lines = [
-        f"{report['requests']} requests",
-        f"{'MODEL':<12} {'VERSION':>7} {'ROLE':<20} {'REQUESTS':>8} {'SHARE':>6} {'ROWS':>8} "
-        f"{'P50 ms':>7} {'P95 ms':>7} {'P99 ms':>7} {'MEAN P':>7}",
+        f"{report['requests']} requests; units served by more than one version: "
+        f"{report['units_in_several_versions']}",
+        f"{'MODEL':<12} {'VERSION':>7} {'ROLE':<20} {'REQUESTS':>8} {'SHARE':>6} {'UNITS':>6} "
+        f"{'NO UNIT':>7} {'ROWS':>8} {'P50 ms':>7} {'P95 ms':>7} {'P99 ms':>7} {'MEAN P':>7}",
     ]
     for v in report["versions"]:
         latency = v["latency_ms"]
         lines.append(
             f"{v['model']:<12} {v['version']:>7} {','.join(v['roles']):<20} {v['requests']:>8} "
-            f"{100 * v['share']:>5.1f}% {v['rows']:>8} {latency['p50']:>7.2f} "
-            f"{latency['p95']:>7.2f} {latency['p99']:>7.2f} {v['mean_probability']:>7.4f}"
+            f"{100 * v['share']:>5.1f}% {v['units']:>6} {v['requests_without_unit']:>7} "
+            f"{v['rows']:>8} {latency['p50']:>7.2f} {latency['p95']:>7.2f} "
+            f"{latency['p99']:>7.2f} {v['mean_probability']:>7.4f}"
         )
     return "\n".join(lines)
