@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -173,6 +174,9 @@ def test_models_cli_lists_the_registered_production_version(run):
     assert "model 'ranking' has no version 5" in missing.stderr
 
 
+_USERS = itertools.count()
+
+
 def _answers(url: str, count: int, versions: list[str]) -> dict[str, int]:
     """Sends ``count`` one-row requests; records and counts the answering versions."""
     from support import post
@@ -181,7 +185,9 @@ def _answers(url: str, count: int, versions: list[str]) -> dict[str, int]:
 
     counts: dict[str, int] = {}
     for _ in range(count):
-        status, _, headers = post(url, {"instances": [EXAMPLE]})
+        # A new user each time: a canary assigns users, not requests, to versions.
+        user = f"u{next(_USERS):06d}"
+        status, _, headers = post(url, {"instances": [{**EXAMPLE, "user_id": user}]})
         assert status == 200
         versions.append(headers[VERSION_HEADER])
         counts[headers[VERSION_HEADER]] = counts.get(headers[VERSION_HEADER], 0) + 1
