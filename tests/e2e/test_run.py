@@ -230,7 +230,7 @@ def test_second_run_canary_promote_and_rollback_in_the_live_server(run):
     assert summary["deployment"] == "canary"
     assert summary["traffic"] == {"production": 1, "candidate": 2, "candidate_percent": 10}
     assert Path(summary["served_model_path"]).name == "1"
-    assert "is a canary taking 10% of requests" in second.stdout
+    assert "is a canary taking 10% of users" in second.stdout
 
     registry = str(workdir / "models" / "registry.db")
     log = workdir / "models" / "requests.jsonl"

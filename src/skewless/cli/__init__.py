@@ -207,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary["deployment"] == "canary":
         print(
             f"  version {summary['registered_version']} is a canary taking "
-            f"{traffic['candidate_percent']}% of requests beside production version "
+            f"{traffic['candidate_percent']}% of users beside production version "
             f"{traffic['production']}; compare with `skewless ab-report`, then "
             f"`skewless promote {args.model_name}` (or stop it: "
             f"`skewless canary {args.model_name} --percent 0`)"
@@ -346,7 +346,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
               "requests")  # fmt: skip
     else:
         print(f"{args.name}: version {traffic.candidate} takes {traffic.candidate_percent}% of "
-              f"requests, production version {traffic.production} the rest")  # fmt: skip
+              f"users, production version {traffic.production} the rest")  # fmt: skip
     return 0
 
 
@@ -738,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     canary = alias_command("canary", "start, resize or stop (--percent 0) a canary")
     canary.add_argument(
-        "--percent", type=_percent, required=True, help="share of requests for the candidate"
+        "--percent", type=_percent, required=True, help="share of users for the candidate"
     )
     canary.add_argument(
         "--version", type=_positive_int, help="version (default: the current candidate)"
