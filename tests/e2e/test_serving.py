@@ -402,7 +402,8 @@ def test_a_canary_gives_each_user_one_version_and_the_report_shows_it(trained, t
     registry = repository / "registry.db"
     SQLiteRegistry(registry).start_canary("ranking", version["version"], 50, actor="test")
     log = tmp_path / "requests.jsonl"
-    with serving("", "--registry", str(registry), "--request-log", str(log)) as server:
+    with serving("", "--registry", str(registry), "--request-log", str(log),
+                 "--experiment-unit", "user_id") as server:  # fmt: skip
         url = f"{server['http']}/v1/models/ranking:predict"
         seen: dict[str, set[str]] = {}
         for user in range(40):
@@ -423,3 +424,13 @@ def test_a_canary_gives_each_user_one_version_and_the_report_shows_it(trained, t
     assert report["units_in_several_versions"] == 0
     assert sum(v["units"] for v in report["versions"]) == 40
     assert sum(v["requests_without_unit"] for v in report["versions"]) == 0
+
+
+def test_the_experiment_unit_field_is_a_flag():
+    from skewless.serving.server import experiment_unit
+
+    assert experiment_unit({"instances": [{"device": "tv", "user_id": "u1"}]}, {}, "device") == "tv"
+    assert experiment_unit({"instances": [{"user_id": "u1"}]}, {}, "device") is None
+    assert experiment_unit({"inputs": {"user_id": [7, 8]}}, {}, "user_id") == "7"
+    assert experiment_unit({"instances": "garbage"}, {"x-experiment-unit": "u9"}, "user_id") == "u9"
+    assert experiment_unit({"instances": [[]]}, None, "user_id") is None

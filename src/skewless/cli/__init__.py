@@ -266,6 +266,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         request_log=request_log or None,
         max_body_mb=args.max_body_mb,
+        unit_field=args.experiment_unit,
     )
     _check_ports(args.http_port, args.grpc_port)
     from skewless.serving.server import ModelLoadError
@@ -674,6 +675,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON"
+    )
+    srv.add_argument(
+        "--experiment-unit",
+        default="user_id",
+        metavar="FIELD",
+        help="the feature whose value (first row) assigns a user to one canary version (user_id); "
+        "an x-experiment-unit header overrides it",
     )
     srv.add_argument(
         "--max-body-mb",
