@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -354,13 +355,17 @@ def test_model_management_is_off_unless_asked_for(server, trained):
 def test_a_body_over_the_limit_is_a_413_and_the_schema_pages_are_gone(trained):
     with serving(trained["model_dir"], "--max-body-mb", "0.5") as limited:
         url = f"{limited['http']}/v1/models/ranking:predict"
-        big = json.dumps({"instances": [_row(title="x" * 700_000)]}).encode()
-        request = urllib.request.Request(
-            url, data=big, headers={"Content-Type": "application/json"}
-        )
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=60)
-        assert refused.value.code == 413 and refused.value.read() == b"Content Too Large"
+        # As curl sends a large body: headers first, with Expect: 100-continue. The server
+        # refuses on the declared length, before any body byte is sent (no race with the send).
+        port = int(limited["http"].rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as client:
+            client.sendall(
+                b"POST /v1/models/ranking:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 700000\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            answer_bytes = client.makefile("rb").readline()
+        assert answer_bytes.startswith(b"HTTP/1.1 413"), answer_bytes
         status, answer, _ = post(url, {"instances": [EXAMPLE]})
         assert status == 200 and 0 < answer["predictions"][0] < 1
         for page in ("/openapi.json", "/docs"):
