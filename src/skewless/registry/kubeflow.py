@@ -94,6 +94,7 @@ class KubeflowRegistry(Registry):
         return self.client.get_registered_model(name)
 
     def _insert_version(self, name: str, record: dict[str, Any]) -> int:
+        last_error: Exception | None = None
         for _ in range(_ALLOCATION_ATTEMPTS):
             version = max((v for _, v in self._version_numbers(name)), default=0) + 1
             try:
@@ -113,14 +114,19 @@ class KubeflowRegistry(Registry):
                     },
                 )  # fmt: skip
             except Exception as err:
-                # Another writer took this number (the server refuses a duplicate version name,
-                # or the client saw it first); re-read and try the next.
-                if self._version_record(name, version) is None:
+                # Another writer got there first: it created the model (the server answers 409
+                # "model name exists" to the second creation) or took this version number. Either
+                # way the model exists now: re-read and try again. If it does not, the refusal
+                # has another cause and retrying cannot help.
+                if self._model(name) is None:
                     raise RegistryError(f"Model Registry refused {name} v{version}: {err}") from err
+                last_error = err
                 time.sleep(random.uniform(0.0, 0.05))  # de-synchronize the writers that collided
                 continue
             return version
-        raise RegistryError(f"{name}: no free version number after {_ALLOCATION_ATTEMPTS} tries")
+        raise RegistryError(
+            f"{name}: no version registered after {_ALLOCATION_ATTEMPTS} tries: {last_error}"
+        )
 
     def _version_record(self, name: str, version: int) -> dict[str, Any] | None:
         if self._model(name) is None:
