@@ -114,16 +114,15 @@ def _v2_columns(payload: InferRequest) -> dict[str, Any]:
     return columns
 
 
-def _is_json(headers: dict[str, str] | None) -> bool:
-    media = (headers or {}).get("content-type", "").split(";")[0].strip().lower()
-    return media in _JSON_TYPES
+def _media_type(headers: dict[str, str] | None) -> str:
+    """The request's media type without parameters ("application/json; charset=utf-8" ->
+    "application/json"), lowercase; "" when there is no content type."""
+    return (headers or {}).get("content-type", "").split(";")[0].strip().lower()
 
 
 def _check_content_type(headers: dict[str, str] | None) -> None:
     content_type = (headers or {}).get("content-type", "")
-    if content_type and not content_type.split(";")[0].strip().lower().startswith(
-        (*_JSON_TYPES, "application/grpc")
-    ):
+    if content_type and not _media_type(headers).startswith((*_JSON_TYPES, "application/grpc")):
         raise RequestError(f"unsupported content type {content_type!r}: send application/json")
 
 
@@ -404,7 +403,7 @@ class RankingModel(kserve.Model):
         if isinstance(payload, bytes | str):
             # KServe decodes only an exact "application/json"; with parameters ("; charset=utf-8")
             # the body arrives as bytes. A JSON media type is JSON whatever its parameters.
-            if not _is_json(headers):
+            if _media_type(headers) not in _JSON_TYPES:
                 raise RequestError("request body must be a JSON object")
             try:
                 payload = orjson.loads(payload)
