@@ -431,8 +431,14 @@ class RankingModel(kserve.Model):
             await asyncio.to_thread(self._loaded.wait, LOAD_WAIT_SECONDS)
         if not self.ready:
             raise ModelLoadError(f"model {self.name!r} is not loaded in process {os.getpid()}")
-        unit = experiment_unit(payload, headers, self.config.unit_field)
-        role, loaded = self.routing.pick(unit)
+        routing = self.routing
+        # The unit matters only to a canary's assignment and to the request log.
+        unit = (
+            experiment_unit(payload, headers, self.config.unit_field)
+            if routing.candidate is not None or self.request_log is not None
+            else None
+        )
+        role, loaded = routing.pick(unit)
         try:
             request = self.raw_request(payload, headers, loaded.validator)
             # Values are checked with the rest of the batch, in one pass.
