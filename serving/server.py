@@ -53,13 +53,14 @@ from skewless.registry.core import SQLiteRegistry, Traffic
 from skewless.serving.batching import DEFAULT_BATCH_ROWS, MicroBatcher
 from skewless.serving.validation import (
     DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_MB,
+    DEFAULT_UNIT_FIELD,
     RawRequest,
     RequestError,
     RequestValidator,
 )
 
 _JSON_TYPES = ("application/json", "application/cloudevents+json")
-DEFAULT_MAX_BODY_MB = 16.0
 LOAD_WAIT_SECONDS = 600.0  # how long a request waits for a worker still loading the model
 # FastAPI's schema and docs pages: nothing a client of a model server needs, and a map for others.
 _DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -149,7 +150,7 @@ class ServingConfig:
     watch_seconds: float = 1.0
     request_log: str | None = None
     max_body_mb: float = DEFAULT_MAX_BODY_MB
-    unit_field: str = "user_id"
+    unit_field: str = DEFAULT_UNIT_FIELD
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,10 @@ from skewless.contract.kinds import kind_of, show
 from skewless.contract.spec import FeatureSpec
 from skewless.contract.validate import Violations, check_values
 
-DEFAULT_MAX_BATCH = 1024
+# Request admission defaults, here (no KServe import) so the CLI and the server share them.
+DEFAULT_MAX_BATCH = 1024  # rows in one request
+DEFAULT_MAX_BODY_MB = 16.0  # a request body's size
+DEFAULT_UNIT_FIELD = "user_id"  # the feature that assigns a request's user to a canary version
 
 
 class RequestError(ValueError):

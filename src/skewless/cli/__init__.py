@@ -19,7 +19,7 @@ from skewless.contract.spec import SpecError, load_spec
 from skewless.experiments.ab_report import REQUEST_LOG
 from skewless.runner.local import DEFAULT_ROWS
 from skewless.serving.batching import DEFAULT_BATCH_ROWS
-from skewless.serving.validation import DEFAULT_MAX_BATCH
+from skewless.serving.validation import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_MB, DEFAULT_UNIT_FIELD
 
 
 class CliError(RuntimeError):
@@ -678,16 +678,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument(
         "--experiment-unit",
-        default="user_id",
+        default=DEFAULT_UNIT_FIELD,
         metavar="FIELD",
-        help="the feature whose value (first row) assigns a user to one canary version (user_id); "
-        "an x-experiment-unit header overrides it",
+        help=f"the feature whose value (first row) assigns a user to one canary version "
+        f"({DEFAULT_UNIT_FIELD}); an x-experiment-unit header overrides it",
     )
     srv.add_argument(
         "--max-body-mb",
         type=_positive_float,
-        default=16.0,
-        help="refuse larger request bodies with 413 (16)",
+        default=DEFAULT_MAX_BODY_MB,
+        help=f"refuse larger request bodies with 413 ({DEFAULT_MAX_BODY_MB:g})",
     )
     srv.add_argument(
         "--allow-model-management",
