@@ -41,6 +41,7 @@ from typing import Any
 import kserve
 import numpy as np
 import orjson
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
@@ -49,9 +50,17 @@ from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from skewless.contract.kinds import kind_of
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec, load_spec
 from skewless.experiments.ab_report import REQUEST_LOG as REQUEST_LOG
+from skewless.experiments.logs import (
+    DEFAULT_LOG_MAX_MB,
+    AppendLog,
+    FeedbackError,
+    feedback_path,
+    parse_feedback,
+)
 from skewless.registry.core import SQLiteRegistry, Traffic
 from skewless.serving.batching import DEFAULT_BATCH_ROWS, MicroBatcher
 from skewless.serving.validation import (
+    DEFAULT_ITEM_FIELD,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_MB,
     DEFAULT_UNIT_FIELD,
@@ -66,6 +75,9 @@ LOAD_WAIT_SECONDS = 600.0  # how long a request waits for a worker still loading
 _DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 BATCH_ROWS_HEADER = "x-skewless-batch-rows"
 VERSION_HEADER = "x-model-version"
+REQUEST_ID_HEADER = "x-request-id"  # KServe's and Istio's name; feedback joins on it
+FEEDBACK_PATH = "/v1/feedback"
+_FEEDBACK_TYPES = ("", "application/json", "application/x-ndjson", "application/jsonl")
 
 
 class ModelLoadError(RuntimeError):
@@ -137,11 +149,14 @@ class ServingConfig:
         max_wait_ms: Extra wait for more requests when a batch already holds several (a lone
             request never waits).
         watch_seconds: How often a registry-backed model checks whether its aliases moved.
-        request_log: File to append one JSON line per answered request to (None: no log).
+        request_log: File to append one exposure (a JSON line) per request to, with outcomes
+            (``POST /v1/feedback``) beside it (None: no log, and feedback is off).
         max_body_mb: Largest request body; a larger one is refused with 413 before it is read
             whole (the most rows a request may carry fit in well under the default).
         unit_field: The feature whose value (in the first row) is a request's randomization unit
             for a canary, unless the ``x-experiment-unit`` header names one.
+        item_field: The feature naming the item of each row (logged with its score).
+        log_max_mb: Size past which the exposure and feedback logs rotate (nothing is deleted).
     """
 
     max_request_rows: int = DEFAULT_MAX_BATCH
@@ -151,6 +166,8 @@ class ServingConfig:
     request_log: str | None = None
     max_body_mb: float = DEFAULT_MAX_BODY_MB
     unit_field: str = DEFAULT_UNIT_FIELD
+    item_field: str = DEFAULT_ITEM_FIELD
+    log_max_mb: float = DEFAULT_LOG_MAX_MB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +189,13 @@ class _Routing:
     candidate: _Loaded | None = None
     candidate_percent: int = 0
     experiment: str = ""  # the model name: with the candidate's version, it salts the buckets
+
+    @property
+    def experiment_id(self) -> str | None:
+        """The experiment being run, ``MODEL:PRODUCTION:CANDIDATE`` (None without a canary)."""
+        if self.candidate is None or self.candidate_percent <= 0:
+            return None
+        return f"{self.experiment}:{self.production.version}:{self.candidate.version}"
 
     def pick(self, unit: str | None = None) -> tuple[str, _Loaded]:
         """The role and version for one request: the canary with its share, else production.
@@ -297,11 +321,15 @@ class RankingModel(kserve.Model):
             )
             for role in ("production", "candidate")
         }
-        self.request_log = (
-            open(self.config.request_log, "a", buffering=1)  # noqa: SIM115 - lives with the server
-            if self.config.request_log
-            else None
-        )
+        self.request_log: AppendLog | None = None
+        self.feedback_log: AppendLog | None = None
+        if self.config.request_log:
+            max_bytes = int(self.config.log_max_mb * 2**20)
+            self.request_log = AppendLog(self.config.request_log, max_bytes=max_bytes)
+            self.feedback_log = AppendLog(
+                feedback_path(self.config.request_log), max_bytes=max_bytes
+            )
+        add_feedback_route(self)
         if self.registry is not None:
             threading.Thread(target=self._watch, name="registry-watch", daemon=True).start()
         self.ready = True
@@ -345,7 +373,7 @@ class RankingModel(kserve.Model):
     def __getstate__(self) -> dict[str, Any]:
         """Pickles settings only: a loaded SavedModel cannot cross processes."""
         state = dict(self.__dict__)
-        for key in ("routing", "batchers", "request_log", "served", "_loaded"):
+        for key in ("routing", "batchers", "request_log", "feedback_log", "served", "_loaded"):
             state.pop(key, None)
         state["ready"] = False
         return state
@@ -433,13 +461,15 @@ class RankingModel(kserve.Model):
         if not self.ready:
             raise ModelLoadError(f"model {self.name!r} is not loaded in process {os.getpid()}")
         routing = self.routing
-        # The unit matters only to a canary's assignment and to the request log.
+        logging_on = self.request_log is not None
+        # The unit matters only to a canary's assignment and to the exposure log.
         unit = (
             experiment_unit(payload, headers, self.config.unit_field)
-            if routing.candidate is not None or self.request_log is not None
+            if routing.candidate is not None or logging_on
             else None
         )
         role, loaded = routing.pick(unit)
+        request: RawRequest | None = None
         try:
             request = self.raw_request(payload, headers, loaded.validator)
             # Values are checked with the rest of the batch, in one pass.
@@ -447,31 +477,90 @@ class RankingModel(kserve.Model):
                 request, request.rows
             )
         except RequestError as err:
+            if logging_on:
+                self._log_exposure(routing, role, loaded.version, None, started, unit, None, 400)
             raise InvalidInput(str(err)) from None
+        except Exception:
+            if logging_on:
+                self._log_exposure(routing, role, loaded.version, None, started, unit, None, 500)
+            raise
+        request_id = None
+        if logging_on:
+            request_id = (headers or {}).get(REQUEST_ID_HEADER) or (
+                payload.id if isinstance(payload, InferRequest) and payload.id else None
+            )
+            request_id = (request_id or uuid.uuid4().hex)[:128]
+            items = request.columns.get(self.config.item_field)
+            self._log_exposure(
+                routing, role, version, probability, started, unit, items, 200, request_id
+            )
         if response_headers is not None:
             # Which version answered, and how many rows shared its model call.
             response_headers[VERSION_HEADER] = version
             response_headers[BATCH_ROWS_HEADER] = str(batch_rows)
-        if self.request_log is not None:
-            self._log_request(role, version, probability, time.perf_counter() - started, unit)
-        return prediction_response(self.name, payload, probability)
+            if request_id is not None:
+                response_headers[REQUEST_ID_HEADER] = request_id
+        return prediction_response(self.name, payload, probability, request_id)
 
-    def _log_request(
-        self, role: str, version: str, probability: np.ndarray, seconds: float, unit: str | None
+    def _log_exposure(
+        self,
+        routing: _Routing,
+        role: str,
+        version: str,
+        probability: np.ndarray | None,
+        started: float,
+        unit: str | None,
+        items: Sequence[Any] | None,
+        status: int,
+        request_id: str | None = None,
     ) -> None:
+        """One exposure line: who saw which version's scores for which items, and how fast.
+
+        Refused (400) and failed (500) requests are logged too, with their status, so a
+        report can count each variant's errors.
+        """
         assert self.request_log is not None
-        record = {
+        record: dict[str, Any] = {
             "time": round(time.time(), 3),
+            "request_id": request_id,
             "model": self.name,
+            "experiment": routing.experiment_id,
+            "split": routing.candidate_percent,  # the candidate's configured share, percent
+            "role": role,  # the variant: production or candidate
             "version": version,
-            "role": role,
             "unit": unit,  # None: assigned at random, reported apart
-            "rows": len(probability),
-            "latency_ms": round(seconds * 1000, 3),
-            "mean_probability": round(float(probability.mean()), 6),
+            "status": status,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        # One write of one short line per request: appends from several workers stay whole.
-        self.request_log.write(json.dumps(record) + "\n")
+        if probability is not None:
+            record["rows"] = len(probability)
+            record["mean_probability"] = round(float(probability.mean()), 6)
+            record["scores"] = [round(float(p), 6) for p in probability]
+            if items is not None:
+                record["items"] = [
+                    v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in items
+                ]
+        self.request_log.write(record)
+
+    async def record_feedback(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+        """``POST /v1/feedback``: appends outcome records beside the exposures they follow.
+
+        Returns:
+            The HTTP status and JSON body: 200 ``{"accepted": N}``; 400 naming the bad record
+            (nothing is written); 501 when this server keeps no exposure log.
+        """
+        if self.feedback_log is None:
+            return 501, {"error": "feedback is off: this server keeps no exposure log (start it "
+                         "with --request-log FILE, or serve from a --registry)"}  # fmt: skip
+        if content_type not in _FEEDBACK_TYPES:
+            return 400, {"error": f"unsupported content type {content_type!r}: send "
+                         "application/json (a list) or application/x-ndjson (lines)"}  # fmt: skip
+        try:
+            records = parse_feedback(body, model=self.name, received=round(time.time(), 3))
+        except FeedbackError as err:
+            return 400, {"error": str(err)[:500]}
+        await asyncio.to_thread(self.feedback_log.write_many, records)
+        return 200, {"accepted": len(records)}
 
 
 UNIT_HEADER = "x-experiment-unit"
@@ -519,6 +608,21 @@ def limit_app(max_body_mb: float) -> None:
         app.add_middleware(BinaryHeaderCheck)
     app.openapi_url = None
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") not in _DOC_PATHS]
+
+
+def add_feedback_route(model: RankingModel) -> None:
+    """Adds ``POST /v1/feedback`` for ``model`` to KServe's app (once per process)."""
+    from fastapi.responses import ORJSONResponse
+    from kserve.model_server import app
+
+    async def feedback(request: Request) -> ORJSONResponse:
+        status, body = await model.record_feedback(
+            await request.body(), _media_type(dict(request.headers))
+        )
+        return ORJSONResponse(status_code=status, content=body)
+
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != FEEDBACK_PATH]
+    app.add_api_route(FEEDBACK_PATH, feedback, methods=["POST"], include_in_schema=False)
 
 
 async def _schema_error(request: Any, error: Exception) -> Any:
@@ -596,8 +700,11 @@ class ManagementOff(NotImplementedError):
         super().__init__(self.reason)
 
 
-def prediction_response(name: str, payload: Any, probability: np.ndarray) -> Any:
-    """The answer to a V1 request (``{"predictions": [...]}``) or a V2 one (``probability``)."""
+def prediction_response(
+    name: str, payload: Any, probability: np.ndarray, request_id: str | None = None
+) -> Any:
+    """The answer to a V1 request (``{"predictions": [...]}``) or a V2 one (``probability``);
+    a V2 answer's id is the request's id (or ``request_id``, or a new one)."""
     if isinstance(payload, InferRequest):
         output = InferOutput(
             name="probability",
@@ -606,7 +713,9 @@ def prediction_response(name: str, payload: Any, probability: np.ndarray) -> Any
             data=probability.astype(np.float32).tolist(),
         )
         return InferResponse(
-            model_name=name, infer_outputs=[output], response_id=payload.id or str(uuid.uuid4())
+            model_name=name,
+            infer_outputs=[output],
+            response_id=payload.id or request_id or str(uuid.uuid4()),
         )
     return {"predictions": probability.tolist()}
 

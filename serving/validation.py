@@ -31,6 +31,7 @@ from skewless.contract.validate import Violations, check_values
 DEFAULT_MAX_BATCH = 1024  # rows in one request
 DEFAULT_MAX_BODY_MB = 16.0  # a request body's size
 DEFAULT_UNIT_FIELD = "user_id"  # the feature that assigns a request's user to a canary version
+DEFAULT_ITEM_FIELD = "item_id"  # the feature naming the item each row scores (exposure logs)
 
 
 class RequestError(ValueError):

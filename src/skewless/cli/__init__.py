@@ -376,6 +376,68 @@ def cmd_ab_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment_report(args: argparse.Namespace) -> dict[str, Any]:
+    from skewless.experiments.analysis import Criteria, experiment_report
+
+    criteria = Criteria(
+        outcome=args.outcome, alpha=args.alpha, mde=args.mde, min_units=args.min_units,
+        max_error_increase=args.max_error_increase, max_p99_ratio=args.max_p99_ratio,
+        sequential=args.sequential,
+    )  # fmt: skip
+    return experiment_report(
+        args.log, model=args.model, experiment=args.experiment, since=args.since,
+        until=args.until, criteria=criteria, feedback=args.feedback,
+    )  # fmt: skip
+
+
+def cmd_experiment_report(args: argparse.Namespace) -> int:
+    """``skewless experiment report``: per-variant outcome rates, lift, SRM, guardrails."""
+    from skewless.experiments.analysis import format_experiment_report
+
+    report = _experiment_report(args)
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_experiment_report(report))
+    return 0
+
+
+def cmd_experiment_decide(args: argparse.Namespace) -> int:
+    """``skewless experiment decide``: promote, stop or keep the canary, by the report."""
+    import getpass
+
+    from skewless.experiments.analysis import record_decision
+
+    report = _experiment_report(args)
+    if args.dry_run:
+        decision = report["decision"]
+        print(f"{args.model}: would {decision['action']}: {decision['reason']}")
+        return 0
+    print(record_decision(_registry(args), report, actor=getpass.getuser()))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """``skewless simulate``: play the planted world against a live server, with feedback."""
+    from skewless.experiments.simulate import simulate
+
+    result = simulate(
+        args.endpoint, units=args.units, requests=args.requests, seed=args.seed,
+        model=args.model, candidates=args.candidates, world_seed=args.world_seed,
+        concurrency=args.concurrency,
+    )  # fmt: skip
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"{result['requests']} requests, {result['clicks']} clicks "
+          f"(Unix time {result['started']:.3f} to {result['finished']:.3f})")  # fmt: skip
+    for version, group in result["versions"].items():
+        print(f"  version {version}: {group['requests']} requests from {group['units']} users, "
+              f"{group['clicks']} clicks; expected click rate (planted truth) "
+              f"{group['expected_click_rate']:.4f}")  # fmt: skip
+    return 0
+
+
 def _apply_cluster(
     args: argparse.Namespace, registry: Any, version: int, role: str, percent: int
 ) -> None:
@@ -764,6 +826,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="machine-readable output")
     report.set_defaults(func=cmd_ab_report)
 
+    _add_experiment_commands(sub, default_registry)
+
     sub_run = sub.add_parser(
         "submit",
         help="compile the pipeline and submit a run (or a recurring run) to Kubeflow Pipelines",
@@ -800,18 +864,96 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_experiment_commands(sub: Any, default_registry: str) -> None:
+    """``skewless experiment report|decide`` and ``skewless simulate``."""
+    experiment = sub.add_parser(
+        "experiment", help="analyze an online experiment (a canary) and decide it"
+    )
+    actions = experiment.add_subparsers(dest="experiment_command", required=True, metavar="ACTION")
+    report = actions.add_parser(
+        "report", help="per-variant outcome rate with CI, lift, p-value, SRM, guardrails"
+    )
+    decide = actions.add_parser(
+        "decide", help="promote, stop or keep the canary by the report; recorded in the registry"
+    )
+    for command in (report, decide):
+        command.add_argument(
+            "--log", default=f"runs/default/models/{REQUEST_LOG}",
+            help="the server's exposure log (rotated segments beside it are read too)",
+        )  # fmt: skip
+        command.add_argument("--feedback", help="the outcome log (default: beside --log)")
+        command.add_argument("--model", type=_model_name, default="ranking", help="model name")
+        command.add_argument("--experiment", help="MODEL:PRODUCTION:CANDIDATE (default: newest)")
+        command.add_argument("--since", type=float, help="only exposures from this Unix time on")
+        command.add_argument("--until", type=float, help="only exposures before this Unix time")
+        command.add_argument("--outcome", default="click", help="primary outcome name (click)")
+        command.add_argument(
+            "--alpha", type=_fraction, default=0.05, help="significance level (0.05)"
+        )
+        command.add_argument(
+            "--mde", type=_positive_float, default=0.05,
+            help="minimum detectable effect relative to production's rate (0.05)",
+        )  # fmt: skip
+        command.add_argument(
+            "--min-units", type=_positive_int, default=100,
+            help="fewest units per variant before deciding (100)",
+        )  # fmt: skip
+        command.add_argument(
+            "--max-error-increase", type=_fraction, default=0.01,
+            help="guardrail: allowed rise of the server-error rate (0.01)",
+        )  # fmt: skip
+        command.add_argument(
+            "--max-p99-ratio", type=_positive_float, default=1.5,
+            help="guardrail: allowed ratio of the candidate's p99 latency to production's (1.5)",
+        )  # fmt: skip
+        command.add_argument(
+            "--sequential", action="store_true",
+            help="always-valid mSPRT p-value: safe to look again and again",
+        )  # fmt: skip
+    report.add_argument("--json", action="store_true", help="machine-readable output")
+    report.set_defaults(func=cmd_experiment_report)
+    decide.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
+    decide.add_argument("--dry-run", action="store_true", help="say the decision, change nothing")
+    decide.set_defaults(func=cmd_experiment_decide)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="play the default data's planted world against a live server, clicks as feedback",
+        description="Example: skewless simulate --endpoint http://localhost:8080 --units 2000 "
+        "--requests 20000 --seed 1",
+    )
+    sim.add_argument("--endpoint", required=True, help="the server, e.g. http://localhost:8080")
+    sim.add_argument("--units", type=_positive_int, required=True, help="users taking part")
+    sim.add_argument("--requests", type=_positive_int, required=True, help="requests to send")
+    sim.add_argument("--seed", type=int, default=0, help="seed of the simulation's draws")
+    sim.add_argument("--model", type=_model_name, default="ranking", help="model name")
+    sim.add_argument(
+        "--candidates", type=_positive_int, default=10, help="items scored per request (10)"
+    )
+    sim.add_argument(
+        "--world-seed", type=int, default=0,
+        help="seed of the data the served model was trained on (skewless run's --seed; 0)",
+    )  # fmt: skip
+    sim.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (4)")
+    sim.add_argument("--json", action="store_true", help="machine-readable output")
+    sim.set_defaults(func=cmd_simulate)
+
+
 def _user_errors() -> tuple[type[Exception], ...]:
     from skewless.contract.infer import InferError
     from skewless.data.ingest import IngestError
     from skewless.data.storage import StorageError
     from skewless.experiments.ab_report import ReportError
+    from skewless.experiments.analysis import ExperimentError
+    from skewless.experiments.logs import LogError
+    from skewless.experiments.simulate import SimulationError
     from skewless.registry.core import RegistryError
     from skewless.rollout.deploy import DeployError
     from skewless.runner.local import RunError
 
     return (
         ReportError, SpecError, IngestError, CliError, RunError, DeployError, RegistryError,
-        StorageError, InferError,
+        StorageError, InferError, ExperimentError, LogError, SimulationError,
     )  # fmt: skip
 
 

@@ -184,6 +184,45 @@ def generate_chunk(world: World, seed: int, chunk_index: int, rows: int) -> pd.D
     draws = rng.random((rows, MAX_HISTORY))
     history = (world.user_pref_cdf[user][:, None, :] < draws[:, :, None]).sum(axis=2)
     history = np.minimum(history, len(CATEGORIES) - 1)
+    features, logit = impressions(world, user, item, device, hour, weekday, history, history_len)
+    prob = 1.0 / (1.0 + np.exp(-logit))
+    clicked = (rng.random(rows) < prob).astype(np.int64)
+    features.insert(0, "event_id", [f"e{n:010d}" for n in range(first_row, first_row + rows)])
+    features["clicked"] = clicked
+    features["true_click_prob"] = prob.round(6)
+    return features
+
+
+def impressions(
+    world: World,
+    user: np.ndarray,
+    item: np.ndarray,
+    device: np.ndarray,
+    hour: np.ndarray,
+    weekday: np.ndarray,
+    history: np.ndarray,
+    history_len: np.ndarray,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The raw features of impressions and their planted click log-odds.
+
+    The one place that turns the world's indices into the columns a model sees: the generator
+    uses it for training data, and the simulator (:mod:`skewless.experiments.simulate`) for live
+    requests, so both describe a user and an item the same way.
+
+    Args:
+        world: The population.
+        user: User index per impression.
+        item: Item index per impression.
+        device: Device index per impression.
+        hour: Hour of day per impression.
+        weekday: Weekday index per impression.
+        history: Category indices of the user's recent history, ``(rows, MAX_HISTORY)``.
+        history_len: How many of those entries are real, per impression.
+
+    Returns:
+        The feature columns (``user_id`` ... ``weekday``) and :func:`click_logit` per row.
+    """
+    rows = len(user)
     in_history = np.arange(MAX_HISTORY)[None, :] < history_len[:, None]
     item_tags = world.item_tags[item]
     hit = (history[:, :, None] == item_tags[:, None, :]).any(axis=2) & in_history
@@ -204,17 +243,13 @@ def generate_chunk(world: World, seed: int, chunk_index: int, rows: int) -> pd.D
         weekday=weekday,
         country=country,
     )
-    prob = 1.0 / (1.0 + np.exp(-logit))
-    clicked = (rng.random(rows) < prob).astype(np.int64)
-
     names = np.asarray(CATEGORIES, dtype=object)
     history_str = [
         "|".join(names[row[:length]]) for row, length in zip(history, history_len, strict=True)
     ]
     tags_str = ["|".join(names[row[row >= 0]]) for row in item_tags]
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
-            "event_id": [f"e{n:010d}" for n in range(first_row, first_row + rows)],
             "user_id": [f"u{u:06d}" for u in user],
             "age": age,
             "country": np.asarray(COUNTRIES, dtype=object)[country],
@@ -226,10 +261,10 @@ def generate_chunk(world: World, seed: int, chunk_index: int, rows: int) -> pd.D
             "price": price,
             "hour": hour,
             "weekday": np.asarray(WEEKDAYS, dtype=object)[weekday],
-            "clicked": clicked,
-            "true_click_prob": prob.round(6),
-        }
+        },
+        index=pd.RangeIndex(rows),
     )
+    return frame, logit
 
 
 def iter_chunks(rows: int, seed: int) -> Iterator[pd.DataFrame]:

@@ -9,41 +9,43 @@ before it is promoted.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# The log's file name beside a registry (``skewless serve --registry`` writes it there).
-REQUEST_LOG = "requests.jsonl"
+from skewless.experiments.logs import EXPOSURE_LOG, LogError, read_records, segments
+
+REQUEST_LOG = EXPOSURE_LOG  # the file name beside a registry
 
 
-class ReportError(RuntimeError):
+class ReportError(LogError):
     """The request log cannot be read; the message names the file and line."""
 
 
 def _read(log_path: Path, model: str | None, since: float | None) -> list[dict[str, Any]]:
-    if not log_path.is_file():
-        raise ReportError(f"no request log at {log_path}; serve with --request-log to write one")
     records = []
-    # Bytes that are not UTF-8 fail their line below, with its number, as any malformed line does.
-    with log_path.open(errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    try:
+        for number, record in enumerate(read_records(log_path, what="request record"), 1):
             try:
-                if "\ufffd" in line:
-                    raise ValueError("not UTF-8 text")
-                record = json.loads(line)
-                keep = (model is None or record["model"] == model) and (
-                    since is None or float(record["time"]) >= since
+                keep = (
+                    record.get("status", 200) == 200  # refused and failed requests are not served
+                    and (model is None or record["model"] == model)
+                    and (since is None or float(record["time"]) >= since)
                 )
-                if keep:
-                    records.append(record)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                raise ReportError(f"{log_path}:{number}: not a request record ({err})") from None
+            except (KeyError, TypeError, ValueError) as err:
+                raise ReportError(
+                    f"{log_path}: record {number}: not a request record ({err})"
+                ) from None
+            if keep:
+                records.append(record)
+    except LogError as err:
+        if not segments(log_path):
+            raise ReportError(
+                f"no request log at {log_path}; serve with --request-log to write one"
+            ) from None
+        raise ReportError(str(err)) from None
     return records
 
 
