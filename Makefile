@@ -15,7 +15,7 @@ IMAGE := $(shell sed -n 's/^IMAGE = "\(.*\)"/\1/p' src/skewless/image.py)
 CLUSTER ?= skewless
 CLUSTER_TOOL ?= kind
 
-.PHONY: run test lint typecheck bench bench-transform bench-serving compile clean help \
+.PHONY: run test lint typecheck bench bench-transform bench-serving bench-experiment compile clean help \
 	image kind-load image-load cluster cluster-down
 
 help:
@@ -64,7 +64,7 @@ typecheck: $(STAMP)
 compile: $(STAMP)
 	$(BIN)/skewless compile
 
-bench: bench-transform bench-serving
+bench: bench-transform bench-serving bench-experiment
 
 bench-transform: $(STAMP)
 	$(BIN)/python bench/bench_transform.py
@@ -75,6 +75,10 @@ bench-serving: $(STAMP)
 	@command -v wrk >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		apt-get install -y -qq wrk >/dev/null) || echo "wrk not installed: using the Python client"
 	$(BIN)/python bench/bench_serving.py
+
+# Trains three models at full size and plays the planted world against them (tens of minutes).
+bench-experiment: $(STAMP)
+	$(BIN)/python bench/bench_experiment.py
 
 image:
 	@command -v docker >/dev/null || { echo "error: docker is not installed" >&2; exit 1; }

@@ -76,3 +76,22 @@ def minio(_object_store_server: ObjectStore, monkeypatch: pytest.MonkeyPatch) ->
     for name, value in _object_store_server.environment().items():
         monkeypatch.setenv(name, value)
     return _object_store_server
+
+
+@pytest.fixture(scope="session")
+def shuffled_model(
+    tmp_path_factory: pytest.TempPathFactory, ingested: Path, transform_dir: Path, default_spec
+) -> Path:
+    """A model trained like ``trained`` but on shuffled labels: it has learned nothing true."""
+    import pandas as pd
+
+    from skewless.model.train import HParams, train
+
+    out = tmp_path_factory.mktemp("shuffled")
+    frame = pd.read_parquet(ingested / "train.parquet")
+    label = default_spec.label.name
+    frame[label] = frame[label].sample(frac=1.0, random_state=0).to_numpy()
+    frame.to_parquet(out / "train.parquet")
+    result = train(out / "train.parquet", ingested / "eval.parquet", transform_dir, default_spec,
+                   out / "trained", HParams(epochs=2))  # fmt: skip
+    return Path(result["model_dir"])

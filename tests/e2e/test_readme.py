@@ -85,7 +85,8 @@ def _cli(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.Complet
 
 def _check_flags(argv: list[str], flags: list[str], cwd: Path) -> None:
     words = [word for word in argv[1:] if not word.startswith("-")][:2]
-    helped = _cli([*SKEWLESS, *words[: 2 if words[:1] == ["models"] else 1], "--help"], cwd)
+    nested = words[:1] in (["models"], ["experiment"])  # commands with actions
+    helped = _cli([*SKEWLESS, *words[: 2 if nested else 1], "--help"], cwd)
     assert helped.returncode == 0, helped.stderr
     for flag in flags:
         assert flag in helped.stdout, f"README names {flag} for {' '.join(argv)}; --help lacks it"
@@ -180,6 +181,23 @@ class Walk:
 
     def _skewless_canary(self, argv: list[str], command: str) -> None:
         assert "version 2 takes 50% of" in self.skewless(argv)
+
+    def _skewless_simulate(self, argv: list[str], command: str) -> None:
+        # Against a server on the run's registry (make run's server has stopped by now), with a
+        # fraction of the README's traffic.
+        registry = self.cwd / "runs" / "default" / "models" / "registry.db"
+        argv[argv.index("--units") + 1], argv[argv.index("--requests") + 1] = "200", "600"
+        with serving("", "--registry", str(registry)) as server:
+            argv[argv.index("--endpoint") + 1] = server["http"]
+            out = self.skewless(argv)
+        assert "600 requests" in out and "version 1:" in out and "version 2:" in out, out
+
+    def _skewless_experiment(self, argv: list[str], command: str) -> None:
+        out = self.skewless(argv)
+        if argv[2] == "report":
+            assert "experiment ranking:1:2 (candidate share 50%)" in out and "decision:" in out
+        else:
+            assert out.startswith("ranking: would "), out
 
     def _skewless_ab_report(self, argv: list[str], command: str) -> None:
         out = self.skewless(argv)

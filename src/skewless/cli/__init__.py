@@ -17,9 +17,15 @@ from typing import Any
 
 from skewless.contract.spec import SpecError, load_spec
 from skewless.experiments.ab_report import REQUEST_LOG
+from skewless.experiments.logs import DEFAULT_LOG_MAX_MB
 from skewless.runner.local import DEFAULT_ROWS
 from skewless.serving.batching import DEFAULT_BATCH_ROWS
-from skewless.serving.validation import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_MB, DEFAULT_UNIT_FIELD
+from skewless.serving.validation import (
+    DEFAULT_ITEM_FIELD,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_MB,
+    DEFAULT_UNIT_FIELD,
+)
 
 
 class CliError(RuntimeError):
@@ -267,6 +273,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         request_log=request_log or None,
         max_body_mb=args.max_body_mb,
         unit_field=args.experiment_unit,
+        item_field=args.item_field,
+        log_max_mb=args.log_max_mb,
     )
     _check_ports(args.http_port, args.grpc_port)
     from skewless.serving.server import ModelLoadError
@@ -744,6 +752,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD",
         help=f"the feature whose value (first row) assigns a user to one canary version "
         f"({DEFAULT_UNIT_FIELD}); an x-experiment-unit header overrides it",
+    )
+    srv.add_argument(
+        "--item-field",
+        default=DEFAULT_ITEM_FIELD,
+        metavar="FIELD",
+        help=f"the feature naming each row's item in the exposure log ({DEFAULT_ITEM_FIELD})",
+    )
+    srv.add_argument(
+        "--log-max-mb",
+        type=_positive_float,
+        default=DEFAULT_LOG_MAX_MB,
+        help=f"rotate the exposure and feedback logs past this size ({DEFAULT_LOG_MAX_MB:g}); "
+        "rotated files are kept",
     )
     srv.add_argument(
         "--max-body-mb",

@@ -1,7 +1,7 @@
 """The experiment logs: exposures (one line per answered request) and outcomes (feedback).
 
 Both are JSON-lines files that are only ever appended to. A log rotates by size: when the file a
-writer holds passes ``max_bytes``, the writer renames it to ``NAME.<time>-<pid>`` and starts a new
+writer holds passes ``max_bytes``, the writer renames it to ``NAME.<nanoseconds>`` and starts a new
 ``NAME``; nothing is deleted, and readers read the rotated segments and the live file together
 (:func:`read_records`), so a report covers every line ever written, across restarts.
 
@@ -75,8 +75,13 @@ class AppendLog:
             except FileNotFoundError:
                 same = False
             if same:
-                stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-                os.rename(self.path, self.path.with_name(f"{self.path.name}.{stamp}-{os.getpid()}"))
+                # Nanoseconds, zero-padded: names sort in time order and never collide (renames
+                # happen under the lock; an existing name is never overwritten).
+                while True:
+                    target = self.path.with_name(f"{self.path.name}.{time.time_ns():020d}")
+                    if not target.exists():
+                        break
+                os.rename(self.path, target)
             self._handle.close()
             self._handle = self._open()
 
@@ -85,13 +90,20 @@ class AppendLog:
         with self._lock:
             self._handle.close()
 
+    def __enter__(self) -> AppendLog:
+        """The log, closed when the block ends."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Closes the log."""
+        self.close()
+
 
 def segments(path: str | Path) -> list[Path]:
     """The rotated segments of a log, oldest first, then the live file (those that exist)."""
     live = Path(path)
     rotated = sorted(
-        (p for p in live.parent.glob(f"{live.name}.*") if not p.name.endswith(".lock")),
-        key=lambda p: (p.stat().st_mtime, p.name),
+        p for p in live.parent.glob(f"{live.name}.*") if p.name[len(live.name) + 1 :].isdigit()
     )
     return [*rotated, *([live] if live.is_file() else [])]
 
