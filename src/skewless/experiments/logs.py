@@ -5,12 +5,12 @@ writer holds passes ``max_bytes``, the writer renames it to ``NAME.<nanoseconds>
 ``NAME``; nothing is deleted, and readers read the rotated segments and the live file together
 (:func:`read_records`), so a report covers every line ever written, across restarts.
 
-Several server worker processes append to the same file. Each line is one ``write`` of well under
-the pipe-buffer size on a file opened with ``O_APPEND``, so lines from several processes never
-interleave. Rotation takes an exclusive ``flock`` on ``NAME.lock`` and renames only if the path
-still names the file the writer holds; a writer whose file was rotated by another process reopens
-the path on its next write (a few of its lines land at the end of the rotated segment, where
-readers still find them).
+Several server worker processes append to the same file. Each line is one ``write`` system call
+on a descriptor opened with ``O_APPEND`` (no user-space buffer that could split it), so lines from
+several processes never interleave. Rotation takes an exclusive ``flock`` on ``NAME.lock`` and
+renames only if the path still names the file the writer holds; a writer whose file another
+process rotated sees it past the limit on its next write and reopens the path (that one line
+lands at the end of the rotated segment, where readers still find it).
 """
 
 from __future__ import annotations
@@ -47,17 +47,17 @@ class AppendLog:
         self.max_bytes = max_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # the server's batcher threads and event loop share a writer
-        self._handle = self._open()
+        self._fd = self._open()
 
-    def _open(self) -> Any:
-        return self.path.open("a", buffering=1, encoding="utf-8")
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def write(self, record: dict[str, Any]) -> None:
         """Appends one record as one line (ASCII JSON: nothing a reader cannot decode)."""
-        line = json.dumps(record, separators=(",", ":")) + "\n"
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
         with self._lock:
-            self._handle.write(line)
-            if os.fstat(self._handle.fileno()).st_size >= self.max_bytes:
+            os.write(self._fd, line)
+            if os.fstat(self._fd).st_size >= self.max_bytes:
                 self._rotate()
 
     def write_many(self, records: list[dict[str, Any]]) -> None:
@@ -68,7 +68,7 @@ class AppendLog:
     def _rotate(self) -> None:
         with (self.path.parent / f"{self.path.name}.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            held = os.fstat(self._handle.fileno())
+            held = os.fstat(self._fd)
             try:
                 current = self.path.stat()
                 same = (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino)
@@ -82,13 +82,15 @@ class AppendLog:
                     if not target.exists():
                         break
                 os.rename(self.path, target)
-            self._handle.close()
-            self._handle = self._open()
+            os.close(self._fd)
+            self._fd = self._open()
 
     def close(self) -> None:
         """Closes the file."""
         with self._lock:
-            self._handle.close()
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def __enter__(self) -> AppendLog:
         """The log, closed when the block ends."""
