@@ -57,7 +57,7 @@ from skewless.experiments.logs import (
     feedback_path,
     parse_feedback,
 )
-from skewless.registry.core import SQLiteRegistry, Traffic
+from skewless.registry.core import Registry, SQLiteRegistry, Traffic
 from skewless.serving.batching import DEFAULT_BATCH_ROWS, MicroBatcher
 from skewless.serving.validation import (
     DEFAULT_ITEM_FIELD,
@@ -82,6 +82,16 @@ _FEEDBACK_TYPES = ("", "application/json", "application/x-ndjson", "application/
 
 class ModelLoadError(RuntimeError):
     """The model folder cannot be served; the message names it and why."""
+
+
+def open_registry(locator: str) -> Registry:
+    """The registry a server follows: a Kubeflow Model Registry URL (its token, if any, in
+    ``MODEL_REGISTRY_TOKEN``), or else a SQLite file."""
+    if locator.startswith(("http://", "https://")):
+        from skewless.registry.kubeflow import KubeflowRegistry
+
+        return KubeflowRegistry(locator, user_token=os.environ.get("MODEL_REGISTRY_TOKEN"))
+    return SQLiteRegistry(locator)
 
 
 def resolve_model_dir(model: str | Path) -> Path:
@@ -238,15 +248,17 @@ class RankingModel(kserve.Model):
             name: Model name in the URL paths (and in the registry).
             model_dir: Exported SavedModel folder (when not serving from a registry).
             config: Admission and batching settings (defaults when None).
-            registry: A registry file; the model serves ``production`` plus a canary
-                ``candidate`` at its share, and follows both when they move (a rollback, a canary
-                or a promotion takes effect without a restart).
+            registry: A registry file, or a Kubeflow Model Registry URL (on a cluster); the model
+                serves ``production`` plus a canary ``candidate`` at its share, and follows both
+                when they move (a rollback, a canary or a promotion takes effect without a
+                restart). Artifacts in an object store are downloaded and checksum-verified.
         """
         super().__init__(name, return_response_headers=True)
         if (model_dir is None) == (registry is None):
             raise ValueError("give exactly one of model_dir and registry")
         self.model_dir = Path(model_dir) if model_dir is not None else None
-        self.registry = SQLiteRegistry(registry) if registry is not None else None
+        self.registry_locator = str(registry) if registry is not None else None
+        self.registry: Registry | None = None  # opened by load(), in each process
         self.config = config or ServingConfig()
         self._loaded = threading.Event()  # set by load(); the work happens there, as in KServe
 
@@ -268,7 +280,10 @@ class RankingModel(kserve.Model):
             label, model_dir = self.model_dir.name, self.model_dir
         else:
             assert self.registry is not None
-            label, model_dir = str(version), self.registry.verified_artifact(self.name, version)
+            label = str(version)
+            # A remote artifact (the object store, on a cluster) is downloaded, then verified.
+            download_to = Path(tempfile.mkdtemp(prefix=f"skewless-{self.name}-{version}-")) / "m"
+            model_dir = self.registry.verified_artifact(self.name, version, download_to=download_to)
         try:
             saved_model = tf.saved_model.load(str(model_dir))
         except (OSError, ValueError) as err:  # TensorFlow's words for a file it cannot parse
@@ -291,7 +306,9 @@ class RankingModel(kserve.Model):
 
     def _route(self, traffic: Traffic, current: _Routing | None) -> _Routing:
         if self.registry is not None and traffic.production is None:
-            raise FileNotFoundError(f"registry {self.registry.path} has no production {self.name}")
+            raise FileNotFoundError(
+                f"registry {self.registry_locator} has no production {self.name}"
+            )
         production = self._load_version(traffic.production, current)
         candidate = None
         if traffic.candidate is not None:
@@ -305,6 +322,7 @@ class RankingModel(kserve.Model):
         # Here, not in serve(): each REST worker process imports KServe's app afresh and loads
         # its copy of this model before its first request.
         limit_app(self.config.max_body_mb)
+        self.registry = open_registry(self.registry_locator) if self.registry_locator else None
         self.served = self._traffic()
         self.routing = self._route(self.served, None)
         # TensorFlow leaves hundreds of thousands of long-lived Python objects; a full GC pass
@@ -373,7 +391,8 @@ class RankingModel(kserve.Model):
     def __getstate__(self) -> dict[str, Any]:
         """Pickles settings only: a loaded SavedModel cannot cross processes."""
         state = dict(self.__dict__)
-        for key in ("routing", "batchers", "request_log", "feedback_log", "served", "_loaded"):
+        for key in ("routing", "batchers", "request_log", "feedback_log", "served", "_loaded",
+                    "registry"):  # fmt: skip
             state.pop(key, None)
         state["ready"] = False
         return state

@@ -143,3 +143,48 @@ def _row() -> dict:
     from skewless.serving.server import example_row
 
     return example_row(load_spec())
+
+
+def test_on_a_cluster_the_server_follows_the_model_registry_and_the_object_store(
+    trained, minio, tmp_path
+):
+    """What the `kind-experiment` overlay runs: `skewless serve --registry <Model Registry URL>`
+    with artifacts in KFP's object store. Here the Model Registry is its REST stand-in and the
+    store a real S3 server on loopback; the server downloads and verifies both versions, keeps
+    each user on one of them, and writes exposures and feedback to the log it is given."""
+    from model_registry_standin import model_registry_standin
+    from support import post
+
+    from skewless.registry.kubeflow import KubeflowRegistry
+
+    uri = minio.upload(Path(trained["model_dir"]), f"experiment/{tmp_path.name}/model")
+    log = tmp_path / "logs" / "requests.jsonl"
+    with model_registry_standin() as url:
+        registry = KubeflowRegistry(url)
+        for run in ("a", "b"):
+            registry.register("ranking", trained["model_dir"], artifact_uri=uri, metrics={},
+                              gate={"promote": True}, spec_sha256="", stats_sha256="",
+                              code_version="t", run_id=run)  # fmt: skip
+        registry.set_alias("ranking", "production", 1, actor="test", reason="")
+        registry.start_canary("ranking", 2, 50, actor="test")
+        with serving("", "--registry", url, "--request-log", str(log)) as server:
+            predict = f"{server['http']}/v1/models/ranking:predict"
+            seen: dict[str, set[str]] = defaultdict(set)
+            for user in range(30):
+                for _ in range(2):
+                    row = {**_row(), "user_id": f"u{user:06d}"}
+                    status, _, headers = post(predict, {"instances": [row]})
+                    assert status == 200
+                    seen[row["user_id"]].add(headers["x-model-version"])
+            status, body, _ = post(
+                f"{server['http']}/v1/feedback",
+                [{"request_id": headers["x-request-id"], "outcome": "click"}],
+            )
+            assert (status, body) == (200, {"accepted": 1})
+    assert all(len(versions) == 1 for versions in seen.values())
+    assert {v for versions in seen.values() for v in versions} == {"1", "2"}
+    exposures = [r for r in read_records(log) if r["status"] == 200]
+    assert len(exposures) == 60 and {r["experiment"] for r in exposures} == {"ranking:1:2"}
+    assert [r["request_id"] for r in read_records(log.with_name("feedback.jsonl"))] == [
+        headers["x-request-id"]
+    ]

@@ -256,15 +256,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``skewless serve``: a KServe model server for an exported model."""
     from skewless.serving.server import ServingConfig, serve
 
-    if args.registry and args.registry.startswith(("http://", "https://")):
-        raise CliError(
-            f"--registry {args.registry}: serve follows a registry file; on a cluster KServe "
-            "serves the Model Registry's versions (skewless promote/canary/rollback --kserve)"
-        )
-    if args.registry:
+    remote = bool(args.registry) and args.registry.startswith(("http://", "https://"))
+    if args.registry and not remote:
         _registry_file(args.registry)
     request_log = args.request_log
-    if request_log is None and args.registry:
+    if request_log is None and args.registry and not remote:
         request_log = str(Path(args.registry).with_name(REQUEST_LOG))
     config = ServingConfig(
         max_request_rows=args.max_request_rows,
@@ -730,7 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = srv.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="exported SavedModel folder or storage URI")
     source.add_argument(
-        "--registry", help="registry file: serve NAME's production version and follow it"
+        "--registry",
+        help="registry file, or a Kubeflow Model Registry URL: serve NAME's production version "
+        "(and a canary's candidate) and follow them",
     )
     srv.add_argument(
         "--name", type=_model_name, default="ranking", help="model name in the URL paths"
@@ -797,8 +795,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument(
         "--request-log",
-        help=f"append one JSON line per answered request here (default with --registry: "
-        f"{REQUEST_LOG} beside the registry; '' for none)",
+        help=f"append one exposure (JSON line) per request here, outcomes beside it (default "
+        f"with a --registry file: {REQUEST_LOG} beside it; '' for none)",
     )
     srv.set_defaults(func=cmd_serve)
 
