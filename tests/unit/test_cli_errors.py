@@ -9,11 +9,22 @@ import pytest
 from skewless.cli import main
 
 
-def test_serve_takes_a_registry_file_not_a_model_registry_url(capsys):
-    assert main(["serve", "--registry", "http://localhost:8080"]) == 1
+def test_serve_from_an_unreachable_model_registry_is_one_clear_line(capsys):
+    from support import free_port
+
+    port = free_port()
+    command = ["serve", "--registry", f"http://127.0.0.1:{port}",
+               "--http-port", str(free_port()), "--grpc-port", str(free_port())]  # fmt: skip
+    assert main(command) == 1
     err = capsys.readouterr().err
-    assert err.startswith("skewless serve: error: --registry http://localhost:8080: serve follows")
-    assert not Path("http:").exists()
+    assert "Traceback" not in err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"skewless serve: error: cannot reach the Model Registry at http://127.0.0.1:{port}"
+        )
+    )
 
 
 def test_serve_with_a_missing_registry_file_creates_none(tmp_path: Path, capsys):
@@ -160,3 +171,27 @@ def test_rollback_with_no_cluster_says_what_moved_and_what_did_not(tmp_path: Pat
     )
     assert main(["models", "show", "ranking:production", "--registry", registry]) == 0
     assert '"version": 1,' in capsys.readouterr().out
+
+
+def test_experiment_and_simulate_mistakes_are_one_clear_line(tmp_path: Path, capsys):
+    from support import free_port
+
+    assert main(["experiment", "report", "--log", str(tmp_path / "none.jsonl")]) == 1
+    assert "no exposure log at" in _one_line(capsys)
+    log = tmp_path / "requests.jsonl"
+    log.write_text('{"time": 1, "model": "ranking", "experiment": null}\n')
+    assert main(["experiment", "decide", "--log", str(log), "--dry-run"]) == 1
+    assert "no experiment for model 'ranking': start a canary" in _one_line(capsys)
+    log.write_text("not json\n")
+    assert main(["experiment", "report", "--log", str(log)]) == 1
+    assert f"{log}:1: not an exposure record" in _one_line(capsys)
+    port = free_port()
+    assert main(["simulate", "--endpoint", f"http://127.0.0.1:{port}", "--units", "2",
+                 "--requests", "2"]) == 1  # fmt: skip
+    assert f"cannot reach the server at http://127.0.0.1:{port}" in _one_line(capsys)
+    assert main(["simulate", "--endpoint", "ftp://x", "--units", "2", "--requests", "2"]) == 1
+    assert "--endpoint 'ftp://x': expected http://HOST:PORT" in _one_line(capsys)
+    for flags in (["--alpha", "1"], ["--mde", "0"], ["--min-units", "0"]):
+        with pytest.raises(SystemExit):
+            main(["experiment", "report", *flags])
+        assert "error: argument" in capsys.readouterr().err

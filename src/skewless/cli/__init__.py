@@ -7,6 +7,7 @@ point any step at their own CSV or Parquet and their own spec.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import os
@@ -49,6 +50,13 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _fraction(text)
+    if value in (0.0, 1.0):
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, exclusive, got {value}")
     return value
 
 
@@ -383,11 +391,7 @@ def cmd_ab_report(args: argparse.Namespace) -> int:
 def _experiment_report(args: argparse.Namespace) -> dict[str, Any]:
     from skewless.experiments.analysis import Criteria, experiment_report
 
-    criteria = Criteria(
-        outcome=args.outcome, alpha=args.alpha, mde=args.mde, min_units=args.min_units,
-        max_error_increase=args.max_error_increase, max_p99_ratio=args.max_p99_ratio,
-        sequential=args.sequential,
-    )  # fmt: skip
+    criteria = Criteria(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Criteria)})
     return experiment_report(
         args.log, model=args.model, experiment=args.experiment, since=args.since,
         until=args.until, criteria=criteria, feedback=args.feedback,
@@ -895,6 +899,19 @@ def _add_experiment_commands(sub: Any, default_registry: str) -> None:
     decide = actions.add_parser(
         "decide", help="promote, stop or keep the canary by the report; recorded in the registry"
     )
+    from skewless.experiments.analysis import Criteria
+
+    defaults = Criteria()  # the defaults live there, once
+    criteria_options: list[tuple[str, Callable[[str], Any], str]] = [
+        ("--outcome", str, "primary outcome name"),
+        ("--alpha", _probability, "significance level"),
+        ("--power", _probability, "power for the sample size still needed"),
+        ("--mde", _positive_float, "minimum detectable effect relative to production's rate"),
+        ("--min-units", _positive_int, "fewest units per variant before deciding"),
+        ("--max-error-increase", _fraction, "guardrail: allowed rise of the server-error rate"),
+        ("--max-p99-ratio", _positive_float,
+         "guardrail: allowed ratio of the candidate's p99 latency to production's"),
+    ]  # fmt: skip
     for command in (report, decide):
         command.add_argument(
             "--log", default=f"runs/default/models/{REQUEST_LOG}",
@@ -905,26 +922,10 @@ def _add_experiment_commands(sub: Any, default_registry: str) -> None:
         command.add_argument("--experiment", help="MODEL:PRODUCTION:CANDIDATE (default: newest)")
         command.add_argument("--since", type=float, help="only exposures from this Unix time on")
         command.add_argument("--until", type=float, help="only exposures before this Unix time")
-        command.add_argument("--outcome", default="click", help="primary outcome name (click)")
-        command.add_argument(
-            "--alpha", type=_fraction, default=0.05, help="significance level (0.05)"
-        )
-        command.add_argument(
-            "--mde", type=_positive_float, default=0.05,
-            help="minimum detectable effect relative to production's rate (0.05)",
-        )  # fmt: skip
-        command.add_argument(
-            "--min-units", type=_positive_int, default=100,
-            help="fewest units per variant before deciding (100)",
-        )  # fmt: skip
-        command.add_argument(
-            "--max-error-increase", type=_fraction, default=0.01,
-            help="guardrail: allowed rise of the server-error rate (0.01)",
-        )  # fmt: skip
-        command.add_argument(
-            "--max-p99-ratio", type=_positive_float, default=1.5,
-            help="guardrail: allowed ratio of the candidate's p99 latency to production's (1.5)",
-        )  # fmt: skip
+        for flag, kind, text in criteria_options:
+            field = flag.removeprefix("--").replace("-", "_")
+            default = getattr(defaults, field)
+            command.add_argument(flag, type=kind, default=default, help=f"{text} ({default})")
         command.add_argument(
             "--sequential", action="store_true",
             help="always-valid mSPRT p-value: safe to look again and again",

@@ -27,7 +27,7 @@ class ReportError(LogError):
 def _read(log_path: Path, model: str | None, since: float | None) -> list[dict[str, Any]]:
     records = []
     try:
-        for number, record in enumerate(read_records(log_path, what="request record"), 1):
+        for number, record in enumerate(read_records(log_path, what="a request record"), 1):
             try:
                 keep = (
                     record.get("status", 200) == 200  # refused and failed requests are not served

@@ -91,7 +91,7 @@ def _ratio_stats(clicks: np.ndarray, exposures: np.ndarray) -> dict[str, Any]:
 
 def _read_exposures(log: Path, model: str) -> list[dict[str, Any]]:
     try:
-        return [r for r in read_records(log, what="exposure record") if r.get("model") == model]
+        return [r for r in read_records(log, what="an exposure record") if r.get("model") == model]
     except LogError:
         if not segments(log):
             raise ExperimentError(
@@ -186,7 +186,7 @@ def experiment_report(
     feedback_file = Path(feedback) if feedback is not None else feedback_path(log)
     has_feedback = bool(segments(feedback_file))
     if has_feedback:
-        for event in read_records(feedback_file, what="feedback record"):
+        for event in read_records(feedback_file, what="a feedback record"):
             if event.get("model") != model:
                 continue
             if event.get("outcome") != criteria.outcome:

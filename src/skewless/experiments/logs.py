@@ -110,7 +110,7 @@ def segments(path: str | Path) -> list[Path]:
     return [*rotated, *([live] if live.is_file() else [])]
 
 
-def read_records(path: str | Path, *, what: str = "log record") -> Iterator[dict[str, Any]]:
+def read_records(path: str | Path, *, what: str = "a log record") -> Iterator[dict[str, Any]]:
     """Every record of a log (rotated segments first), each a JSON object.
 
     Raises:
@@ -132,7 +132,7 @@ def read_records(path: str | Path, *, what: str = "log record") -> Iterator[dict
                     if not isinstance(record, dict):
                         raise ValueError("not a JSON object")
                 except ValueError as err:
-                    raise LogError(f"{file}:{number}: not a {what} ({err})") from None
+                    raise LogError(f"{file}:{number}: not {what} ({err})") from None
                 yield record
 
 

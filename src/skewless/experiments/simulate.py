@@ -111,11 +111,13 @@ class _Client:
                 payload = response.read()
                 headers = {k.lower(): v for k, v in response.getheaders()}
                 return response.status, json.loads(payload or b"{}"), headers
-            except (http.client.HTTPException, ConnectionError):
+            except (http.client.HTTPException, OSError) as err:
                 connection.close()
                 self.local.connection = None
                 if attempt == 2:
-                    raise
+                    raise SimulationError(
+                        f"cannot reach the server at http://{self.host}:{self.port}{path}: {err}"
+                    ) from None
         raise AssertionError("unreachable")
 
 

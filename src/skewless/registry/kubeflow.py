@@ -26,6 +26,7 @@ import json
 import random
 import time
 import urllib.parse
+import warnings
 from typing import Any
 
 from skewless.registry.core import Registry, RegistryError
@@ -76,14 +77,18 @@ class KubeflowRegistry(Registry):
         # event loop policy, which a server or test process should not inherit).
         self._loop = asyncio.new_event_loop()
         try:
-            self.client = ModelRegistry(
-                server_address,
-                rest_port(server_address, port),
-                author=author,
-                is_secure=is_secure,
-                user_token=user_token,
-                async_runner=self._loop.run_until_complete,
-            )
+            with warnings.catch_warnings():
+                # Without a token (a standalone install needs none) the client warns at every
+                # start; a registry that does need one answers 401, which names the problem.
+                warnings.filterwarnings("ignore", message="User access token is missing")
+                self.client = ModelRegistry(
+                    server_address,
+                    rest_port(server_address, port),
+                    author=author,
+                    is_secure=is_secure,
+                    user_token=user_token,
+                    async_runner=self._loop.run_until_complete,
+                )
         except Exception as err:  # the client raises several types for an unreachable server
             raise RegistryError(
                 f"cannot reach the Model Registry at {server_address}: {err}"
