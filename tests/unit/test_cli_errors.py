@@ -180,8 +180,28 @@ def test_experiment_and_simulate_mistakes_are_one_clear_line(tmp_path: Path, cap
     assert "no exposure log at" in _one_line(capsys)
     log = tmp_path / "requests.jsonl"
     log.write_text('{"time": 1, "model": "ranking", "experiment": null}\n')
-    assert main(["experiment", "decide", "--log", str(log), "--dry-run"]) == 1
+    assert main(["experiment", "report", "--log", str(log)]) == 1
     assert "no experiment for model 'ranking': start a canary" in _one_line(capsys)
+    from skewless.registry.core import SQLiteRegistry
+
+    registry = SQLiteRegistry(tmp_path / "registry.db")
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / "saved_model.pb").write_bytes(b"m")
+    for run in ("a", "b"):
+        registry.register("ranking", artifact, metrics={}, gate={"promote": True}, run_id=run,
+                          spec_sha256="", stats_sha256="", code_version="t")  # fmt: skip
+    registry.set_alias("ranking", "production", 1, actor="t", reason="")
+    decide = ["experiment", "decide", "--log", str(log), "--registry", str(registry.path)]
+    assert main(decide) == 1
+    assert "ranking: no canary is running; nothing to decide" in _one_line(capsys)
+    assert main([*decide, "--if-running"]) == 0  # on a schedule, no canary is no failure
+    assert capsys.readouterr().out.strip() == "ranking: no canary is running; nothing to decide"
+    registry.start_canary("ranking", 2, 10, actor="t")
+    assert main([*decide, "--if-running"]) == 0
+    assert "no exposures of experiment 'ranking:1:2'" in capsys.readouterr().out
+    assert main(decide) == 1
+    assert "no exposures of experiment 'ranking:1:2'" in _one_line(capsys)
     log.write_text("not json\n")
     assert main(["experiment", "report", "--log", str(log)]) == 1
     assert f"{log}:1: not an exposure record" in _one_line(capsys)

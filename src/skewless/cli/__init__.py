@@ -412,17 +412,41 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
 
 def cmd_experiment_decide(args: argparse.Namespace) -> int:
     """``skewless experiment decide``: promote, stop or keep the canary, by the report."""
-    import getpass
+    from skewless.experiments.analysis import ExperimentError, record_decision
 
-    from skewless.experiments.analysis import record_decision
-
-    report = _experiment_report(args)
+    registry = _registry(args)
+    if args.experiment is None:  # the experiment the registry runs now
+        traffic = registry.traffic(args.model)
+        if traffic.candidate is None:
+            message = f"{args.model}: no canary is running; nothing to decide"
+            if args.if_running:
+                print(message)
+                return 0
+            raise CliError(message)
+        args.experiment = f"{args.model}:{traffic.production}:{traffic.candidate}"
+    try:
+        report = _experiment_report(args)
+    except ExperimentError as err:
+        if args.if_running and "no exposures of experiment" in str(err):
+            print(f"{args.model}: {err}; nothing to decide yet")
+            return 0
+        raise
     if args.dry_run:
         decision = report["decision"]
         print(f"{args.model}: would {decision['action']}: {decision['reason']}")
         return 0
-    print(record_decision(_registry(args), report, actor=getpass.getuser()))
+    print(record_decision(registry, report, actor=_actor()))
     return 0
+
+
+def _actor() -> str:
+    """Who acts, for the registry's history (a container's user may have no name)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -934,6 +958,10 @@ def _add_experiment_commands(sub: Any, default_registry: str) -> None:
     report.set_defaults(func=cmd_experiment_report)
     decide.add_argument("--registry", default=default_registry, help=REGISTRY_HELP)
     decide.add_argument("--dry-run", action="store_true", help="say the decision, change nothing")
+    decide.add_argument(
+        "--if-running", action="store_true",
+        help="when no canary runs (or it has no exposures yet), say so and succeed: for a schedule",
+    )  # fmt: skip
     decide.set_defaults(func=cmd_experiment_decide)
 
     sim = sub.add_parser(
