@@ -211,7 +211,7 @@ def test_kserve_objects_validate_against_kserves_real_crd_schemas():
 def test_every_overlay_renders_and_every_object_validates(overlay: str):
     objects = _render(f"overlays/{overlay}")
     kinds = sorted(o["kind"] for o in objects)
-    extra = ["PersistentVolumeClaim"] if overlay == "kind-experiment" else []
+    extra = ["CronJob", "PersistentVolumeClaim"] if overlay == "kind-experiment" else []
     assert kinds == sorted(["InferenceService", "NetworkPolicy", "Role", "RoleBinding", "Secret",
                             "ServiceAccount", "ServingRuntime", *extra])  # fmt: skip
     errors = [e for obj in objects for e in _validate(obj)]
@@ -298,6 +298,18 @@ def test_experiment_overlay_serves_from_the_model_registry_with_logs_on_a_volume
     assert "storageUri" not in predictor["model"]
     # A ReadWriteOnce volume: one pod writes the logs.
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"] and predictor["maxReplicas"] == 1
+
+    # The scheduled decision reads the same logs (read-only) and acts on the same registry.
+    job = _one(objects, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    decider = job["containers"][0]
+    assert decider["image"] == IMAGE == container["image"]
+    decide = build_parser().parse_args(decider["args"])
+    assert (decide.experiment_command, decide.registry) == ("decide", IN_CLUSTER_REGISTRY)
+    assert decide.if_running and decide.sequential and decide.log == args.request_log
+    job_volume = next(v for v in job["volumes"] if "persistentVolumeClaim" in v)
+    assert job_volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    job_mount = next(m for m in decider["volumeMounts"] if m["name"] == job_volume["name"])
+    assert job_mount["mountPath"] == mount["mountPath"] and job_mount["readOnly"] is True
 
 
 def test_pods_run_as_non_root_with_limits():
