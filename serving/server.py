@@ -354,6 +354,18 @@ class RankingModel(kserve.Model):
         self._loaded.set()
         return True
 
+    async def healthy(self) -> bool:
+        """Whether the model serves; a worker still loading its copy answers once it is done.
+
+        KServe asks this before every prediction and answers 503 when it is false. With several
+        REST workers on one port, a request can reach a worker still loading while another one
+        already serves (a pod is Ready as soon as one worker is): it waits for the load, as
+        :meth:`predict` does, instead of failing.
+        """
+        if not self._loaded.is_set():
+            await asyncio.to_thread(self._loaded.wait, LOAD_WAIT_SECONDS)
+        return bool(self.ready)
+
     def get_input_types(self) -> list[dict[str, Any]]:
         """V2 model metadata: every model input, one value per row, typed by its kind."""
         spec = self.validator.spec
