@@ -1,0 +1,167 @@
+"""``skewless serve``: the KServe model server."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from skewless.cli.common import (
+    CliError,
+    _model_name,
+    _non_negative,
+    _port,
+    _positive_float,
+    _positive_int,
+    _registry_file,
+)
+from skewless.experiments.ab_report import REQUEST_LOG
+from skewless.experiments.logs import DEFAULT_LOG_MAX_MB
+from skewless.serving.batching import DEFAULT_BATCH_ROWS
+from skewless.serving.validation import (
+    DEFAULT_ITEM_FIELD,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_MB,
+    DEFAULT_UNIT_FIELD,
+)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``skewless serve``: a KServe model server for an exported model."""
+    from skewless.serving.server import ServingConfig, serve
+
+    remote = bool(args.registry) and args.registry.startswith(("http://", "https://"))
+    if args.registry and not remote:
+        _registry_file(args.registry)
+    request_log = args.request_log
+    if request_log is None and args.registry and not remote:
+        request_log = str(Path(args.registry).with_name(REQUEST_LOG))
+    config = ServingConfig(
+        max_request_rows=args.max_request_rows,
+        max_batch_rows=args.max_batch_rows,
+        max_wait_ms=args.max_wait_ms,
+        request_log=request_log or None,
+        max_body_mb=args.max_body_mb,
+        unit_field=args.experiment_unit,
+        item_field=args.item_field,
+        log_max_mb=args.log_max_mb,
+    )
+    _check_ports(args.http_port, args.grpc_port)
+    from skewless.serving.server import ModelLoadError
+
+    try:
+        serve(
+            args.model,
+            registry=args.registry,
+            name=args.name,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            workers=args.workers,
+            config=config,
+            announce=True,
+            access_log=args.access_log,
+            log_format=args.log_format,
+            allow_model_management=args.allow_model_management,
+        )
+    except (FileNotFoundError, ModelLoadError) as err:
+        raise CliError(f"--model: {err}") from None
+    return 0
+
+
+def _check_ports(http_port: int, grpc_port: int) -> None:
+    """Fails with one line when a port the server needs is taken (before any work starts)."""
+    import socket
+
+    if http_port == grpc_port:
+        raise CliError(f"--http-port and --grpc-port are both {http_port}: give two ports")
+    for flag, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError as err:
+                raise CliError(
+                    f"{flag} {port}: cannot listen there ({err.strerror}); another server may "
+                    "hold it: stop it or pick another port"
+                ) from None
+
+
+def add_commands(sub: Any) -> None:
+    """Adds the serving subcommands to ``sub``."""
+    srv = sub.add_parser("serve", help="serve an exported model with KServe (REST and gRPC)")
+    source = srv.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="exported SavedModel folder or storage URI")
+    source.add_argument(
+        "--registry",
+        help="registry file, or a Kubeflow Model Registry URL: serve NAME's production version "
+        "(and a canary's candidate) and follow them",
+    )
+    srv.add_argument(
+        "--name", type=_model_name, default="ranking", help="model name in the URL paths"
+    )
+    srv.add_argument("--http-port", type=_port, default=8080, help="REST port (8080)")
+    srv.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port (8081)")
+    srv.add_argument("--workers", type=_positive_int, default=1, help="REST worker processes")
+    srv.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log a line per request (off by default: it costs throughput; errors always log)",
+    )
+    srv.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON"
+    )
+    srv.add_argument(
+        "--experiment-unit",
+        default=DEFAULT_UNIT_FIELD,
+        metavar="FIELD",
+        help=f"the feature whose value (first row) assigns a user to one canary version "
+        f"({DEFAULT_UNIT_FIELD}); an x-experiment-unit header overrides it",
+    )
+    srv.add_argument(
+        "--item-field",
+        default=DEFAULT_ITEM_FIELD,
+        metavar="FIELD",
+        help=f"the feature naming each row's item in the exposure log ({DEFAULT_ITEM_FIELD})",
+    )
+    srv.add_argument(
+        "--log-max-mb",
+        type=_positive_float,
+        default=DEFAULT_LOG_MAX_MB,
+        help=f"rotate the exposure and feedback logs past this size ({DEFAULT_LOG_MAX_MB:g}); "
+        "rotated files are kept",
+    )
+    srv.add_argument(
+        "--max-body-mb",
+        type=_positive_float,
+        default=DEFAULT_MAX_BODY_MB,
+        help=f"refuse larger request bodies with 413 ({DEFAULT_MAX_BODY_MB:g})",
+    )
+    srv.add_argument(
+        "--allow-model-management",
+        action="store_true",
+        help="answer V2 model repository load/unload (off: anyone reaching the port could unload)",
+    )
+    srv.add_argument(
+        "--max-request-rows",
+        type=_positive_int,
+        default=DEFAULT_MAX_BATCH,
+        help=f"rows accepted per request ({DEFAULT_MAX_BATCH})",
+    )
+    srv.add_argument(
+        "--max-batch-rows",
+        type=_positive_int,
+        default=DEFAULT_BATCH_ROWS,
+        help=f"most rows in one batched model call ({DEFAULT_BATCH_ROWS})",
+    )
+    srv.add_argument(
+        "--max-wait-ms",
+        type=_non_negative,
+        default=1.0,
+        help="under load, wait this long for more requests to fill a batch (1.0)",
+    )
+    srv.add_argument(
+        "--request-log",
+        help=f"append one exposure (JSON line) per request here, outcomes beside it (default "
+        f"with a --registry file: {REQUEST_LOG} beside it; '' for none)",
+    )
+    srv.set_defaults(func=cmd_serve)
