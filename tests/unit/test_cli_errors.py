@@ -22,8 +22,12 @@ def test_serve_from_an_unreachable_model_registry_is_one_clear_line():
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        f"skewless serve: error: cannot reach the Model Registry at http://127.0.0.1:{port}"
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"skewless serve: error: cannot reach the Model Registry at http://127.0.0.1:{port}"
+        )
     )
 
 
