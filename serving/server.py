@@ -57,7 +57,8 @@ from skewless.experiments.logs import (
     feedback_path,
     parse_feedback,
 )
-from skewless.registry.core import Registry, SQLiteRegistry, Traffic
+from skewless.registry import open_registry
+from skewless.registry.core import Registry, Traffic
 from skewless.serving.batching import DEFAULT_BATCH_ROWS, MicroBatcher
 from skewless.serving.validation import (
     DEFAULT_ITEM_FIELD,
@@ -82,16 +83,6 @@ _FEEDBACK_TYPES = ("", "application/json", "application/x-ndjson", "application/
 
 class ModelLoadError(RuntimeError):
     """The model folder cannot be served; the message names it and why."""
-
-
-def open_registry(locator: str) -> Registry:
-    """The registry a server follows: a Kubeflow Model Registry URL (its token, if any, in
-    ``MODEL_REGISTRY_TOKEN``), or else a SQLite file."""
-    if locator.startswith(("http://", "https://")):
-        from skewless.registry.kubeflow import KubeflowRegistry
-
-        return KubeflowRegistry(locator, user_token=os.environ.get("MODEL_REGISTRY_TOKEN"))
-    return SQLiteRegistry(locator)
 
 
 def resolve_model_dir(model: str | Path) -> Path:

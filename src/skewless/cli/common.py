@@ -97,14 +97,13 @@ def _add_spec(parser: argparse.ArgumentParser) -> None:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    """The registry ``--registry`` names: a SQLite file, or a Kubeflow Model Registry URL."""
+    """The registry ``--registry`` names: a Kubeflow Model Registry URL, or an existing SQLite
+    file (opening a missing one would create it)."""
+    from skewless.registry import open_registry
+
     if args.registry.startswith(("http://", "https://")):
-        from skewless.registry.kubeflow import KubeflowRegistry
-
-        return KubeflowRegistry(args.registry, user_token=os.environ.get("MODEL_REGISTRY_TOKEN"))
-    from skewless.registry.core import SQLiteRegistry
-
-    return SQLiteRegistry(_registry_file(args.registry))
+        return open_registry(args.registry)
+    return open_registry(_registry_file(args.registry))
 
 
 def _registry_file(text: str) -> Path:

@@ -1,0 +1,23 @@
+"""The model registry: versions, lineage, aliases (see :class:`skewless.registry.core.Registry`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from skewless.registry.core import Registry, SQLiteRegistry
+
+TOKEN_ENV = "MODEL_REGISTRY_TOKEN"
+"""A bearer token for a Kubeflow Model Registry that needs one (a standalone install does not)."""
+
+
+def open_registry(locator: str | Path) -> Registry:
+    """The one way to open a registry: a Kubeflow Model Registry by its URL (``http[s]://``), or
+    else the SQLite file at that path (created when missing; callers that must not create one
+    check first)."""
+    text = str(locator)
+    if text.startswith(("http://", "https://")):
+        from skewless.registry.kubeflow import KubeflowRegistry
+
+        return KubeflowRegistry(text, user_token=os.environ.get(TOKEN_ENV))
+    return SQLiteRegistry(text)

@@ -22,7 +22,8 @@ from typing import Any
 
 from skewless import __version__
 from skewless.contract.spec import SPEC_ASSET
-from skewless.registry.core import Registry, SQLiteRegistry, check_model_name
+from skewless.registry import open_registry as registry_at
+from skewless.registry.core import Registry, check_model_name
 
 REGISTRY_FILE = "registry.db"
 
@@ -31,9 +32,9 @@ class DeployError(RuntimeError):
     """A model cannot be published or found."""
 
 
-def registry_for(repository: str | Path) -> SQLiteRegistry:
+def registry_for(repository: str | Path) -> Registry:
     """The registry that lives beside a model repository."""
-    return SQLiteRegistry(Path(repository) / REGISTRY_FILE)
+    return registry_at(Path(repository) / REGISTRY_FILE)
 
 
 def production_model(repository: str | Path, model_name: str) -> Path | None:
@@ -185,11 +186,7 @@ def register_local(
 def open_registry(repository: str | Path, registry: str = "") -> Registry:
     """The registry a pipeline step uses: the Kubeflow Model Registry at ``registry`` (a URL),
     or else the SQLite file beside the model repository."""
-    if registry:
-        from skewless.registry.kubeflow import KubeflowRegistry
-
-        return KubeflowRegistry(registry)
-    return registry_for(repository)
+    return registry_at(registry or Path(repository) / REGISTRY_FILE)
 
 
 def register_version(
