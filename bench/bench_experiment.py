@@ -104,7 +104,7 @@ def _wait_for(endpoint: str, log: Path, experiment: str) -> None:
     """Until the server's exposures carry ``experiment`` (it polls the registry)."""
     from skewless.contract.spec import load_spec
     from skewless.experiments.logs import read_records
-    from skewless.serving.server import example_row
+    from skewless.serving.protocol import example_row
 
     body = json.dumps({"instances": [example_row(load_spec())]}).encode()
     for _ in range(240):

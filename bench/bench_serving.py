@@ -56,7 +56,9 @@ import kserve
 import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest
-from skewless.serving.server import RankingModel, configure_logging, prediction_response
+from skewless.serving.app import configure_logging
+from skewless.serving.protocol import prediction_response
+from skewless.serving.server import RankingModel
 
 class NoOp(kserve.Model):
     def __init__(self, name):
@@ -381,7 +383,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from skewless.contract.spec import load_spec
-    from skewless.serving.server import example_row
+    from skewless.serving.protocol import example_row
 
     model_dir = args.model or _train_small_model(Path(tempfile.mkdtemp(prefix="bench-serving-")))
     row = example_row(load_spec())

@@ -74,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from skewless.contract.spec import load_spec
-    from skewless.serving.server import example_row
+    from skewless.serving.protocol import example_row
 
     port = _free_port()
     skewless = str(Path(sys.executable).with_name("skewless"))

@@ -7,11 +7,13 @@ metrics (``/metrics``). Requests carry raw feature values named as in the featur
 transform runs inside the model. Every request is validated against the spec the model was exported
 with before it reaches TensorFlow, and a bad one gets a 400 naming the field.
 
-Served from a registry, the model follows it: ``production`` takes the requests, and a canary
-``candidate`` takes its recorded share of the users, each user sticking to one version (see
-:meth:`_Routing.pick`); each answer names its version in the ``x-model-version`` header. Every
-answered request can be logged (version, role, user, rows, latency, mean probability) as one JSON
-line, which ``skewless ab-report`` summarizes.
+Served from a registry (a SQLite file, or a Kubeflow Model Registry on a cluster), the model
+follows it: ``production`` takes the requests, and a canary ``candidate`` takes its recorded share
+of the users, each user sticking to one version (:mod:`skewless.serving.routing`); each answer names
+its version in the ``x-model-version`` header. With an exposure log, every request is logged
+(request id, experiment, variant, version, unit, items and scores, status, latency) and outcomes
+arrive at ``POST /v1/feedback`` (:mod:`skewless.serving.app`), which ``skewless experiment
+report`` joins (docs/experiments.md). The wire formats are in :mod:`skewless.serving.protocol`.
 
 Concurrent requests are micro-batched (:mod:`skewless.serving.batching`). With ``workers > 1``
 KServe spawns REST worker processes and hands each a pickled copy of the model; a pickled
@@ -24,11 +26,7 @@ import asyncio
 import dataclasses
 import functools
 import gc
-import hashlib
-import json
-import logging
 import os
-import random
 import sys
 import tempfile
 import threading
@@ -41,15 +39,11 @@ from typing import Any
 import kserve
 import numpy as np
 import orjson
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
-from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+from kserve.protocol.infer_type import InferRequest
 
 from skewless.contract.kinds import kind_of
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec, load_spec
-from skewless.experiments.ab_report import REQUEST_LOG as REQUEST_LOG
 from skewless.experiments.logs import (
     DEFAULT_LOG_MAX_MB,
     AppendLog,
@@ -59,7 +53,26 @@ from skewless.experiments.logs import (
 )
 from skewless.registry import open_registry
 from skewless.registry.core import Registry, Traffic
+from skewless.serving.app import (
+    ReadOnlyRepository,
+    add_feedback_route,
+    configure_logging,
+    limit_app,
+)
 from skewless.serving.batching import DEFAULT_BATCH_ROWS, MicroBatcher
+from skewless.serving.protocol import (
+    BATCH_ROWS_HEADER,
+    JSON_TYPES,
+    REQUEST_ID_HEADER,
+    VERSION_HEADER,
+    check_content_type,
+    example_curl,
+    experiment_unit,
+    media_type,
+    prediction_response,
+    v2_columns,
+)
+from skewless.serving.routing import LoadedVersion, Routing
 from skewless.serving.validation import (
     DEFAULT_ITEM_FIELD,
     DEFAULT_MAX_BATCH,
@@ -70,14 +83,8 @@ from skewless.serving.validation import (
     RequestValidator,
 )
 
-_JSON_TYPES = ("application/json", "application/cloudevents+json")
 LOAD_WAIT_SECONDS = 600.0  # how long a request waits for a worker still loading the model
 # FastAPI's schema and docs pages: nothing a client of a model server needs, and a map for others.
-_DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-BATCH_ROWS_HEADER = "x-skewless-batch-rows"
-VERSION_HEADER = "x-model-version"
-REQUEST_ID_HEADER = "x-request-id"  # KServe's and Istio's name; feedback joins on it
-FEEDBACK_PATH = "/v1/feedback"
 _FEEDBACK_TYPES = ("", "application/json", "application/x-ndjson", "application/jsonl")
 
 
@@ -113,33 +120,6 @@ def model_spec(model_dir: str | Path) -> FeatureSpec:
     return load_spec(path)
 
 
-def _v2_columns(payload: InferRequest) -> dict[str, Any]:
-    """Columns of an Open Inference Protocol request as Python lists (BYTES as bytes)."""
-    columns: dict[str, Any] = {}
-    for tensor in payload.inputs:
-        if tensor.name in columns:
-            raise RequestError(f"inputs: {tensor.name!r} is given more than once")
-        try:
-            values = np.asarray(tensor.as_numpy()).reshape(-1)
-        except Exception as err:  # kserve raises several types for bad tensors
-            raise RequestError(f"inputs.{tensor.name}: cannot be read as a tensor: {err}") from None
-        # BYTES stay bytes: the contract decodes them and refuses what is not UTF-8.
-        columns[tensor.name] = values.tolist()
-    return columns
-
-
-def _media_type(headers: dict[str, str] | None) -> str:
-    """The request's media type without parameters ("application/json; charset=utf-8" ->
-    "application/json"), lowercase; "" when there is no content type."""
-    return (headers or {}).get("content-type", "").split(";")[0].strip().lower()
-
-
-def _check_content_type(headers: dict[str, str] | None) -> None:
-    content_type = (headers or {}).get("content-type", "")
-    if content_type and not _media_type(headers).startswith((*_JSON_TYPES, "application/grpc")):
-        raise RequestError(f"unsupported content type {content_type!r}: send application/json")
-
-
 @dataclasses.dataclass(frozen=True)
 class ServingConfig:
     """How a :class:`RankingModel` admits and batches requests.
@@ -169,56 +149,6 @@ class ServingConfig:
     unit_field: str = DEFAULT_UNIT_FIELD
     item_field: str = DEFAULT_ITEM_FIELD
     log_max_mb: float = DEFAULT_LOG_MAX_MB
-
-
-@dataclasses.dataclass(frozen=True)
-class _Loaded:
-    """One loaded model version; swapped as a whole so a call never mixes two versions."""
-
-    version: str
-    model_dir: Path
-    saved_model: Any
-    signature: Any
-    validator: RequestValidator
-
-
-@dataclasses.dataclass(frozen=True)
-class _Routing:
-    """What serves now: production, an optional canary, and the canary's share of requests."""
-
-    production: _Loaded
-    candidate: _Loaded | None = None
-    candidate_percent: int = 0
-    experiment: str = ""  # the model name: with the candidate's version, it salts the buckets
-
-    @property
-    def experiment_id(self) -> str | None:
-        """The experiment being run, ``MODEL:PRODUCTION:CANDIDATE`` (None without a canary)."""
-        if self.candidate is None or self.candidate_percent <= 0:
-            return None
-        return f"{self.experiment}:{self.production.version}:{self.candidate.version}"
-
-    def pick(self, unit: str | None = None) -> tuple[str, _Loaded]:
-        """The role and version for one request: the canary with its share, else production.
-
-        With a randomization ``unit`` (a user id), the choice is sticky: a stable hash of the
-        experiment (model and candidate version) and the unit puts the unit in one of 10,000
-        buckets, and the candidate takes the lowest ``percent`` of them. The same unit gets the
-        same version on every request, in every worker and after restarts, and raising the share
-        only moves units to the candidate (monotone), never back. Without a unit, the request is
-        assigned at random.
-        """
-        if self.candidate is None or self.candidate_percent <= 0:
-            return "production", self.production
-        if unit is None:
-            draw = random.random() * 100
-        else:
-            salt = f"{self.experiment}:{self.candidate.version}:{unit}"
-            digest = hashlib.sha256(salt.encode("utf-8", "backslashreplace")).digest()
-            draw = int.from_bytes(digest[:8], "big") % 10_000 / 100
-        if draw < self.candidate_percent:
-            return "candidate", self.candidate
-        return "production", self.production
 
 
 class RankingModel(kserve.Model):
@@ -259,7 +189,7 @@ class RankingModel(kserve.Model):
             return Traffic(production=None, candidate=None, candidate_percent=0)
         return self.registry.traffic(self.name)
 
-    def _load_version(self, version: int | None, current: _Routing | None) -> _Loaded:
+    def _load_version(self, version: int | None, current: Routing | None) -> LoadedVersion:
         """Loads one version (None: the folder given at start), or reuses it if already loaded."""
         for loaded in (current.production, current.candidate) if current else ():
             if loaded is not None and version is not None and loaded.version == str(version):
@@ -283,7 +213,7 @@ class RankingModel(kserve.Model):
                 f"{model_dir}: not a SavedModel TensorFlow can load ({reason})"
             ) from None
         validator = RequestValidator(model_spec(model_dir), max_batch=self.config.max_request_rows)
-        loaded = _Loaded(
+        loaded = LoadedVersion(
             label, model_dir, saved_model, saved_model.signatures["serving_default"], validator
         )
         # Printed, not logged: it happens before kserve configures logging, and in each worker.
@@ -295,7 +225,7 @@ class RankingModel(kserve.Model):
         )
         return loaded
 
-    def _route(self, traffic: Traffic, current: _Routing | None) -> _Routing:
+    def _route(self, traffic: Traffic, current: Routing | None) -> Routing:
         if self.registry is not None and traffic.production is None:
             raise FileNotFoundError(
                 f"registry {self.registry_locator} has no production {self.name}"
@@ -304,7 +234,7 @@ class RankingModel(kserve.Model):
         candidate = None
         if traffic.candidate is not None:
             candidate = self._load_version(traffic.candidate, current)
-        return _Routing(
+        return Routing(
             production, candidate, traffic.candidate_percent if candidate else 0, self.name
         )
 
@@ -448,13 +378,13 @@ class RankingModel(kserve.Model):
         self, payload: Any, headers: dict[str, str] | None, validator: RequestValidator
     ) -> RawRequest:
         """The model-input columns of a V1 or V2 request, shape checked (values not yet)."""
-        _check_content_type(headers)
+        check_content_type(headers)
         if isinstance(payload, InferRequest):
-            return validator.shape_columns(_v2_columns(payload), "inputs")
+            return validator.shape_columns(v2_columns(payload), "inputs")
         if isinstance(payload, bytes | str):
             # KServe decodes only an exact "application/json"; with parameters ("; charset=utf-8")
             # the body arrives as bytes. A JSON media type is JSON whatever its parameters.
-            if _media_type(headers) not in _JSON_TYPES:
+            if media_type(headers) not in JSON_TYPES:
                 raise RequestError("request body must be a JSON object")
             try:
                 payload = orjson.loads(payload)
@@ -526,7 +456,7 @@ class RankingModel(kserve.Model):
 
     def _log_exposure(
         self,
-        routing: _Routing,
+        routing: Routing,
         role: str,
         version: str,
         probability: np.ndarray | None,
@@ -585,163 +515,6 @@ class RankingModel(kserve.Model):
         return 200, {"accepted": len(records)}
 
 
-UNIT_HEADER = "x-experiment-unit"
-
-
-def experiment_unit(payload: Any, headers: dict[str, str] | None, field: str) -> str | None:
-    """The request's randomization unit: the ``x-experiment-unit`` header, else the value of
-    ``field`` (``user_id``) in its first row; None when it has neither (or it is malformed: the
-    request is then assigned at random and validated as usual)."""
-    given = (headers or {}).get(UNIT_HEADER)
-    if given:
-        return given[:200]
-    value: Any = None
-    try:
-        if isinstance(payload, InferRequest):
-            for tensor in payload.inputs:
-                if tensor.name == field:
-                    value = np.asarray(tensor.as_numpy()).reshape(-1)[0]
-        elif isinstance(payload, dict) and isinstance(payload.get("instances"), list):
-            first = payload["instances"][0]
-            value = first.get(field) if isinstance(first, dict) else None
-        elif isinstance(payload, dict) and isinstance(payload.get("inputs"), dict):
-            column = payload["inputs"].get(field)
-            value = column[0] if isinstance(column, list) and column else None
-    except Exception:  # a malformed request: validation names the problem, not this
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
-        return str(value)[:200]
-    return None
-
-
-def limit_app(max_body_mb: float) -> None:
-    """Sets the request body limit on KServe's FastAPI app and removes its schema and docs pages.
-
-    KServe's app is a module global (``kserve.model_server.app``); FastAPI builds its middleware,
-    including the body limit, at the first request, so this must run before it.
-    """
-    from kserve.model_server import app
-
-    app.max_body_size = int(max_body_mb * 1024 * 1024)
-    app.add_exception_handler(RequestValidationError, _schema_error)
-    if not any(m.cls is BinaryHeaderCheck for m in app.user_middleware):
-        app.add_middleware(BinaryHeaderCheck)
-    app.openapi_url = None
-    app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") not in _DOC_PATHS]
-
-
-def add_feedback_route(model: RankingModel) -> None:
-    """Adds ``POST /v1/feedback`` for ``model`` to KServe's app (once per process)."""
-    from fastapi.responses import ORJSONResponse
-    from kserve.model_server import app
-
-    async def feedback(request: Request) -> ORJSONResponse:
-        status, body = await model.record_feedback(
-            await request.body(), _media_type(dict(request.headers))
-        )
-        return ORJSONResponse(status_code=status, content=body)
-
-    app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != FEEDBACK_PATH]
-    app.add_api_route(FEEDBACK_PATH, feedback, methods=["POST"], include_in_schema=False)
-
-
-async def _schema_error(request: Any, error: Exception) -> Any:
-    """A body that does not fit the protocol's schema: 422 naming where, never echoing the input.
-
-    FastAPI's own handler echoes the input, and an input holding a lone surrogate (JSON's
-    ``"\ud800"``) cannot be encoded, which turned a client's mistake into a 500.
-    """
-    from fastapi.responses import ORJSONResponse
-
-    problems = []
-    for item in getattr(error, "errors", lambda: [])()[:3]:
-        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-        problems.append(f"{where}: {item.get('msg', 'invalid')}")
-    message = "request does not match the protocol's schema: " + "; ".join(problems)
-    safe = message.encode("utf-8", "backslashreplace").decode("utf-8")[:500]
-    return ORJSONResponse(status_code=422, content={"error": safe})
-
-
-class BinaryHeaderCheck:
-    """ASGI middleware: a malformed ``inference-header-content-length`` is a 400, not a 500.
-
-    KServe parses that header (the V2 binary-data extension) with a bare ``int()``, so a
-    non-numeric or negative value became ``500 ValueError``.
-    """
-
-    def __init__(self, app: Any) -> None:
-        """Wraps ``app``."""
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Answers 400 for a bad header; passes everything else through."""
-        if scope["type"] == "http":
-            for key, value in scope.get("headers", []):
-                if key.lower() == b"inference-header-content-length" and not value.isdigit():
-                    shown = value[:40].decode("latin-1")
-                    message = f"inference-header-content-length must be a byte count, got {shown!r}"
-                    body = orjson.dumps({"error": message})
-                    headers = [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ]
-                    await send({"type": "http.response.start", "status": 400, "headers": headers})
-                    await send({"type": "http.response.body", "body": body})
-                    return
-        await self.app(scope, receive, send)
-
-
-class ReadOnlyRepository(ModelRepositoryExtension):
-    """KServe's model repository extension without load and unload (index still answers).
-
-    Anyone who reaches the port could otherwise unload the model (REST
-    ``/v2/repository/models/NAME/unload`` or gRPC ``RepositoryModelUnload``) and leave the server
-    answering 404 until a restart. ``skewless serve --allow-model-management`` restores them.
-    """
-
-    async def load(self, model_name: str) -> None:
-        """Refused: loading is off."""
-        raise ManagementOff()
-
-    async def unload(self, model_name: str) -> None:
-        """Refused: unloading is off."""
-        raise ManagementOff()
-
-
-class ManagementOff(NotImplementedError):
-    """Model management was asked for and is off: REST answers 501, gRPC UNIMPLEMENTED."""
-
-    def __init__(self) -> None:
-        """The one message, also as ``reason`` (which KServe's gRPC error mapping reads)."""
-        self.reason = (
-            "model repository load/unload is off on this server (skewless serve "
-            "--allow-model-management turns it on)"
-        )
-        super().__init__(self.reason)
-
-
-def prediction_response(
-    name: str, payload: Any, probability: np.ndarray, request_id: str | None = None
-) -> Any:
-    """The answer to a V1 request (``{"predictions": [...]}``) or a V2 one (``probability``);
-    a V2 answer's id is the request's id (or ``request_id``, or a new one)."""
-    if isinstance(payload, InferRequest):
-        output = InferOutput(
-            name="probability",
-            shape=list(probability.shape),
-            datatype="FP32",
-            data=probability.astype(np.float32).tolist(),
-        )
-        return InferResponse(
-            model_name=name,
-            infer_outputs=[output],
-            response_id=payload.id or request_id or str(uuid.uuid4()),
-        )
-    return {"predictions": probability.tolist()}
-
-
 def serve(
     model: str | Path | None = None,
     *,
@@ -793,97 +566,3 @@ def serve(
     if not allow_model_management:
         server.model_repository_extension = ReadOnlyRepository(server.registered_models)
     server.start([ranking])
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message (and the exception, if any)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The record as one line of JSON."""
-        document = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
-        return json.dumps(document)
-
-
-class RefusedRequestFilter(logging.Filter):
-    """KServe logs every 400 (and 501) with its traceback; a refused request is one short line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrites records of refused requests; passes everything else."""
-        error = record.exc_info[1] if record.exc_info else None
-        status = 400 if isinstance(error, InvalidInput) else None
-        if isinstance(error, ManagementOff):
-            status = 501
-        if status is not None:
-            message = str(error)
-            record.msg = f"refused request ({status}): %s"
-            record.args = (message if len(message) <= 300 else message[:300] + "...",)
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-def configure_logging(*, access_log: bool, log_format: str) -> None:
-    """KServe's logging configuration with our defaults: request lines only with ``access_log``.
-
-    Raises:
-        ValueError: An unknown ``log_format``.
-    """
-    import copy
-
-    from kserve import logging as kserve_logging
-
-    if log_format not in ("text", "json"):
-        raise ValueError(f"log format must be text or json, got {log_format!r}")
-    config = copy.deepcopy(kserve_logging.KSERVE_LOG_CONFIG)
-    request_level = "INFO" if access_log else "WARNING"
-    config["loggers"]["uvicorn.access"]["level"] = request_level
-    config["loggers"]["kserve.trace"]["level"] = request_level
-    if log_format == "json":
-        for name in config["formatters"]:
-            config["formatters"][name] = {"()": f"{__name__}.JsonFormatter"}
-    kserve_logging.configure_logging(config)
-    logging.getLogger("kserve").addFilter(RefusedRequestFilter())
-
-
-def example_row(spec: FeatureSpec) -> dict[str, Any]:
-    """A plausible raw row for ``spec`` (from the default data when the spec is the default)."""
-    if set(spec.features) >= {"age", "country", "history", "item_tags", "price"}:
-        return {
-            "user_id": "u000042",
-            "age": 29,
-            "country": "US",
-            "device": "mobile",
-            "history": "books|music|books",
-            "item_id": "i00017",
-            "title": "Classic books1 books sale",
-            "item_tags": "books|movies",
-            "price": 12.5,
-            "hour": 21,
-            "weekday": "Fri",
-        }
-    row: dict[str, Any] = {}
-    for feature in spec.model_inputs:
-        if feature.kind == "numeric":
-            row[feature.name] = feature.min_value if feature.min_value is not None else 0.0
-        elif feature.allowed_values:
-            row[feature.name] = feature.allowed_values[0]
-        else:
-            row[feature.name] = "example"
-    return row
-
-
-def example_curl(name: str, http_port: int, spec: FeatureSpec) -> str:
-    """A ready-to-paste curl command for the V1 predict endpoint."""
-    body = json.dumps({"instances": [example_row(spec)]})
-    return (
-        f"\nserving model {name!r} on http://localhost:{http_port} (Ctrl-C to stop). Try:\n\n"
-        f"curl -s -H 'Content-Type: application/json' "
-        f"http://localhost:{http_port}/v1/models/{name}:predict -d '{body}'\n"
-    )

@@ -144,7 +144,7 @@ def test_better_models_win_worse_ones_are_stopped_and_a_a_stays_level(
 
 def _row() -> dict:
     from skewless.contract.spec import load_spec
-    from skewless.serving.server import example_row
+    from skewless.serving.protocol import example_row
 
     return example_row(load_spec())
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from support import post, serving
 
 from skewless.contract.spec import load_spec
-from skewless.serving.server import example_row
+from skewless.serving.protocol import example_row
 
 EXAMPLES = int(os.environ.get("SKEWLESS_FUZZ_EXAMPLES", "120"))
 EXAMPLE = example_row(load_spec())

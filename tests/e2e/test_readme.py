@@ -223,7 +223,7 @@ class Walk:
 
 def _example() -> dict:
     from skewless.contract.spec import load_spec
-    from skewless.serving.server import example_row
+    from skewless.serving.protocol import example_row
 
     return example_row(load_spec())
 

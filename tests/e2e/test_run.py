@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 from skewless.contract.spec import load_spec
-from skewless.serving.server import example_row
+from skewless.serving.protocol import example_row
 
 SKEWLESS = [sys.executable, "-m", "skewless.cli"]
 EXAMPLE = example_row(load_spec())
@@ -181,7 +181,7 @@ def _answers(url: str, count: int, versions: list[str]) -> dict[str, int]:
     """Sends ``count`` one-row requests; records and counts the answering versions."""
     from support import post
 
-    from skewless.serving.server import VERSION_HEADER
+    from skewless.serving.protocol import VERSION_HEADER
 
     counts: dict[str, int] = {}
     for _ in range(count):
@@ -213,7 +213,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_second_run_canary_promote_and_rollback_in_the_live_server(run):
     from support import post, serving
 
-    from skewless.serving.server import VERSION_HEADER
+    from skewless.serving.protocol import VERSION_HEADER
 
     workdir = run["workdir"]
     second = subprocess.run(

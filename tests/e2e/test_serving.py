@@ -18,7 +18,7 @@ import tensorflow as tf
 from support import post, serving
 
 from skewless.contract.spec import load_spec
-from skewless.serving.server import BATCH_ROWS_HEADER, example_row
+from skewless.serving.protocol import BATCH_ROWS_HEADER, example_row
 
 EXAMPLE = example_row(load_spec())
 NUMERIC = {"age", "price", "hour"}
@@ -432,7 +432,7 @@ def test_a_canary_gives_each_user_one_version_and_the_report_shows_it(trained, t
 
 
 def test_the_experiment_unit_field_is_a_flag():
-    from skewless.serving.server import experiment_unit
+    from skewless.serving.protocol import experiment_unit
 
     assert experiment_unit({"instances": [{"device": "tv", "user_id": "u1"}]}, {}, "device") == "tv"
     assert experiment_unit({"instances": [{"user_id": "u1"}]}, {}, "device") is None

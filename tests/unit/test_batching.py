@@ -119,28 +119,28 @@ def test_canary_assignment_is_sticky_per_unit_and_monotone_in_the_share():
     import random
     from pathlib import Path
 
-    from skewless.serving.server import _Loaded, _Routing
+    from skewless.serving.routing import LoadedVersion, Routing
 
-    def loaded(version: str) -> _Loaded:
-        return _Loaded(version, Path(version), None, None, None)  # type: ignore[arg-type]
+    def loaded(version: str) -> LoadedVersion:
+        return LoadedVersion(version, Path(version), None, None, None)  # type: ignore[arg-type]
 
     units = [f"u{i:05d}" for i in range(5000)]
 
     def on_candidate(percent: int) -> set[str]:
-        routing = _Routing(loaded("1"), loaded("2"), percent, "ranking")
+        routing = Routing(loaded("1"), loaded("2"), percent, "ranking")
         return {u for u in units if routing.pick(u)[0] == "candidate"}
 
     ten, twenty = on_candidate(10), on_candidate(20)
     assert 0.08 < len(ten) / len(units) < 0.12 and 0.18 < len(twenty) / len(units) < 0.22
     assert ten < twenty  # raising the share only moves units to the candidate
-    routing = _Routing(loaded("1"), loaded("2"), 50, "ranking")
+    routing = Routing(loaded("1"), loaded("2"), 50, "ranking")
     for unit in units[:200]:  # the same unit, the same version, every time
         assert len({routing.pick(unit)[1].version for _ in range(5)}) == 1
     # A new candidate version is a new experiment: units are drawn afresh.
     assert on_candidate(50) != {
         u
         for u in units
-        if _Routing(loaded("1"), loaded("3"), 50, "ranking").pick(u)[0] == "candidate"
+        if Routing(loaded("1"), loaded("3"), 50, "ranking").pick(u)[0] == "candidate"
     }
     # Without a unit, each request is drawn at random.
     random.seed(0)

@@ -49,6 +49,9 @@ def test_rows_become_typed_columns_with_defaults(validator):
         ([{"age": 1, "name": None}], "instances[0].name: missing required value"),
         ([{"age": 1}], "instances[0].name: missing required value"),
         ([{"age": 1, "name": 2.5}], "instances[0].name: expected text or a whole number (2.5)"),
+        # A missing value beside a number in a text column (found by the HTTP fuzz test: a 500).
+        ([{"age": 1}, {"age": 1, "name": 0.0}], "instances[0].name: missing required value"),
+        ([{"age": 1, "name": 0.5}, {"age": 1}], "instances[0].name: expected text or a whole"),
         ([{"age": "x", "name": "a"}], "instances[0].age: not a number ('x')"),
         ([{"age": 1, "name": "\ud800"}], "instances[0].name: not valid UTF-8 text"),
         ([{"age": 1, "name": "a"}, {"age": -1, "name": "a"}], "instances[1].age: below minimum 0"),

@@ -315,7 +315,8 @@ class _Text(Kind):
             whole_valued = pc.equal(pc.round(column), column)
             exact = pc.and_(whole_valued, pc.less_equal(pc.abs(column), 2.0**53))
             whole = _filled(exact, True).to_numpy(zero_copy_only=False)
-            v.fail(~whole, feature.name, "expected text or a whole number", column.to_numpy())
+            shown = column.to_numpy(zero_copy_only=False)  # nulls (missing values) make a copy
+            v.fail(~whole, feature.name, "expected text or a whole number", shown)
             rounded = pc.if_else(pa.array(whole), column, 0.0)
             column = pc.cast(pc.cast(rounded, pa.int64(), safe=False), pa.string())
         elif not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):

@@ -1,0 +1,63 @@
+"""Which loaded version answers a request: production, or a canary's candidate (sticky)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+from skewless.serving.validation import (
+    RequestValidator,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedVersion:
+    """One loaded model version; swapped as a whole so a call never mixes two versions."""
+
+    version: str
+    model_dir: Path
+    saved_model: Any
+    signature: Any
+    validator: RequestValidator
+
+
+@dataclasses.dataclass(frozen=True)
+class Routing:
+    """What serves now: production, an optional canary, and the canary's share of requests."""
+
+    production: LoadedVersion
+    candidate: LoadedVersion | None = None
+    candidate_percent: int = 0
+    experiment: str = ""  # the model name: with the candidate's version, it salts the buckets
+
+    @property
+    def experiment_id(self) -> str | None:
+        """The experiment being run, ``MODEL:PRODUCTION:CANDIDATE`` (None without a canary)."""
+        if self.candidate is None or self.candidate_percent <= 0:
+            return None
+        return f"{self.experiment}:{self.production.version}:{self.candidate.version}"
+
+    def pick(self, unit: str | None = None) -> tuple[str, LoadedVersion]:
+        """The role and version for one request: the canary with its share, else production.
+
+        With a randomization ``unit`` (a user id), the choice is sticky: a stable hash of the
+        experiment (model and candidate version) and the unit puts the unit in one of 10,000
+        buckets, and the candidate takes the lowest ``percent`` of them. The same unit gets the
+        same version on every request, in every worker and after restarts, and raising the share
+        only moves units to the candidate (monotone), never back. Without a unit, the request is
+        assigned at random.
+        """
+        if self.candidate is None or self.candidate_percent <= 0:
+            return "production", self.production
+        if unit is None:
+            draw = random.random() * 100
+        else:
+            salt = f"{self.experiment}:{self.candidate.version}:{unit}"
+            digest = hashlib.sha256(salt.encode("utf-8", "backslashreplace")).digest()
+            draw = int.from_bytes(digest[:8], "big") % 10_000 / 100
+        if draw < self.candidate_percent:
+            return "candidate", self.candidate
+        return "production", self.production
