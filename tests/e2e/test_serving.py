@@ -439,3 +439,35 @@ def test_the_experiment_unit_field_is_a_flag():
     assert experiment_unit({"inputs": {"user_id": [7, 8]}}, {}, "user_id") == "7"
     assert experiment_unit({"instances": "garbage"}, {"x-experiment-unit": "u9"}, "user_id") == "u9"
     assert experiment_unit({"instances": [[]]}, None, "user_id") is None
+
+
+def test_feedback_is_refused_whole_and_clearly_over_http(server, trained, tmp_path):
+    # Without an exposure log there is nothing to join outcomes to: 501, saying how to get one.
+    status, body, _ = post(f"{server['http']}/v1/feedback", [{"request_id": "r", "outcome": "c"}])
+    assert status == 501 and "--request-log" in body["error"]
+
+    log = tmp_path / "requests.jsonl"
+    with serving(trained["model_dir"], "--request-log", str(log)) as logged:
+        url = f"{logged['http']}/v1/feedback"
+        status, _, headers = post(f"{logged['http']}/v1/models/ranking:predict",
+                                  {"instances": [EXAMPLE]})  # fmt: skip
+        request_id = headers["x-request-id"]
+        good = {"request_id": request_id, "outcome": "click"}
+        status, body, _ = post(url, [good, {"request_id": request_id}])
+        assert (status, body) == (400, {"error": "feedback[1]: outcome is missing (a name such "
+                                                 "as 'click')"})  # fmt: skip
+        status, body, _ = post(url, raw=b"outcome=click", content_type="text/plain")
+        assert status == 400 and "unsupported content type 'text/plain'" in body["error"]
+        lines = (json.dumps(good) + "\n" + json.dumps({**good, "value": 2})).encode()
+        status, body, _ = post(url, raw=lines, content_type="application/x-ndjson")
+        assert (status, body) == (200, {"accepted": 2})
+    feedback = [
+        json.loads(line) for line in log.with_name("feedback.jsonl").read_text().splitlines()
+    ]
+    # The refused calls wrote nothing; the accepted one wrote both records.
+    assert [(r["request_id"], r["value"]) for r in feedback] == [
+        (request_id, 1.0),
+        (request_id, 2.0),
+    ]
+    (exposure,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert exposure["request_id"] == request_id and exposure["items"] == [EXAMPLE["item_id"]]
