@@ -62,48 +62,29 @@ def train(
     ingested: Input[Dataset],
     transform_graph: Input[Artifact],
     spec_yaml: str,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    embedding_dim: int,
-    cross_layers: int,
-    deep_layers: int,
-    deep_width: int,
-    dropout: float,
-    l2: float,
-    patience: int,
-    seed: int,
+    hparams: dict,
     model: Output[Model],
     tensorboard: Output[Artifact],
     train_metrics: Output[Metrics],
 ):
-    """Trains the ranking model and exports one SavedModel that carries the transform."""
+    """Trains the ranking model and exports one SavedModel that carries the transform.
+
+    ``hparams`` holds the hyperparameters that differ from :class:`HParams`' defaults.
+    """
     import shutil
 
+    from skewless.config import from_overrides
     from skewless.contract.spec import load_spec_text
     from skewless.model.train import HParams
     from skewless.model.train import train as run_train
 
-    hparams = HParams(
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        embedding_dim=embedding_dim,
-        cross_layers=cross_layers,
-        deep_layers=deep_layers,
-        deep_width=deep_width,
-        dropout=dropout,
-        l2=l2,
-        patience=patience,
-        seed=seed,
-    )
     summary = run_train(
         f"{ingested.path}/train.parquet",
         f"{ingested.path}/eval.parquet",
         transform_graph.path,
         load_spec_text(spec_yaml),
         f"{model.path}.work",
-        hparams,
+        from_overrides(HParams, hparams, "hparams"),
     )
     shutil.move(summary["model_dir"], model.path)
     shutil.move(f"{model.path}.work/logs", tensorboard.path)
@@ -126,10 +107,7 @@ def evaluate(
     model_name: str,
     model_repository: str,
     registry: str,
-    min_auc: float,
-    max_log_loss: float,
-    max_calibration_error: float,
-    min_auc_gain: float,
+    gate: dict,
     eval_metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     report: Output[HTML],
@@ -137,7 +115,8 @@ def evaluate(
 ) -> bool:
     """Scores the eval split through the exported model, slices the metrics, and gates.
 
-    The model to beat is whatever the registry says is production when this step runs.
+    The model to beat is whatever the registry says is production when this step runs;
+    ``gate`` holds the thresholds that differ from :class:`GateConfig`'s defaults.
 
     Returns:
         Whether the gate promotes the model. A single ``bool`` output rather than a named one,
@@ -147,6 +126,7 @@ def evaluate(
     import shutil
     import tempfile
 
+    from skewless.config import from_overrides
     from skewless.contract.spec import load_spec_text
     from skewless.evaluation.evaluate import GateConfig
     from skewless.evaluation.evaluate import evaluate as run_evaluate
@@ -160,7 +140,7 @@ def evaluate(
         load_spec_text(spec_yaml),
         work,
         production_model_dir=production.path if production else None,
-        gate_config=GateConfig(min_auc, max_log_loss, max_calibration_error, min_auc_gain),
+        gate_config=from_overrides(GateConfig, gate, "gate"),
         baseline_auc=train_metrics.metadata.get("baseline_eval_auc"),
     )
     shutil.copy(f"{work}/report.html", report.path)

@@ -4,11 +4,11 @@ The deploy step makes a passing model production, or (when one already serves) a
 ``canary_percent`` of requests until ``skewless promote``.
 
 One typed factory, compiled by ``skewless compile`` to ``pipelines/ranking_pipeline.yaml``
-(committed; a test recompiles and compares). The hyperparameters are the fields of
-:class:`skewless.model.train.HParams` and the gate thresholds those of
-:class:`skewless.evaluation.evaluate.GateConfig`, with the same names and defaults (a test checks
-that they agree). No ``from __future__ import annotations``: KFP reads the parameter annotations
-as live types.
+(committed; a test recompiles and compares). The hyperparameters and the gate thresholds each
+travel whole, as one dict parameter holding what differs from the defaults of
+:class:`skewless.model.train.HParams` and :class:`skewless.evaluation.evaluate.GateConfig`
+(:mod:`skewless.config` rebuilds them), so a new one is a field of one dataclass and nothing else.
+No ``from __future__ import annotations``: KFP reads the parameter annotations as live types.
 """
 
 from pathlib import Path
@@ -43,21 +43,8 @@ def ranking_pipeline(
     spec_yaml: str = "",
     max_quarantine_fraction: float = 0.05,
     beam_args: str = "",
-    epochs: int = 10,
-    batch_size: int = 0,
-    learning_rate: float = 0.003,
-    embedding_dim: int = 8,
-    cross_layers: int = 2,
-    deep_layers: int = 2,
-    deep_width: int = 128,
-    dropout: float = 0.1,
-    l2: float = 3e-4,
-    patience: int = 2,
-    seed: int = 0,
-    min_auc: float = 0.6,
-    max_log_loss: float = 0.69,
-    max_calibration_error: float = 0.05,
-    min_auc_gain: float = 0.0,
+    hparams: dict = {},  # noqa: B006 - KFP reads the default; it is never mutated
+    gate: dict = {},  # noqa: B006
     model_name: str = "ranking",
     model_repository: str = "",
     canary_percent: int = 10,
@@ -75,21 +62,8 @@ def ranking_pipeline(
         spec_yaml: Feature spec as YAML text; empty means the spec shipped for the default data.
         max_quarantine_fraction: Ingestion fails above this share of quarantined rows.
         beam_args: Beam pipeline options for TFT analysis, space-separated.
-        epochs: See HParams.
-        batch_size: See HParams (0: chosen from the number of training rows).
-        learning_rate: See HParams.
-        embedding_dim: See HParams.
-        cross_layers: See HParams.
-        deep_layers: See HParams.
-        deep_width: See HParams.
-        dropout: See HParams.
-        l2: See HParams.
-        patience: See HParams.
-        seed: See HParams.
-        min_auc: See GateConfig.
-        max_log_loss: See GateConfig.
-        max_calibration_error: See GateConfig.
-        min_auc_gain: See GateConfig.
+        hparams: Hyperparameters that differ from HParams' defaults, e.g. ``{"epochs": 5}``.
+        gate: Gate thresholds that differ from GateConfig's defaults, e.g. ``{"min_auc": 0.7}``.
         model_name: Name under which the model is deployed.
         model_repository: Model repository root the deploy step publishes into (its registry,
             registry.db, lives there too).
@@ -113,17 +87,7 @@ def ranking_pipeline(
         ingested=ingest_task.outputs["ingested"],
         transform_graph=transform_task.outputs["transform_graph"],
         spec_yaml=spec_yaml,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        embedding_dim=embedding_dim,
-        cross_layers=cross_layers,
-        deep_layers=deep_layers,
-        deep_width=deep_width,
-        dropout=dropout,
-        l2=l2,
-        patience=patience,
-        seed=seed,
+        hparams=hparams,
     )
     evaluate_task = evaluate(
         model=train_task.outputs["model"],
@@ -133,10 +97,7 @@ def ranking_pipeline(
         model_name=model_name,
         model_repository=model_repository,
         registry=registry,
-        min_auc=min_auc,
-        max_log_loss=max_log_loss,
-        max_calibration_error=max_calibration_error,
-        min_auc_gain=min_auc_gain,
+        gate=gate,
     )
     _reads_object_store(evaluate_task)
     register_task = register(

@@ -1,8 +1,9 @@
 """Each KFP component through the real local runner (kfp.local.SubprocessRunner) on tiny data.
 
-kfp.local cannot hand an artifact to a bare component call, so the five components run chained in
-a small test pipeline with tiny settings; each test then checks one task's outputs as the runner
-recorded them (files plus ``executor_output.json``). No ``from __future__ import annotations``:
+kfp.local cannot hand an artifact to a bare component call, so the components run as the real
+pipeline function (the one `skewless run` and a cluster run), with tiny hyperparameters and a
+lenient gate; each test then checks one task's outputs as the runner recorded them (files plus
+``executor_output.json``). No ``from __future__ import annotations``:
 KFP reads the test pipeline's annotations as live types.
 """
 
@@ -11,52 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kfp import dsl, local
+from kfp import local
 
-from skewless.components.ranking import deploy, evaluate, ingest, register, train, transform
 from skewless.data.generate import write_dataset
+from skewless.pipelines.ranking import PIPELINE_NAME, ranking_pipeline
 
-
-@dsl.pipeline(name="component-chain")
-def chain(data_uri: str, model_repository: str):
-    """The components in order, with settings small enough for a test."""
-    ingested = ingest(data_uri=data_uri, spec_yaml="", max_quarantine_fraction=0.05)
-    transformed = transform(ingested=ingested.outputs["ingested"], spec_yaml="", beam_args="")
-    trained = train(
-        ingested=ingested.outputs["ingested"],
-        transform_graph=transformed.outputs["transform_graph"],
-        spec_yaml="",
-        epochs=1, batch_size=256, learning_rate=0.003, embedding_dim=8, cross_layers=1,
-        deep_layers=1, deep_width=32, dropout=0.0, l2=0.0, patience=1, seed=0,
-    )  # fmt: skip
-    evaluated = evaluate(
-        model=trained.outputs["model"],
-        ingested=ingested.outputs["ingested"],
-        train_metrics=trained.outputs["train_metrics"],
-        spec_yaml="", model_name="ranking", model_repository=model_repository, registry="",
-        min_auc=0.0, max_log_loss=10.0, max_calibration_error=1.0, min_auc_gain=0.0,
-    )  # fmt: skip
-    registered = register(
-        model=trained.outputs["model"],
-        evaluation=evaluated.outputs["evaluation"],
-        ingested=ingested.outputs["ingested"],
-        model_name="ranking",
-        model_repository=model_repository,
-        registry="",
-        run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-    )
-    with dsl.If(evaluated.outputs["Output"] == True):  # noqa: E712
-        deploy(
-            model_name="ranking",
-            model_repository=model_repository,
-            registry="",
-            version=registered.output,
-            run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            canary_percent=10,
-            deploy_target="local",
-            kserve_namespace="kubeflow",
-            kserve_mode="Standard",
-        )
+# Settings small enough for a test; everything else is the pipeline's default.
+TINY_HPARAMS = {"epochs": 1, "batch_size": 256, "cross_layers": 1, "deep_layers": 1,
+                "deep_width": 32, "dropout": 0.0, "l2": 0.0, "patience": 1}  # fmt: skip
+LENIENT_GATE = {"min_auc": 0.0, "max_log_loss": 10.0, "max_calibration_error": 1.0}
 
 
 class Task:
@@ -78,7 +42,8 @@ class Task:
 
 def _run_chain(pipeline_root: Path, data_uri: str, model_repository: Path) -> dict[str, Task]:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
-    chain(data_uri=data_uri, model_repository=str(model_repository))
+    ranking_pipeline(data_uri=data_uri, model_repository=str(model_repository),
+                     hparams=TINY_HPARAMS, gate=LENIENT_GATE)  # fmt: skip
     (run_dir,) = pipeline_root.iterdir()
     return {p.name: Task(p) for p in run_dir.iterdir() if p.is_dir()}
 
@@ -184,7 +149,7 @@ def test_deploy_component(run):
     registry = registry_for(run["root"] / "models")
     production = registry.get("ranking", "production")
     assert production.version == 1 and production.aliases == ("production",)
-    assert production.run_id.startswith("component-chain")
+    assert production.run_id.startswith(PIPELINE_NAME)
     assert "auc" in production.metrics and production.gate["promote"] is True
     assert len(production.spec_sha256) == 64 and len(production.stats_sha256) == 64
     assert production_model(run["root"] / "models", "ranking") == version_dir

@@ -1,14 +1,17 @@
-"""The pipeline definition: compiled YAML is current, and parameters mirror the dataclasses."""
+"""The pipeline definition: compiled YAML is current; settings travel as whole typed configs."""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from pathlib import Path
 
+import pytest
 import yaml
 from kfp.components import load_component_from_file
 
+from skewless.config import from_overrides
 from skewless.evaluation.evaluate import GateConfig
 from skewless.image import IMAGE
 from skewless.model.train import HParams
@@ -35,13 +38,25 @@ def test_compiled_yaml_loads_with_the_kfp_sdk_and_uses_our_image():
     assert not any("pip install" in c for c in commands)
 
 
-def test_pipeline_parameters_mirror_hparams_and_gate_config():
+def test_hyperparameters_and_gate_travel_whole_and_are_rebuilt_with_their_defaults():
     parameters = inspect.signature(ranking_pipeline.pipeline_func).parameters
+    # One dict per tier, holding only overrides: no hyperparameter is spelled in the pipeline.
+    assert parameters["hparams"].default == {} and parameters["gate"].default == {}
     for config in (HParams(), GateConfig()):
-        for field in dataclasses.fields(config):
-            assert field.name in parameters, f"pipeline lacks parameter {field.name}"
-            assert parameters[field.name].default == getattr(config, field.name), field.name
-            assert parameters[field.name].annotation is type(getattr(config, field.name))
+        assert not {f.name for f in dataclasses.fields(config)} & set(parameters)
+    assert from_overrides(HParams, {}, "hparams") == HParams()
+    assert from_overrides(HParams, {"epochs": 5.0, "dropout": 0}, "hparams") == HParams(
+        epochs=5, dropout=0.0
+    )  # JSON does not keep 5 and 5.0 apart
+    assert from_overrides(GateConfig, {"min_auc": "0.7"}, "gate").min_auc == 0.7
+    for overrides, message in (
+        ({"epoch": 5}, "hparams: unknown setting 'epoch'; known: ['batch_size'"),
+        ({"epochs": 2.5}, "hparams.epochs: expected int, got 2.5"),
+        ({"epochs": True}, "hparams.epochs: expected int, got True"),
+        ({"epochs": 0}, "hparams.epochs must be at least 1, got 0"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            from_overrides(HParams, overrides, "hparams")
 
 
 def test_exactly_the_steps_that_read_the_object_store_get_kfps_credentials():

@@ -23,7 +23,7 @@ def test_a_run_is_submitted_with_typed_parameters_and_the_credentials_mapping(ca
             "submit", "--host", api.url,
             "--data-uri", "minio://mlpipeline/data/interactions.parquet",
             "--param", "canary_percent=20", "--param", "deploy_target=kserve",
-            "--param", "min_auc_gain=0.005",
+            "--param", "min_auc_gain=0.005", "--param", "epochs=3",
         ])  # fmt: skip
     assert code == 0
     (run,) = api.runs
@@ -37,7 +37,9 @@ def test_a_run_is_submitted_with_typed_parameters_and_the_credentials_mapping(ca
         "registry": IN_CLUSTER_REGISTRY,
         "canary_percent": 20,
         "deploy_target": "kserve",
-        "min_auc_gain": 0.005,
+        # Hyperparameters and gate thresholds travel as one dict each (KFP struct parameters).
+        "gate": {"min_auc_gain": 0.005},
+        "hparams": {"epochs": 3},
     }
     assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "skewless-ranking"
     executors = _platform(run)["deploymentSpec"]["executors"]
@@ -67,7 +69,9 @@ def test_a_schedule_makes_one_recurring_run_at_a_time_without_catch_up(capsys):
     [
         (["--param", "epochs"], "--param 'epochs': expected NAME=VALUE"),
         (["--param", "epoch=3"], "--param 'epoch': unknown parameter"),
-        (["--param", "epochs=three"], "epochs"),
+        (["--param", "epochs=three"], "--param epochs: expected int, got 'three'"),
+        (["--param", "epochs=0"], "--param: hparams.epochs must be at least 1, got 0"),
+        (["--param", "hparams={}"], "--param 'hparams': unknown parameter"),
         (["--param", "registry=http://x"], "--param 'registry': unknown parameter"),
         (["--schedule", "0 3 * *"], "--schedule '0 3 * *': expected a cron expression"),
         (["--spec", "nope.yaml"], "nope.yaml"),

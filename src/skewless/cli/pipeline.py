@@ -21,26 +21,47 @@ from skewless.runner.local import DEFAULT_ROWS
 
 
 def _pipeline_parameters(pairs: list[str]) -> dict[str, Any]:
-    """Parses ``--param NAME=VALUE`` pairs, typed and checked against the pipeline's signature."""
+    """Parses ``--param NAME=VALUE`` pairs, typed and checked against the pipeline's signature.
+
+    A hyperparameter (a field of ``HParams``) or a gate threshold (of ``GateConfig``) goes into the
+    pipeline's ``hparams`` or ``gate`` dict; any other name is a pipeline parameter.
+    """
     import inspect
 
+    from skewless.config import coerce, field_types, from_overrides
+    from skewless.evaluation.evaluate import GateConfig
+    from skewless.model.train import HParams
     from skewless.pipelines.ranking import ranking_pipeline
 
     signature = inspect.signature(ranking_pipeline.pipeline_func)
-    reserved = {"data_uri", "spec_yaml", "registry", "model_name", "model_repository"}
-    allowed = {n: p.annotation for n, p in signature.parameters.items() if n not in reserved}
+    reserved = {"data_uri", "spec_yaml", "registry", "model_name", "model_repository", "hparams",
+                "gate"}  # fmt: skip
+    groups = {"hparams": field_types(HParams), "gate": field_types(GateConfig)}
+    top = {n: p.annotation for n, p in signature.parameters.items() if n not in reserved}
+    known = sorted([*top, *groups["hparams"], *groups["gate"]])
     out: dict[str, Any] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep:
             raise CliError(f"--param {pair!r}: expected NAME=VALUE")
-        if name not in allowed:
-            raise CliError(f"--param {name!r}: unknown parameter; known: {sorted(allowed)}")
-        kind = allowed[name]
+        group = next((g for g, fields in groups.items() if name in fields), None)
+        kind = groups[group][name] if group else top.get(name)
+        if kind is None:
+            raise CliError(f"--param {name!r}: unknown parameter; known: {known}")
         try:
-            out[name] = kind(text) if kind is not bool else text.lower() in ("1", "true", "yes")
-        except ValueError:
-            raise CliError(f"--param {name}: expected {kind.__name__}, got {text!r}") from None
+            value = coerce(text, kind, f"--param {name}")
+        except ValueError as err:
+            raise CliError(str(err)) from None
+        if group:
+            out.setdefault(group, {})[name] = value
+        else:
+            out[name] = value
+    for group, cls in (("hparams", HParams), ("gate", GateConfig)):
+        if group in out:  # a value the dataclass itself refuses fails now, not in the step
+            try:
+                from_overrides(cls, out[group], group)
+            except ValueError as err:
+                raise CliError(f"--param: {err}") from None
     return out
 
 
