@@ -40,7 +40,8 @@ def _train(data: Path, rows: int, out: Path, *, shuffle: bool = False) -> Path:
 
     from skewless.contract.spec import load_spec
     from skewless.data.ingest import ingest
-    from skewless.model.train import HParams, train
+    from skewless.model.hparams import HParams
+    from skewless.model.train import train
     from skewless.model.transform import analyze
 
     spec = load_spec()

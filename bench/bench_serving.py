@@ -281,7 +281,8 @@ def _train_small_model(work: Path) -> str:
     from skewless.contract.spec import load_spec
     from skewless.data.generate import write_dataset
     from skewless.data.ingest import ingest
-    from skewless.model.train import HParams, train
+    from skewless.model.hparams import HParams
+    from skewless.model.train import train
     from skewless.model.transform import analyze
 
     spec = load_spec()

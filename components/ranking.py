@@ -75,7 +75,7 @@ def train(
 
     from skewless.config import from_overrides
     from skewless.contract.spec import load_spec_text
-    from skewless.model.train import HParams
+    from skewless.model.hparams import HParams
     from skewless.model.train import train as run_train
 
     summary = run_train(

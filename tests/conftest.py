@@ -52,7 +52,8 @@ def trained(
     tmp_path_factory: pytest.TempPathFactory, ingested: Path, transform_dir: Path, default_spec
 ) -> dict:
     """A small model trained for two epochs through the public training function."""
-    from skewless.model.train import HParams, train
+    from skewless.model.hparams import HParams
+    from skewless.model.train import train
 
     return train(
         ingested / "train.parquet",
@@ -85,7 +86,8 @@ def shuffled_model(
     """A model trained like ``trained`` but on shuffled labels: it has learned nothing true."""
     import pandas as pd
 
-    from skewless.model.train import HParams, train
+    from skewless.model.hparams import HParams
+    from skewless.model.train import train
 
     out = tmp_path_factory.mktemp("shuffled")
     frame = pd.read_parquet(ingested / "train.parquet")

@@ -90,7 +90,8 @@ class Case:
 
 
 def _all_kinds_model(root: Path) -> str:
-    from skewless.model.train import HParams, train
+    from skewless.model.hparams import HParams
+    from skewless.model.train import train
     from skewless.model.transform import analyze
 
     data = root / "train.parquet"

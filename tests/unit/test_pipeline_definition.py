@@ -14,7 +14,7 @@ from kfp.components import load_component_from_file
 from skewless.config import from_overrides
 from skewless.evaluation.evaluate import GateConfig
 from skewless.image import IMAGE
-from skewless.model.train import HParams
+from skewless.model.hparams import HParams
 from skewless.pipelines.ranking import COMPILED_PATH, compile_pipeline, ranking_pipeline
 
 

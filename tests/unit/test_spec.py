@@ -132,7 +132,8 @@ def test_missing_spec_file_names_the_path(tmp_path: Path):
 
 
 def test_auto_batch_size_gives_small_data_enough_steps_and_keeps_the_tuned_size_at_scale():
-    from skewless.model.train import HParams, auto_batch_size
+    from skewless.model.hparams import HParams
+    from skewless.model.train import auto_batch_size
 
     assert HParams().batch_size == 0  # the default is "auto"
     assert auto_batch_size(12_000) == 128  # ~94 steps per epoch, not 12

@@ -30,7 +30,7 @@ def _pipeline_parameters(pairs: list[str]) -> dict[str, Any]:
 
     from skewless.config import coerce, field_types, from_overrides
     from skewless.evaluation.evaluate import GateConfig
-    from skewless.model.train import HParams
+    from skewless.model.hparams import HParams
     from skewless.pipelines.ranking import ranking_pipeline
 
     signature = inspect.signature(ranking_pipeline.pipeline_func)
