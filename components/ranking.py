@@ -46,10 +46,11 @@ def transform(
     import shlex
 
     from skewless.contract.spec import load_spec_text
+    from skewless.data.ingest import IngestedFolder
     from skewless.model.transform import analyze
 
     result = analyze(
-        f"{ingested.path}/train.parquet",
+        IngestedFolder(ingested.path).train,
         load_spec_text(spec_yaml),
         transform_graph.path,
         beam_args=shlex.split(beam_args),
@@ -75,12 +76,13 @@ def train(
 
     from skewless.config import from_overrides
     from skewless.contract.spec import load_spec_text
+    from skewless.data.ingest import IngestedFolder
     from skewless.model.hparams import HParams
     from skewless.model.train import train as run_train
 
     summary = run_train(
-        f"{ingested.path}/train.parquet",
-        f"{ingested.path}/eval.parquet",
+        IngestedFolder(ingested.path).train,
+        IngestedFolder(ingested.path).eval,
         transform_graph.path,
         load_spec_text(spec_yaml),
         f"{model.path}.work",
@@ -128,6 +130,7 @@ def evaluate(
 
     from skewless.config import from_overrides
     from skewless.contract.spec import load_spec_text
+    from skewless.data.ingest import IngestedFolder
     from skewless.evaluation.evaluate import GateConfig
     from skewless.evaluation.evaluate import evaluate as run_evaluate
     from skewless.rollout.deploy import production_to_beat
@@ -136,7 +139,7 @@ def evaluate(
     production = production_to_beat(model_repository, model_name, registry=registry, workdir=work)
     result = run_evaluate(
         model.path,
-        f"{ingested.path}/eval.parquet",
+        IngestedFolder(ingested.path).eval,
         load_spec_text(spec_yaml),
         work,
         production_model_dir=production.path if production else None,
@@ -170,6 +173,7 @@ def register(
     import json
     from pathlib import Path
 
+    from skewless.data.ingest import IngestedFolder
     from skewless.rollout.deploy import register_version
 
     return register_version(
@@ -179,7 +183,7 @@ def register(
         model_name,
         registry=registry,
         evaluation=json.loads(Path(evaluation.path).read_text()),
-        stats_path=f"{ingested.path}/stats.json",
+        stats_path=IngestedFolder(ingested.path).stats,
         run_id=run_id,
     )
 

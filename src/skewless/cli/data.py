@@ -62,11 +62,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """``skewless analyze``: TFT analysis of the training split on Beam."""
+    from skewless.data.ingest import IngestedFolder
     from skewless.model.transform import analyze
 
     train = Path(args.data)
     if train.is_dir():
-        train = train / "train.parquet"
+        train = IngestedFolder(train).train
     is_glob = any(ch in args.data for ch in "*?[")
     if not is_glob and not train.exists():
         raise CliError(f"--data: {train} not found (give train.parquet or the validate output)")

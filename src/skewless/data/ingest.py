@@ -52,6 +52,51 @@ class QuarantineLimitError(IngestError):
 
 
 @dataclasses.dataclass(frozen=True)
+class IngestedFolder:
+    """The files ingestion writes into one folder, by name: the one place the names are spelled
+    (the pipeline's steps, the local runner and the CLI all read them through this)."""
+
+    root: str | Path
+
+    def _file(self, name: str) -> Path:
+        return Path(self.root) / name
+
+    def split(self, name: str) -> Path:
+        """The Parquet file of ``train``, ``eval`` or ``quarantine``."""
+        return self._file(f"{name}.parquet")
+
+    @property
+    def train(self) -> Path:
+        """Clean training rows."""
+        return self.split("train")
+
+    @property
+    def eval(self) -> Path:
+        """Clean evaluation rows."""
+        return self.split("eval")
+
+    @property
+    def quarantine(self) -> Path:
+        """Refused rows, raw, each with its ``reason``."""
+        return self.split("quarantine")
+
+    @property
+    def stats(self) -> Path:
+        """Per-split statistics (:mod:`skewless.data.stats`)."""
+        return self._file("stats.json")
+
+    @property
+    def summary(self) -> Path:
+        """Counts, reasons, timings and drift."""
+        return self._file("ingest_summary.json")
+
+    @property
+    def drift(self) -> Path:
+        """The drift report, when a baseline was given."""
+        return self._file("drift.json")
+
+
+@dataclasses.dataclass(frozen=True)
 class IngestResult:
     """Where ingestion wrote its outputs, and its summary."""
 
@@ -59,14 +104,19 @@ class IngestResult:
     summary: dict[str, Any]
 
     @property
+    def files(self) -> IngestedFolder:
+        """The output files by name."""
+        return IngestedFolder(self.out_dir)
+
+    @property
     def train_path(self) -> Path:
         """Clean training rows."""
-        return self.out_dir / "train.parquet"
+        return self.files.train
 
     @property
     def eval_path(self) -> Path:
         """Clean evaluation rows."""
-        return self.out_dir / "eval.parquet"
+        return self.files.eval
 
 
 @dataclasses.dataclass
@@ -258,7 +308,7 @@ class _Writers:
         schema = self.schemas[name]
         table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
         if name not in self.writers:
-            path = self.out_dir / f"{name}.parquet"
+            path = IngestedFolder(self.out_dir).split(name)
             self.writers[name] = pq.ParquetWriter(path, schema, compression="zstd")
         self.writers[name].write_table(table, row_group_size=DEFAULT_CHUNK_ROWS)
 
@@ -266,7 +316,9 @@ class _Writers:
         # Every output exists after a run, even an empty one, so readers need no special case.
         for name, schema in self.schemas.items():
             if name not in self.writers:
-                self.writers[name] = pq.ParquetWriter(self.out_dir / f"{name}.parquet", schema)
+                self.writers[name] = pq.ParquetWriter(
+                    IngestedFolder(self.out_dir).split(name), schema
+                )
             self.writers[name].close()
 
 
@@ -408,7 +460,8 @@ def ingest(
         )
 
     stats_doc = {split: split_stats[split].to_dict() for split in SPLITS}
-    (out / "stats.json").write_text(json.dumps(stats_doc, indent=1))
+    files = IngestedFolder(out)
+    files.stats.write_text(json.dumps(stats_doc, indent=1))
     elapsed = time.perf_counter() - started
     summary: dict[str, Any] = {
         "data": source,
@@ -434,9 +487,9 @@ def ingest(
             mean_shift_threshold=mean_shift_threshold,
         )
         report["baseline"] = str(baseline_stats)
-        (out / "drift.json").write_text(json.dumps(report, indent=1))
+        files.drift.write_text(json.dumps(report, indent=1))
         summary["drifted_features"] = report["drifted"]
-    (out / "ingest_summary.json").write_text(json.dumps(summary, indent=1))
+    files.summary.write_text(json.dumps(summary, indent=1))
 
     if rows_in == 0:
         raise IngestError(f"{source}: no rows to ingest")
@@ -445,7 +498,7 @@ def ingest(
         raise QuarantineLimitError(
             f"quarantined {summary['quarantined_fraction']:.1%} of rows ({rows_quarantined:,} of "
             f"{rows_in:,}), above the limit {max_quarantine_fraction:.1%}; top reasons: {top}; "
-            f"rows are in {out / 'quarantine.parquet'}"
+            f"rows are in {files.quarantine}"
         )
     if total_clean == 0 or rows_clean["train"] == 0:
         raise IngestError(f"{source}: no clean training rows after validation")
@@ -461,7 +514,7 @@ def _first_line(err: BaseException) -> str:
 def _load_baseline(path: str | Path) -> dict[str, Any]:
     baseline_path = Path(path)
     if baseline_path.is_dir():
-        baseline_path = baseline_path / "stats.json"
+        baseline_path = IngestedFolder(baseline_path).stats
     try:
         document = json.loads(baseline_path.read_text())
     except (OSError, json.JSONDecodeError) as err:

@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
+from skewless.data.ingest import IngestedFolder
 from skewless.registry.core import check_model_name
 from skewless.rollout.deploy import production_model, registry_for
 
@@ -230,7 +231,7 @@ def run_local(
 
     run_dir = _latest_run_dir(pipeline_root, PIPELINE_NAME)
     ingested = run_dir / "ingest" / "ingested"
-    ingest_summary = _read_json(ingested / "ingest_summary.json")
+    ingest_summary = _read_json(IngestedFolder(ingested).summary)
     evaluation = _read_json(run_dir / "evaluate" / "evaluation")
     training = _read_json(run_dir / "train" / "tensorboard" / "training_summary.json")
     if not evaluation:
