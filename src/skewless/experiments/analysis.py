@@ -1,20 +1,8 @@
 """The analysis of an online experiment: exposures joined with outcomes, per variant, with
 unit-level statistics, a sample-ratio-mismatch check, guardrails and a decision.
 
-Statistics (docs/experiments.md says why each was chosen):
-
-- The metric is a ratio: outcomes (the sum of the outcome's values, e.g. clicks) over exposures
-  (answered requests). A unit's (user's) exposures are correlated, so the variance is taken over
-  units with the delta method: for unit totals ``c_u`` (outcomes) and ``n_u`` (exposures) and
-  ``R = sum(c)/sum(n)``, ``Var(R) = Var(c_u - R n_u) / (N mean(n)^2)``.
-- Lift: the difference of the two ratios, normal approximation, two-sided; relative lift by the
-  delta method.
-- Sample ratio mismatch: chi-square (1 degree of freedom) of the units per variant against the
-  configured split; p below 0.001 blocks every decision, since the assignment itself is broken.
-- Sequential testing (optional): the mixture sequential probability ratio test (mSPRT; Johari,
-  Pekelis and Walsh, "Always valid inference", 2017) with a normal mixing distribution whose
-  standard deviation is the minimum detectable effect: its p-value stays valid however often it
-  is looked at.
+The statistics are in :mod:`skewless.experiments.stats` (docs/experiments.md says why each was
+chosen).
 """
 
 from __future__ import annotations
@@ -29,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from skewless.experiments.logs import LogError, feedback_path, read_records, segments
+from skewless.experiments.stats import lift, ratio_stats, sample_size, srm
 
 VARIANTS = ("production", "candidate")
-SRM_ALPHA = 0.001
 
 
 class ExperimentError(RuntimeError):
@@ -67,26 +55,6 @@ class Criteria:
 
 def _p99(values: list[float]) -> float | None:
     return float(np.percentile(values, 99)) if values else None
-
-
-def _ratio_stats(clicks: np.ndarray, exposures: np.ndarray) -> dict[str, Any]:
-    """Rate and its delta-method standard error over units."""
-    units = len(exposures)
-    total = float(exposures.sum())
-    rate = float(clicks.sum()) / total if total else 0.0
-    if units < 2:
-        return {"units": units, "exposures": int(total), "outcomes": float(clicks.sum()),
-                "rate": rate, "se": float("nan"), "unit_variance": float("nan")}  # fmt: skip
-    linear = clicks - rate * exposures
-    unit_variance = float(linear.var(ddof=1)) / float(exposures.mean()) ** 2
-    return {
-        "units": units,
-        "exposures": int(total),
-        "outcomes": float(clicks.sum()),
-        "rate": rate,
-        "se": math.sqrt(unit_variance / units),
-        "unit_variance": unit_variance,  # of one unit's linearized rate: drives the sample size
-    }
 
 
 def _read_exposures(log: Path, model: str) -> list[dict[str, Any]]:
@@ -212,7 +180,7 @@ def experiment_report(
         units = sorted(served[variant])
         exposures = np.array([len(served[variant][u]) for u in units], dtype=np.float64)
         clicks = np.array([outcomes[(variant, u)] for u in units], dtype=np.float64)
-        stats = _ratio_stats(clicks, exposures)
+        stats = ratio_stats(clicks, exposures)
         answered = len(latency[variant]) + failed[variant]
         versions = {str(r["version"]) for group in served[variant].values() for r in group}
         stats.update(
@@ -238,57 +206,14 @@ def experiment_report(
         "variants": variants,
         "criteria": dataclasses.asdict(criteria),
     }
-    report["lift"] = _lift(variants["production"], variants["candidate"], criteria, z)
-    report["srm"] = _srm(variants, split)
+    production, candidate = variants["production"], variants["candidate"]
+    report["lift"] = lift(production, candidate, mde=criteria.mde, z=z)
+    report["srm"] = srm([production["units"], candidate["units"]], split)
     report["guardrails"] = _guardrails(variants, criteria)
-    report["sample_size"] = _sample_size(variants, split, criteria)
+    report["sample_size"] = sample_size(production, candidate, split, mde=criteria.mde,
+                                        alpha=criteria.alpha, power=criteria.power)  # fmt: skip
     report["decision"] = decide(report, criteria)
     return report
-
-
-def _lift(a: dict[str, Any], b: dict[str, Any], criteria: Criteria, z: float) -> dict[str, Any]:
-    diff = b["rate"] - a["rate"]
-    se = math.sqrt(a["se"] ** 2 + b["se"] ** 2)
-    if not se > 0:  # too few units, or no variation at all
-        return {"absolute": diff, "ci": [None, None], "relative": None, "relative_ci": [None, None],
-                "p_value": None, "sequential_p_value": None}  # fmt: skip
-    p_value = math.erfc(abs(diff) / se / math.sqrt(2))
-    relative = rel_se = None
-    if a["rate"] > 0:
-        relative = b["rate"] / a["rate"] - 1
-        rel_se = math.sqrt(
-            b["se"] ** 2 / a["rate"] ** 2 + b["rate"] ** 2 * a["se"] ** 2 / a["rate"] ** 4
-        )
-    # mSPRT with a N(0, tau^2) mixture over the effect, tau = the MDE in absolute terms.
-    tau2 = (criteria.mde * a["rate"]) ** 2 if a["rate"] > 0 else se**2
-    variance = se**2
-    log_lr = 0.5 * math.log(variance / (variance + tau2)) + diff**2 * tau2 / (
-        2 * variance * (variance + tau2)
-    )
-    sequential = min(1.0, math.exp(-log_lr)) if log_lr < 700 else 0.0
-    return {
-        "absolute": diff,
-        "ci": [diff - z * se, diff + z * se],
-        "relative": relative,
-        "relative_ci": [relative - z * rel_se, relative + z * rel_se]
-        if relative is not None and rel_se is not None
-        else [None, None],
-        "p_value": p_value,
-        "sequential_p_value": sequential,
-    }
-
-
-def _srm(variants: dict[str, dict[str, Any]], split: int) -> dict[str, Any]:
-    observed = [variants[v]["units"] for v in VARIANTS]
-    total = sum(observed)
-    shares = [(100 - split) / 100, split / 100]
-    if total == 0 or min(shares) == 0:
-        return {"observed_units": observed, "expected_share": shares, "chi2": None,
-                "p_value": None, "mismatch": False}  # fmt: skip
-    chi2 = sum((o - total * s) ** 2 / (total * s) for o, s in zip(observed, shares, strict=True))
-    p_value = math.erfc(math.sqrt(chi2 / 2))  # chi-square survival, 1 degree of freedom
-    return {"observed_units": observed, "expected_share": shares, "chi2": chi2,
-            "p_value": p_value, "mismatch": p_value < SRM_ALPHA}  # fmt: skip
 
 
 def _guardrails(variants: dict[str, dict[str, Any]], criteria: Criteria) -> dict[str, Any]:
@@ -307,25 +232,6 @@ def _guardrails(variants: dict[str, dict[str, Any]], criteria: Criteria) -> dict
                 f"{a['p99_latency_ms']:.1f} ms (allowed {limit:.1f} ms)"
             )
     return {"hold": not broken, "broken": broken}
-
-
-def _sample_size(
-    variants: dict[str, dict[str, Any]], split: int, criteria: Criteria
-) -> dict[str, Any]:
-    a, b = variants["production"], variants["candidate"]
-    effect = criteria.mde * a["rate"]
-    share = split / 100
-    if not (effect > 0 and 0 < share < 1) or math.isnan(a["unit_variance"] + b["unit_variance"]):
-        return {"mde_relative": criteria.mde, "units_needed": None, "units_more": None}
-    z = NormalDist().inv_cdf(1 - criteria.alpha / 2) + NormalDist().inv_cdf(criteria.power)
-    # Total units so that Var(diff) = v_a/(N(1-s)) + v_b/(N s) = (effect / z)^2.
-    needed = z**2 * (a["unit_variance"] / (1 - share) + b["unit_variance"] / share) / effect**2
-    needed_units = math.ceil(needed)
-    return {
-        "mde_relative": criteria.mde,
-        "units_needed": needed_units,
-        "units_more": max(0, needed_units - a["units"] - b["units"]),
-    }
 
 
 def decide(report: dict[str, Any], criteria: Criteria) -> dict[str, Any]:
