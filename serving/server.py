@@ -31,7 +31,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,10 +45,6 @@ from skewless.contract.kinds import kind_of
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec, load_spec
 from skewless.experiments.logs import (
     DEFAULT_LOG_MAX_MB,
-    AppendLog,
-    FeedbackError,
-    feedback_path,
-    parse_feedback,
 )
 from skewless.registry import open_registry
 from skewless.registry.core import Registry, Traffic
@@ -60,6 +55,8 @@ from skewless.serving.app import (
     limit_app,
 )
 from skewless.serving.batching import DEFAULT_BATCH_ROWS, MicroBatcher
+from skewless.serving.exposures import NO_LOG, ExperimentLogs
+from skewless.serving.exposures import request_id as new_request_id
 from skewless.serving.protocol import (
     BATCH_ROWS_HEADER,
     JSON_TYPES,
@@ -85,7 +82,6 @@ from skewless.serving.validation import (
 
 LOAD_WAIT_SECONDS = 600.0  # how long a request waits for a worker still loading the model
 # FastAPI's schema and docs pages: nothing a client of a model server needs, and a map for others.
-_FEEDBACK_TYPES = ("", "application/json", "application/x-ndjson", "application/jsonl")
 
 
 class ModelLoadError(RuntimeError):
@@ -260,14 +256,12 @@ class RankingModel(kserve.Model):
             )
             for role in ("production", "candidate")
         }
-        self.request_log: AppendLog | None = None
-        self.feedback_log: AppendLog | None = None
-        if self.config.request_log:
-            max_bytes = int(self.config.log_max_mb * 2**20)
-            self.request_log = AppendLog(self.config.request_log, max_bytes=max_bytes)
-            self.feedback_log = AppendLog(
-                feedback_path(self.config.request_log), max_bytes=max_bytes
-            )
+        self.logs = (
+            ExperimentLogs(self.name, self.config.request_log,
+                           max_bytes=int(self.config.log_max_mb * 2**20))
+            if self.config.request_log
+            else None
+        )  # fmt: skip
         add_feedback_route(self)
         if self.registry is not None:
             threading.Thread(target=self._watch, name="registry-watch", daemon=True).start()
@@ -324,7 +318,7 @@ class RankingModel(kserve.Model):
     def __getstate__(self) -> dict[str, Any]:
         """Pickles settings only: a loaded SavedModel cannot cross processes."""
         state = dict(self.__dict__)
-        for key in ("routing", "batchers", "request_log", "feedback_log", "served", "_loaded",
+        for key in ("routing", "batchers", "logs", "served", "_loaded",
                     "registry"):  # fmt: skip
             state.pop(key, None)
         state["ready"] = False
@@ -413,11 +407,11 @@ class RankingModel(kserve.Model):
         if not self.ready:
             raise ModelLoadError(f"model {self.name!r} is not loaded in process {os.getpid()}")
         routing = self.routing
-        logging_on = self.request_log is not None
+        logs = self.logs
         # The unit matters only to a canary's assignment and to the exposure log.
         unit = (
             experiment_unit(payload, headers, self.config.unit_field)
-            if routing.candidate is not None or logging_on
+            if routing.candidate is not None or logs is not None
             else None
         )
         role, loaded = routing.pick(unit)
@@ -429,23 +423,21 @@ class RankingModel(kserve.Model):
                 request, request.rows
             )
         except RequestError as err:
-            if logging_on:
-                self._log_exposure(routing, role, loaded.version, None, started, unit, None, 400)
+            if logs is not None:
+                logs.exposure(routing, role, loaded.version, started, unit, 400)
             raise InvalidInput(str(err)) from None
         except Exception:
-            if logging_on:
-                self._log_exposure(routing, role, loaded.version, None, started, unit, None, 500)
+            if logs is not None:
+                logs.exposure(routing, role, loaded.version, started, unit, 500)
             raise
         request_id = None
-        if logging_on:
-            request_id = (headers or {}).get(REQUEST_ID_HEADER) or (
-                payload.id if isinstance(payload, InferRequest) and payload.id else None
+        if logs is not None:
+            request_id = new_request_id(
+                headers, payload.id if isinstance(payload, InferRequest) else None
             )
-            request_id = (request_id or uuid.uuid4().hex)[:128]
-            items = request.columns.get(self.config.item_field)
-            self._log_exposure(
-                routing, role, version, probability, started, unit, items, 200, request_id
-            )
+            logs.exposure(routing, role, version, started, unit, 200, probability=probability,
+                          items=request.columns.get(self.config.item_field),
+                          request_id=request_id)  # fmt: skip
         if response_headers is not None:
             # Which version answered, and how many rows shared its model call.
             response_headers[VERSION_HEADER] = version
@@ -454,65 +446,12 @@ class RankingModel(kserve.Model):
                 response_headers[REQUEST_ID_HEADER] = request_id
         return prediction_response(self.name, payload, probability, request_id)
 
-    def _log_exposure(
-        self,
-        routing: Routing,
-        role: str,
-        version: str,
-        probability: np.ndarray | None,
-        started: float,
-        unit: str | None,
-        items: Sequence[Any] | None,
-        status: int,
-        request_id: str | None = None,
-    ) -> None:
-        """One exposure line: who saw which version's scores for which items, and how fast.
-
-        Refused (400) and failed (500) requests are logged too, with their status, so a
-        report can count each variant's errors.
-        """
-        assert self.request_log is not None
-        record: dict[str, Any] = {
-            "time": round(time.time(), 3),
-            "request_id": request_id,
-            "model": self.name,
-            "experiment": routing.experiment_id,
-            "split": routing.candidate_percent,  # the candidate's configured share, percent
-            "role": role,  # the variant: production or candidate
-            "version": version,
-            "unit": unit,  # None: assigned at random, reported apart
-            "status": status,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-        }
-        if probability is not None:
-            record["rows"] = len(probability)
-            record["mean_probability"] = round(float(probability.mean()), 6)
-            record["scores"] = [round(float(p), 6) for p in probability]
-            if items is not None:
-                record["items"] = [
-                    v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in items
-                ]
-        self.request_log.write(record)
-
     async def record_feedback(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
-        """``POST /v1/feedback``: appends outcome records beside the exposures they follow.
-
-        Returns:
-            The HTTP status and JSON body: 200 ``{"accepted": N}``; 400 naming the bad record
-            (nothing is written); 501 when this server keeps no exposure log.
-        """
-        if self.feedback_log is None:
-            return 501, {"error": "feedback is off: this server keeps no exposure log (start it "
-                         "with --request-log FILE, or serve from a --registry)"}  # fmt: skip
-        if content_type not in _FEEDBACK_TYPES:
-            return 400, {"error": f"unsupported content type {content_type!r}: send "
-                         "application/json (a list) or application/x-ndjson (lines)"}  # fmt: skip
-        try:
-            records = parse_feedback(body, model=self.name, received=round(time.time(), 3))
-        except FeedbackError as err:
-            return 400, {"error": str(err)[:500]}
-        await asyncio.to_thread(self.feedback_log.write_many, records)
-        return 200, {"accepted": len(records)}
+        """``POST /v1/feedback``: the HTTP status and JSON answer (501 when this server keeps no
+        exposure log, so there is nothing to join outcomes to)."""
+        if self.logs is None:
+            return 501, {"error": NO_LOG}
+        return await self.logs.outcomes(body, content_type)
 
 
 def serve(
