@@ -219,3 +219,21 @@ def test_experiment_and_simulate_mistakes_are_one_clear_line(tmp_path: Path, cap
         with pytest.raises(SystemExit):
             main(["experiment", "report", *flags])
         assert "error: argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["validate", "--data", "d.csv", "--out", "o", "--drift-linf", "nan"],
+         "--drift-linf: expected a finite number, got 'nan'"),
+        (["serve", "--model", "m", "--max-body-mb", "inf"],
+         "--max-body-mb: expected a finite number, got 'inf'"),
+        (["canary", "ranking", "--percent", "101"], "a percentage is from 0 to 100, got 101"),
+        (["experiment", "report", "--mde", "-0.1"], "--mde: must be a positive number"),
+    ],
+)  # fmt: skip
+def test_numbers_on_the_command_line_are_finite_and_in_range(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -19,21 +20,27 @@ class CliError(RuntimeError):
     """A command-line input is wrong; the message says which and why."""
 
 
-def _positive_int(text: str) -> int:
+def _number(text: str, kind: type) -> Any:
+    """``text`` as a finite int or float (``1_000`` allowed), or an argparse error naming it."""
     try:
-        value = int(text.replace("_", ""))
+        value = int(text.replace("_", "")) if kind is int else float(text.replace("_", ""))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value: int = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    value: float = _number(text, float)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value
@@ -47,19 +54,30 @@ def _probability(text: str) -> float:
 
 
 def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value: float = _number(text, float)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value
 
 
+def _positive_float(text: str) -> float:
+    value: float = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 def _percent(text: str) -> int:
-    value = _positive_int(text) if text.strip() != "0" else 0
-    if value > 100:
-        raise argparse.ArgumentTypeError(f"a percentage is at most 100, got {value}")
+    value: int = _number(text, int)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"a percentage is from 0 to 100, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
     return value
 
 
@@ -70,20 +88,6 @@ def _model_name(text: str) -> str:
         return check_model_name(text)
     except RegistryError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative(text)
-    if value == 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
-    return value
 
 
 def _print_json(document: Any) -> None:
