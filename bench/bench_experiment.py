@@ -153,7 +153,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from skewless.data.generate import write_dataset
-    from skewless.registry.core import SQLiteRegistry
+    from skewless.registry.sqlite import SQLiteRegistry
     from skewless.rollout.deploy import deploy_version, register_local
 
     started = time.perf_counter()

@@ -19,7 +19,7 @@ from pathlib import Path
 from support import SKEWLESS, serving
 
 from skewless.experiments.logs import read_records
-from skewless.registry.core import SQLiteRegistry
+from skewless.registry.sqlite import SQLiteRegistry
 from skewless.rollout.deploy import deploy_version, register_local
 
 WORLD_SEED = "11"  # the seed of the small data the fixtures trained on

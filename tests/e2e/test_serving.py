@@ -395,7 +395,7 @@ def test_a_malformed_binary_header_is_a_400(server):
 
 def test_a_canary_gives_each_user_one_version_and_the_report_shows_it(trained, tmp_path):
     from skewless.experiments.ab_report import summarize
-    from skewless.registry.core import SQLiteRegistry
+    from skewless.registry.sqlite import SQLiteRegistry
     from skewless.rollout.deploy import deploy_version, register_local
 
     repository = tmp_path / "models"

@@ -186,7 +186,7 @@ def test_experiment_and_simulate_mistakes_are_one_clear_line(tmp_path: Path, cap
     log.write_text('{"time": 1, "model": "ranking", "experiment": null}\n')
     assert main(["experiment", "report", "--log", str(log)]) == 1
     assert "no experiment for model 'ranking': start a canary" in _one_line(capsys)
-    from skewless.registry.core import SQLiteRegistry
+    from skewless.registry.sqlite import SQLiteRegistry
 
     registry = SQLiteRegistry(tmp_path / "registry.db")
     artifact = tmp_path / "artifact"

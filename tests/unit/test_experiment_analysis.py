@@ -237,7 +237,7 @@ def test_no_experiment_is_a_clear_error(tmp_path: Path):
 
 
 def test_decisions_are_carried_out_and_recorded_with_their_numbers(tmp_path: Path):
-    from skewless.registry.core import SQLiteRegistry
+    from skewless.registry.sqlite import SQLiteRegistry
 
     registry = SQLiteRegistry(tmp_path / "registry.db")
     artifact = tmp_path / "artifact"

@@ -19,11 +19,11 @@ from skewless.registry.core import (
     ChecksumMismatchError,
     Registry,
     RegistryError,
-    SQLiteRegistry,
     Traffic,
     directory_sha256,
 )
 from skewless.registry.kubeflow import KubeflowRegistry
+from skewless.registry.sqlite import SQLiteRegistry
 
 
 def _open(locator: str) -> Registry:
@@ -257,7 +257,7 @@ def test_canary_then_promote_then_rollback(tmp_path: Path, locator: str):
 _KILLED_AT = """
 import os, sys
 from skewless.rollout import deploy
-from skewless.registry import core
+from skewless.registry import sqlite
 point, model, repository = sys.argv[1], sys.argv[2], sys.argv[3]
 if point == "copy":  # the copy is half done
     def copytree(src, dst, **kw):
@@ -266,9 +266,9 @@ if point == "copy":  # the copy is half done
         os._exit(9)
     deploy.shutil.copytree = copytree
 elif point == "rename":  # the folder is in place, the registry row is not
-    core.SQLiteRegistry.register = lambda *a, **k: os._exit(9)
+    sqlite.SQLiteRegistry.register = lambda *a, **k: os._exit(9)
 elif point == "alias":  # the row is written, the alias move is not
-    core.SQLiteRegistry.set_alias = lambda *a, **k: os._exit(9)
+    sqlite.SQLiteRegistry.set_alias = lambda *a, **k: os._exit(9)
 version = deploy.register_local(model, repository, "ranking", evaluation={"metrics": {},
     "gate": {"promote": True, "reasons": []}}, stats_path=None, run_id="killed")
 deploy.deploy_version(repository, "ranking", version["version"], "killed")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from skewless.registry.core import Registry, SQLiteRegistry
+from skewless.registry.core import Registry
+from skewless.registry.sqlite import SQLiteRegistry
 
 TOKEN_ENV = "MODEL_REGISTRY_TOKEN"
 """A bearer token for a Kubeflow Model Registry that needs one (a standalone install does not)."""
