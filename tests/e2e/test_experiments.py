@@ -10,6 +10,7 @@ shuffled-label model as a canary against it (stopped), and an A/A pair of identi
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -140,6 +141,12 @@ def test_better_models_win_worse_ones_are_stopped_and_a_a_stays_level(
 
     text = _cli("experiment", "report", "--log", str(log), *_window(third), *strict)
     assert "decision: CONTINUE: not significant yet" in text, text
+    # Every look is in the registry's history, with its numbers, for a user to read.
+    shown = json.loads(_cli("models", "show", "ranking", "--registry", str(registry_path)))
+    reasons = [event["reason"] for event in shown["candidate_history"]]
+    looks = [re.search(r"experiment decide: (\w+)", r) for r in reasons]
+    assert [m.group(1) for m in looks if m] == ["promote", "rollback", "continue"]
+    assert "lift" in reasons[-1] and "p=" in reasons[-1]
 
 
 def _row() -> dict:

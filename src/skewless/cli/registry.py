@@ -144,8 +144,10 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     name, _, ref = args.model.partition(":")
     registry = _registry(args)
     version = registry.get(name, ref or "latest")
+    # The candidate's history holds every canary move and every `experiment decide` look.
     _print_json({**version.to_dict(),
-                 "production_history": registry.alias_history(name, "production")})  # fmt: skip
+                 "production_history": registry.alias_history(name, "production"),
+                 "candidate_history": registry.alias_history(name, "candidate")})  # fmt: skip
     return 0
 
 
