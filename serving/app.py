@@ -40,7 +40,12 @@ def limit_app(max_body_mb: float) -> None:
     if not any(m.cls is BinaryHeaderCheck for m in app.user_middleware):
         app.add_middleware(BinaryHeaderCheck)
     app.openapi_url = None
-    app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") not in _DOC_PATHS]
+    _drop_routes(app, _DOC_PATHS)
+
+
+def _drop_routes(app: Any, paths: set[str]) -> None:
+    """Removes the app's routes at ``paths`` (a route added again replaces, never doubles)."""
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") not in paths]
 
 
 def add_feedback_route(model: RankingModel) -> None:
@@ -54,7 +59,7 @@ def add_feedback_route(model: RankingModel) -> None:
         )
         return ORJSONResponse(status_code=status, content=body)
 
-    app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != FEEDBACK_PATH]
+    _drop_routes(app, {FEEDBACK_PATH})
     app.add_api_route(FEEDBACK_PATH, feedback, methods=["POST"], include_in_schema=False)
 
 

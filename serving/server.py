@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,7 @@ from kserve.protocol.infer_type import InferRequest
 
 from skewless.contract.kinds import kind_of
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec, load_spec
-from skewless.experiments.logs import (
-    DEFAULT_LOG_MAX_MB,
-)
+from skewless.experiments.logs import DEFAULT_LOG_MAX_MB
 from skewless.registry import open_registry
 from skewless.registry.core import Registry, Traffic
 from skewless.serving.app import (
@@ -81,7 +80,6 @@ from skewless.serving.validation import (
 )
 
 LOAD_WAIT_SECONDS = 600.0  # how long a request waits for a worker still loading the model
-# FastAPI's schema and docs pages: nothing a client of a model server needs, and a map for others.
 
 
 class ModelLoadError(RuntimeError):
@@ -198,8 +196,11 @@ class RankingModel(kserve.Model):
         else:
             assert self.registry is not None
             label = str(version)
-            # A remote artifact (the object store, on a cluster) is downloaded, then verified.
-            download_to = Path(tempfile.mkdtemp(prefix=f"skewless-{self.name}-{version}-")) / "m"
+            # A remote artifact (the object store, on a cluster) is downloaded here, then
+            # verified; a local one is read in place and nothing is created.
+            download_to = Path(tempfile.gettempdir()) / (
+                f"skewless-{self.name}-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            )
             model_dir = self.registry.verified_artifact(self.name, version, download_to=download_to)
         try:
             saved_model = tf.saved_model.load(str(model_dir))
@@ -330,8 +331,8 @@ class RankingModel(kserve.Model):
         KServe unpickles a REST worker's models before the worker answers its parent's liveness
         pings, and the parent kills a worker that has not answered within 5 s
         (kserve/protocol/rest/multiprocess/server.py): loading TensorFlow here, on a busy
-        machine, got workers killed before they ever served. So the load runs in a thread;
-        readiness says false and requests wait until it is done.
+        machine, got workers killed before they ever served. So the load runs in a thread, and
+        readiness checks and requests wait until it is done (:meth:`healthy`).
         """
         self.__dict__.update(state)
         self._loaded = threading.Event()
@@ -402,9 +403,7 @@ class RankingModel(kserve.Model):
     ) -> Any:
         """Picks a version by the traffic split, validates against its spec, then predicts."""
         started = time.perf_counter()
-        if not self._loaded.is_set():  # a worker still loading its copy: wait, don't refuse
-            await asyncio.to_thread(self._loaded.wait, LOAD_WAIT_SECONDS)
-        if not self.ready:
+        if not await self.healthy():  # a worker still loading its copy waits, not refuses
             raise ModelLoadError(f"model {self.name!r} is not loaded in process {os.getpid()}")
         routing = self.routing
         logs = self.logs
