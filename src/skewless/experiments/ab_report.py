@@ -25,6 +25,8 @@ class ReportError(LogError):
 
 
 def _read(log_path: Path, model: str | None, since: float | None) -> list[dict[str, Any]]:
+    if not segments(log_path):
+        raise ReportError(f"no request log at {log_path}; serve with --request-log to write one")
     records = []
     try:
         for number, record in enumerate(read_records(log_path, what="a request record"), 1):
@@ -40,11 +42,9 @@ def _read(log_path: Path, model: str | None, since: float | None) -> list[dict[s
                 ) from None
             if keep:
                 records.append(record)
-    except LogError as err:
-        if not segments(log_path):
-            raise ReportError(
-                f"no request log at {log_path}; serve with --request-log to write one"
-            ) from None
+    except ReportError:
+        raise
+    except LogError as err:  # a line that is not a JSON object, named by file and line
         raise ReportError(str(err)) from None
     return records
 

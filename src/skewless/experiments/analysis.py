@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-from skewless.experiments.logs import LogError, feedback_path, read_records, segments
+from skewless.experiments.logs import feedback_path, read_records, segments
 from skewless.experiments.stats import lift, ratio_stats, sample_size, srm
 
 VARIANTS = ("production", "candidate")
@@ -58,14 +58,11 @@ def _p99(values: list[float]) -> float | None:
 
 
 def _read_exposures(log: Path, model: str) -> list[dict[str, Any]]:
-    try:
-        return [r for r in read_records(log, what="an exposure record") if r.get("model") == model]
-    except LogError:
-        if not segments(log):
-            raise ExperimentError(
-                f"no exposure log at {log}; serve with --request-log (or from a --registry)"
-            ) from None
-        raise
+    if not segments(log):
+        raise ExperimentError(
+            f"no exposure log at {log}; serve with --request-log (or from a --registry)"
+        )
+    return [r for r in read_records(log, what="an exposure record") if r.get("model") == model]
 
 
 def experiment_report(
@@ -120,7 +117,9 @@ def experiment_report(
     split = int(in_window[-1].get("split", 0))
     current = [r for r in in_window if int(r.get("split", 0)) == split]
 
-    served: dict[str, dict[str, list[dict[str, Any]]]] = {v: defaultdict(list) for v in VARIANTS}
+    # Per variant: exposures per unit, and the versions that answered.
+    served: dict[str, Counter[str]] = {v: Counter() for v in VARIANTS}
+    versions: dict[str, set[str]] = {v: set() for v in VARIANTS}
     without_unit = {v: 0 for v in VARIANTS}
     refused = {v: 0 for v in VARIANTS}
     failed = {v: 0 for v in VARIANTS}
@@ -141,7 +140,8 @@ def experiment_report(
             without_unit[variant] += 1
             continue
         unit = str(record["unit"])
-        served[variant][unit].append(record)
+        served[variant][unit] += 1
+        versions[variant].add(str(record["version"]))
         if record.get("request_id"):
             key_of_request[record["request_id"]] = (variant, unit)
         for item in record.get("items") or ():
@@ -178,14 +178,13 @@ def experiment_report(
     variants: dict[str, dict[str, Any]] = {}
     for variant in VARIANTS:
         units = sorted(served[variant])
-        exposures = np.array([len(served[variant][u]) for u in units], dtype=np.float64)
+        exposures = np.array([served[variant][u] for u in units], dtype=np.float64)
         clicks = np.array([outcomes[(variant, u)] for u in units], dtype=np.float64)
         stats = ratio_stats(clicks, exposures)
         answered = len(latency[variant]) + failed[variant]
-        versions = {str(r["version"]) for group in served[variant].values() for r in group}
         stats.update(
             {
-                "versions": sorted(versions),
+                "versions": sorted(versions[variant]),
                 "ci": [stats["rate"] - z * stats["se"], stats["rate"] + z * stats["se"]],
                 "exposures_without_unit": without_unit[variant],
                 "refused_requests": refused[variant],
