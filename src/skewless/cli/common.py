@@ -16,6 +16,17 @@ DEFAULT_REGISTRY = "runs/default/models/registry.db"
 """The registry of `make run` and `skewless run`."""
 
 
+def exposure_log_beside(registry: str | Path) -> str:
+    """Where a server started from a registry file writes its exposure log: beside the file."""
+    from skewless.experiments.logs import EXPOSURE_LOG
+
+    return str(Path(registry).with_name(EXPOSURE_LOG))
+
+
+DEFAULT_EXPOSURE_LOG = exposure_log_beside(DEFAULT_REGISTRY)
+"""The exposure log of the server `make run` ends with."""
+
+
 class CliError(RuntimeError):
     """A command-line input is wrong; the message says which and why."""
 

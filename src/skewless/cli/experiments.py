@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from skewless.cli.common import (
+    DEFAULT_EXPOSURE_LOG,
     DEFAULT_REGISTRY,
     REGISTRY_HELP,
     CliError,
@@ -20,8 +21,8 @@ from skewless.cli.common import (
     _probability,
     _registry,
 )
-from skewless.experiments.ab_report import REQUEST_LOG
 from skewless.experiments.analysis import Criteria
+from skewless.runner.local import DEFAULT_SEED
 
 
 def _experiment_report(args: argparse.Namespace) -> dict[str, Any]:
@@ -121,7 +122,7 @@ def add_commands(sub: Any) -> None:
     ]  # fmt: skip
     for command in (report, decide):
         command.add_argument(
-            "--log", default=f"runs/default/models/{REQUEST_LOG}",
+            "--log", default=DEFAULT_EXPOSURE_LOG,
             help="the server's exposure log (rotated segments beside it are read too)",
         )  # fmt: skip
         command.add_argument("--feedback", help="the outcome log (default: beside --log)")
@@ -162,7 +163,7 @@ def add_commands(sub: Any) -> None:
         "--candidates", type=_positive_int, default=10, help="items scored per request (10)"
     )
     sim.add_argument(
-        "--world-seed", type=int, default=0,
+        "--world-seed", type=int, default=DEFAULT_SEED,
         help="seed of the data the served model was trained on (skewless run's --seed; 0)",
     )  # fmt: skip
     sim.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (4)")

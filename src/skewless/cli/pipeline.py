@@ -13,11 +13,11 @@ from skewless.cli.common import (
     _model_name,
     _port,
     _positive_int,
+    exposure_log_beside,
 )
 from skewless.cli.serving import _check_ports
 from skewless.contract.spec import load_spec
-from skewless.experiments.ab_report import REQUEST_LOG
-from skewless.runner.local import DEFAULT_ROWS
+from skewless.runner.local import DEFAULT_ROWS, DEFAULT_SEED
 
 
 def _pipeline_parameters(pairs: list[str]) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         name=args.model_name,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
-        config=ServingConfig(request_log=str(registry.with_name(REQUEST_LOG))),
+        config=ServingConfig(request_log=exposure_log_beside(registry)),
         announce=True,
     )
     return 0
@@ -210,7 +210,7 @@ def add_commands(sub: Any) -> None:
     run.add_argument(
         "--rows", type=_positive_int, default=DEFAULT_ROWS, help="rows of default data (400k)"
     )
-    run.add_argument("--seed", type=int, default=0, help="seed of the default data")
+    run.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the default data")
     run.add_argument(
         "--model-name", type=_model_name, default="ranking", help="name the model is served under"
     )

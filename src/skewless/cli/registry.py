@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from skewless.cli.common import (
+    DEFAULT_EXPOSURE_LOG,
     DEFAULT_REGISTRY,
     REGISTRY_HELP,
     CliError,
@@ -15,7 +16,6 @@ from skewless.cli.common import (
     _print_json,
     _registry,
 )
-from skewless.experiments.ab_report import REQUEST_LOG
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -189,9 +189,7 @@ def add_commands(sub: Any) -> None:
     alias_command("promote", "make the canary candidate production").set_defaults(func=cmd_promote)
 
     report = sub.add_parser("ab-report", help="per-version traffic and latency from the server log")
-    report.add_argument(
-        "--log", default=f"runs/default/models/{REQUEST_LOG}", help="the server's request log"
-    )
+    report.add_argument("--log", default=DEFAULT_EXPOSURE_LOG, help="the server's request log")
     report.add_argument("--model", help="only this model")
     report.add_argument("--since", type=float, help="only requests from this Unix time on")
     report.add_argument("--json", action="store_true", help="machine-readable output")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from skewless.cli.common import (
@@ -14,9 +13,9 @@ from skewless.cli.common import (
     _positive_float,
     _positive_int,
     _registry_file,
+    exposure_log_beside,
 )
-from skewless.experiments.ab_report import REQUEST_LOG
-from skewless.experiments.logs import DEFAULT_LOG_MAX_MB
+from skewless.experiments.logs import DEFAULT_LOG_MAX_MB, EXPOSURE_LOG
 from skewless.serving.batching import DEFAULT_BATCH_ROWS
 from skewless.serving.validation import (
     DEFAULT_ITEM_FIELD,
@@ -35,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _registry_file(args.registry)
     request_log = args.request_log
     if request_log is None and args.registry and not remote:
-        request_log = str(Path(args.registry).with_name(REQUEST_LOG))
+        request_log = exposure_log_beside(args.registry)
     config = ServingConfig(
         max_request_rows=args.max_request_rows,
         max_batch_rows=args.max_batch_rows,
@@ -162,6 +161,6 @@ def add_commands(sub: Any) -> None:
     srv.add_argument(
         "--request-log",
         help=f"append one exposure (JSON line) per request here, outcomes beside it (default "
-        f"with a --registry file: {REQUEST_LOG} beside it; '' for none)",
+        f"with a --registry file: {EXPOSURE_LOG} beside it; '' for none)",
     )
     srv.set_defaults(func=cmd_serve)

@@ -15,9 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from skewless.experiments.logs import EXPOSURE_LOG, LogError, read_records, segments
-
-REQUEST_LOG = EXPOSURE_LOG  # the file name beside a registry
+from skewless.experiments.logs import LogError, read_records, segments
 
 
 class ReportError(LogError):
