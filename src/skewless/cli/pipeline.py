@@ -34,11 +34,11 @@ def _pipeline_parameters(pairs: list[str]) -> dict[str, Any]:
     from skewless.pipelines.ranking import ranking_pipeline
 
     signature = inspect.signature(ranking_pipeline.pipeline_func)
-    reserved = {"data_uri", "spec_yaml", "registry", "model_name", "model_repository", "hparams",
-                "gate"}  # fmt: skip
-    groups = {"hparams": field_types(HParams), "gate": field_types(GateConfig)}
+    configs = {"hparams": HParams, "gate": GateConfig}  # pipeline parameter -> its settings
+    groups = {group: field_types(cls) for group, cls in configs.items()}
+    reserved = {"data_uri", "spec_yaml", "registry", "model_name", "model_repository", *configs}
     top = {n: p.annotation for n, p in signature.parameters.items() if n not in reserved}
-    known = sorted([*top, *groups["hparams"], *groups["gate"]])
+    known = sorted([*top, *(name for fields in groups.values() for name in fields)])
     out: dict[str, Any] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
@@ -56,7 +56,7 @@ def _pipeline_parameters(pairs: list[str]) -> dict[str, Any]:
             out.setdefault(group, {})[name] = value
         else:
             out[name] = value
-    for group, cls in (("hparams", HParams), ("gate", GateConfig)):
+    for group, cls in configs.items():
         if group in out:  # a value the dataclass itself refuses fails now, not in the step
             try:
                 from_overrides(cls, out[group], group)
