@@ -10,6 +10,7 @@ dataclass here. So a new hyperparameter or gate threshold is one field of one da
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -43,6 +44,8 @@ def coerce(value: Any, kind: type, where: str) -> Any:
             value = float(text) if kind is float else int(text.replace("_", ""))
         except ValueError:
             raise ValueError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+    if kind is float and isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: expected a finite number, got {value!r}")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, float) and value.is_integer():

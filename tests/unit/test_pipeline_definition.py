@@ -54,6 +54,8 @@ def test_hyperparameters_and_gate_travel_whole_and_are_rebuilt_with_their_defaul
         ({"epochs": 2.5}, "hparams.epochs: expected int, got 2.5"),
         ({"epochs": True}, "hparams.epochs: expected int, got True"),
         ({"epochs": 0}, "hparams.epochs must be at least 1, got 0"),
+        ({"l2": "nan"}, "hparams.l2: expected a finite number, got nan"),
+        ({"l2": float("inf")}, "hparams.l2: expected a finite number, got inf"),
     ):
         with pytest.raises(ValueError, match=re.escape(message)):
             from_overrides(HParams, overrides, "hparams")
