@@ -152,12 +152,14 @@ def simulate(
     Raises:
         SimulationError: The server refused a request or the feedback.
     """
+    from skewless.serving.protocol import REQUEST_ID_HEADER, VERSION_HEADER
+
     world = make_world(world_seed)
     drawn = plan(units, requests, candidates, seed, world)
     client = _Client(endpoint)
     predict_path = f"/v1/models/{urllib.parse.quote(model)}:predict"
 
-    def one(index: int) -> tuple[str, str, str, float, bool]:
+    def one(index: int) -> tuple[str, str, float, bool]:
         unit = int(drawn.request_unit[index])
         k = candidates
         frame, logit = impressions(
@@ -177,7 +179,7 @@ def simulate(
         shown = int(np.argmax(body["predictions"]))
         probability = float(1 / (1 + np.exp(-logit[shown])))
         clicked = bool(drawn.click_draw[index] < probability)
-        request_id = headers.get("x-request-id")
+        request_id = headers.get(REQUEST_ID_HEADER)
         if request_id is None:
             raise SimulationError(
                 "the server returned no x-request-id: it keeps no exposure log (serve from a "
@@ -189,8 +191,7 @@ def simulate(
             )
             if status != 200:
                 raise SimulationError(f"/v1/feedback answered {status}: {body}")
-        role = headers.get("x-model-version", "?")
-        return role, str(frame["user_id"][0]), request_id, probability, clicked
+        return headers.get(VERSION_HEADER, "?"), str(frame["user_id"][0]), probability, clicked
 
     started = time.time()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -199,7 +200,7 @@ def simulate(
     by_version: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"requests": 0, "units": set(), "clicks": 0, "expected": 0.0}
     )
-    for version, user, _, probability, clicked in results:
+    for version, user, probability, clicked in results:
         group = by_version[version]
         group["requests"] += 1
         group["units"].add(user)
@@ -207,7 +208,7 @@ def simulate(
         group["expected"] += probability
     return {
         "requests": requests,
-        "clicks": sum(int(r[4]) for r in results),
+        "clicks": sum(int(clicked) for *_, clicked in results),
         "started": started,
         "finished": finished,
         "versions": {
