@@ -219,7 +219,8 @@ def add_commands(sub: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="pipeline parameter, e.g. --param epochs=3 (repeatable)",
+        help="pipeline parameter, hyperparameter or gate threshold, e.g. --param epochs=3 "
+        "(repeatable)",
     )
     run.add_argument("--no-serve", action="store_true", help="stop after the pipeline")
     run.add_argument(

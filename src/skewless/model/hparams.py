@@ -8,7 +8,7 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
-    """Training hyperparameters; each field is also a typed pipeline parameter.
+    """Training hyperparameters; the pipeline's ``hparams`` dict overrides any of them by name.
 
     Attributes:
         epochs: Maximum passes over the training split.

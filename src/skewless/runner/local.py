@@ -160,7 +160,8 @@ def run_local(
         rows: Rows of default data to generate when ``data`` is None.
         seed: Seed of the default data.
         model_name: Name of the deployed model.
-        parameters: Extra pipeline parameters (hyperparameters, gate thresholds).
+        parameters: Extra pipeline parameters (hyperparameters and gate thresholds go in the
+            ``hparams`` and ``gate`` dicts).
         verbose: Echo every line of every step (by default: one line per step; the full logs
             are in ``<workdir>/logs/<step>.log`` either way).
 
