@@ -38,6 +38,14 @@ def public_taxi_csv(out_dir: Path) -> Path:
     return target
 
 
+def example() -> dict[str, Any]:
+    """A valid raw row of the default spec, as ``skewless serve`` prints it in its curl example."""
+    from skewless.contract.spec import load_spec
+    from skewless.serving.protocol import example_row
+
+    return example_row(load_spec())
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:

@@ -17,7 +17,7 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-from support import SKEWLESS, serving
+from support import SKEWLESS, example, serving
 
 from skewless.experiments.logs import read_records
 from skewless.registry.sqlite import SQLiteRegistry
@@ -39,7 +39,7 @@ def _wait_for_experiment(endpoint: str, log: Path, experiment: str) -> None:
     experiment (as production), before the server has switched.
     """
     deadline = time.monotonic() + 120
-    body = json.dumps({"instances": [_row()]}).encode()
+    body = json.dumps({"instances": [example()]}).encode()
     while time.monotonic() < deadline:
         request = urllib.request.Request(
             f"{endpoint}/v1/models/ranking:predict", data=body,
@@ -149,13 +149,6 @@ def test_better_models_win_worse_ones_are_stopped_and_a_a_stays_level(
     assert "lift" in reasons[-1] and "p=" in reasons[-1]
 
 
-def _row() -> dict:
-    from skewless.contract.spec import load_spec
-    from skewless.serving.protocol import example_row
-
-    return example_row(load_spec())
-
-
 def test_on_a_cluster_the_server_follows_the_model_registry_and_the_object_store(
     trained, minio, tmp_path
 ):
@@ -183,7 +176,7 @@ def test_on_a_cluster_the_server_follows_the_model_registry_and_the_object_store
             seen: dict[str, set[str]] = defaultdict(set)
             for user in range(30):
                 for _ in range(2):
-                    row = {**_row(), "user_id": f"u{user:06d}"}
+                    row = {**example(), "user_id": f"u{user:06d}"}
                     status, _, headers = post(predict, {"instances": [row]})
                     assert status == 200
                     seen[row["user_id"]].add(headers["x-model-version"])

@@ -19,13 +19,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import post, serving
-
-from skewless.contract.spec import load_spec
-from skewless.serving.protocol import example_row
+from support import example, post, serving
 
 EXAMPLES = int(os.environ.get("SKEWLESS_FUZZ_EXAMPLES", "120"))
-EXAMPLE = example_row(load_spec())
+EXAMPLE = example()
 FIELDS = [*EXAMPLE, "clicked", "nonsense", ""]
 
 scalars = st.one_of(

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import REPO, SKEWLESS, _wait_ready, free_port, post, serving
+from support import REPO, SKEWLESS, _wait_ready, example, free_port, post, serving
 
 README = REPO / "README.md"
 ROWS = "3000"
@@ -172,7 +172,7 @@ class Walk:
         model = self.cwd / argv[argv.index("--model") + 1]
         with serving(str(model)) as server:
             status, body, _ = post(f"{server['http']}/v1/models/ranking:predict",
-                                   {"instances": [_example()]})  # fmt: skip
+                                   {"instances": [example()]})  # fmt: skip
         assert status == 200 and len(body["predictions"]) == 1
 
     def _skewless_models(self, argv: list[str], command: str) -> None:
@@ -219,13 +219,6 @@ class Walk:
         self.skewless(["skewless", "generate", "--rows", ROWS, "--seed", "3", "--out", data])
         self.skewless(argv)
         assert "clicked" in (self.cwd / argv[argv.index("--out") + 1]).read_text()
-
-
-def _example() -> dict:
-    from skewless.contract.spec import load_spec
-    from skewless.serving.protocol import example_row
-
-    return example_row(load_spec())
 
 
 def test_readme_has_the_commands_this_test_runs():

@@ -18,12 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-
-from skewless.contract.spec import load_spec
-from skewless.serving.protocol import example_row
+from support import example
 
 SKEWLESS = [sys.executable, "-m", "skewless.cli"]
-EXAMPLE = example_row(load_spec())
+EXAMPLE = example()
 INPUTS = list(EXAMPLE)
 
 

@@ -15,12 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from support import post, serving
+from support import example, post, serving
 
-from skewless.contract.spec import load_spec
-from skewless.serving.protocol import BATCH_ROWS_HEADER, example_row
+from skewless.serving.protocol import BATCH_ROWS_HEADER
 
-EXAMPLE = example_row(load_spec())
+EXAMPLE = example()
 NUMERIC = {"age", "price", "hour"}
 
 
