@@ -114,9 +114,9 @@ def _add_spec(parser: argparse.ArgumentParser) -> None:
 def _registry(args: argparse.Namespace) -> Any:
     """The registry ``--registry`` names: a Kubeflow Model Registry URL, or an existing SQLite
     file (opening a missing one would create it)."""
-    from skewless.registry import open_registry
+    from skewless.registry import is_model_registry_url, open_registry
 
-    if args.registry.startswith(("http://", "https://")):
+    if is_model_registry_url(args.registry):
         return open_registry(args.registry)
     return open_registry(_registry_file(args.registry))
 

@@ -27,9 +27,10 @@ from skewless.serving.validation import (
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``skewless serve``: a KServe model server for an exported model."""
+    from skewless.registry import is_model_registry_url
     from skewless.serving.server import ServingConfig, serve
 
-    remote = bool(args.registry) and args.registry.startswith(("http://", "https://"))
+    remote = bool(args.registry) and is_model_registry_url(args.registry)
     if args.registry and not remote:
         _registry_file(args.registry)
     request_log = args.request_log
