@@ -181,3 +181,30 @@ def test_the_tf_serving_overlay_names_a_runtime_make_cluster_installs_new_enough
     )
     pinned_tf = re.search(r"tensorflow==(\d+\.\d+)", (ROOT / "pyproject.toml").read_text())
     assert pinned_tf and pins["TF_SERVING_VERSION"].startswith(pinned_tf.group(1) + ".")
+
+
+def test_the_model_registry_url_names_the_pinned_releases_service_and_http_port():
+    """``skewless submit``'s default ``--registry`` and the kind-experiment overlay's server and
+    decide job reach the Model Registry at this URL: Model Registry v0.3.8's Service
+    (``kubectl kustomize manifests/kustomize/overlays/db`` at tag v0.3.8) must define it."""
+    from urllib.parse import urlsplit
+
+    from skewless.cli import IN_CLUSTER_REGISTRY
+
+    url = urlsplit(IN_CLUSTER_REGISTRY)
+    assert url.scheme == "http" and url.hostname is not None
+    name, namespace = url.hostname.split(".")[:2]
+    text = _upstream("model-registry-v0.3.8/overlays-db.yaml").read_text()
+    services = {d["metadata"]["name"]: d for d in yaml.safe_load_all(text)
+                if d and d["kind"] == "Service"}  # fmt: skip
+    assert name in services, f"Model Registry v0.3.8 has no Service {name!r}: {sorted(services)}"
+    ports = {p["port"]: p for p in services[name]["spec"]["ports"]}
+    assert url.port in ports and ports[url.port].get("appProtocol") == "http"
+    script = (ROOT / "manifests" / "cluster" / "cluster.sh").read_text()
+    (installed_in,) = re.findall(
+        r"model-registry/manifests/kustomize/overlays/db\S*\s+-n\s+(\S+)", script
+    )
+    assert namespace == installed_in  # the namespace make cluster installs it into
+    overlay = ROOT / "manifests" / "overlays" / "kind-experiment"
+    for file in ("kustomization.yaml", "experiment-decide.yaml"):
+        assert IN_CLUSTER_REGISTRY in (overlay / file).read_text(), file
