@@ -470,3 +470,21 @@ def test_feedback_is_refused_whole_and_clearly_over_http(server, trained, tmp_pa
     ]
     (exposure,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert exposure["request_id"] == request_id and exposure["items"] == [EXAMPLE["item_id"]]
+
+
+def test_the_exposure_log_takes_its_item_field_and_rotation_size_from_flags(trained, tmp_path):
+    from skewless.experiments.logs import read_records, segments
+
+    log = tmp_path / "exposures.jsonl"
+    # 0.0001 MB (104 bytes): every exposure line passes it, so each write rotates the file.
+    with serving(trained["model_dir"], "--request-log", str(log), "--item-field", "title",
+                 "--log-max-mb", "0.0001") as logged:  # fmt: skip
+        for _ in range(3):
+            status, _, _ = post(f"{logged['http']}/v1/models/ranking:predict",
+                                {"instances": [EXAMPLE]})  # fmt: skip
+            assert status == 200
+    exposures = list(read_records(log))
+    assert [r["items"] for r in exposures] == [[EXAMPLE["title"]]] * 3
+    assert len(segments(log)) == 4  # three rotated segments, then the new (empty) live file
+    # A log named otherwise gets its outcomes beside it, by the same name.
+    assert log.with_name("exposures.feedback.jsonl").exists()

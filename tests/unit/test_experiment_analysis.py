@@ -269,3 +269,25 @@ def test_decisions_are_carried_out_and_recorded_with_their_numbers(tmp_path: Pat
     record_decision(registry, report, actor="t")
     assert registry.traffic("m").production == 2
     assert "significant gain: numbers" in registry.alias_history("m", "production")[-1]["reason"]
+
+
+def test_report_options_reach_the_analysis_from_the_command_line(tmp_path: Path, capsys):
+    from skewless.cli import main
+
+    log = tmp_path / "requests.jsonl"
+    _world(log, seed=8, units=2000, rate=(0.20, 0.26))
+    common = ["experiment", "report", "--log", str(log), "--model", "m", "--json"]
+    assert main(common) == 0
+    plain = json.loads(capsys.readouterr().out)
+    flags = ["--sequential", "--power", "0.9", "--mde", "0.1", "--min-units", "5000"]
+    assert main([*common, *flags]) == 0
+    tuned = json.loads(capsys.readouterr().out)
+    assert tuned["criteria"] == {**plain["criteria"], "sequential": True, "power": 0.9,
+                                 "mde": 0.1, "min_units": 5000}  # fmt: skip
+    # More power needs more units; a larger effect fewer: here the larger MDE wins.
+    assert tuned["sample_size"]["units_needed"] < plain["sample_size"]["units_needed"]
+    assert plain["decision"]["action"] == "promote" and "p=" in plain["decision"]["reason"]
+    assert tuned["decision"]["action"] == "continue"  # 2,000 units < --min-units 5000
+    assert main([*common, "--sequential"]) == 0
+    sequential = json.loads(capsys.readouterr().out)["decision"]["reason"]
+    assert "sequential p=" in sequential
