@@ -27,8 +27,15 @@ from skewless.progress import Progress
 
 CHUNK_ROWS = 100_000
 N_USERS = 20_000
-N_ITEMS = 500
+N_ITEMS = 50_000  # the default catalogue; ``items=`` sets another size
 MAX_HISTORY = 8
+# Exposure follows a Zipf-like law over a random popularity rank, as impressions do in real logs:
+# the share of item ``r`` (0 = most shown) is proportional to ``(r + POPULARITY_OFFSET) ** -a``.
+POPULARITY_EXPONENT = 0.7
+POPULARITY_OFFSET = 50
+# Most impressions come from browsing: a category drawn from the user's preferences, then an item
+# of that category by popularity; the rest are drawn from the whole catalogue by popularity.
+BROWSE_SHARE = 0.9
 
 CATEGORIES = (
     "books", "music", "movies", "games", "garden", "kitchen", "sports", "outdoors",
@@ -64,10 +71,20 @@ class World:
     item_quality: np.ndarray
     item_title: np.ndarray
     item_keyword_effect: np.ndarray
+    item_exposure_cdf: np.ndarray
+    category_items: tuple[np.ndarray, ...]
+    category_exposure_cdf: tuple[np.ndarray, ...]
+
+    @property
+    def n_items(self) -> int:
+        """Size of the catalogue."""
+        return len(self.item_price)
 
 
-def make_world(seed: int) -> World:
-    """Draws the user and item populations for ``seed``."""
+def make_world(seed: int, items: int = N_ITEMS) -> World:
+    """Draws the user population and a catalogue of ``items`` items for ``seed``."""
+    if items < 1:
+        raise ValueError(f"items must be at least 1, got {items}")
     rng = np.random.default_rng([seed, 0xC0FFEE])
     n_cat = len(CATEGORIES)
     age = np.clip(rng.normal(36, 13, N_USERS), 16, 85).round().astype(np.int64)
@@ -77,30 +94,34 @@ def make_world(seed: int) -> World:
     pref_cdf = np.cumsum(prefs, axis=1)
     pref_cdf[:, -1] = 1.0
 
-    n_tags = rng.choice([1, 2, 3], N_ITEMS, p=[0.5, 0.35, 0.15])
-    tags = np.full((N_ITEMS, 3), -1, dtype=np.int64)
-    primary = rng.integers(0, n_cat, N_ITEMS)
+    n_tags = rng.choice([1, 2, 3], items, p=[0.5, 0.35, 0.15])
+    tags = np.full((items, 3), -1, dtype=np.int64)
+    primary = rng.integers(0, n_cat, items)
     tags[:, 0] = primary
     for slot in (1, 2):
-        extra = (primary + rng.integers(1, n_cat, N_ITEMS)) % n_cat
+        extra = (primary + rng.integers(1, n_cat, items)) % n_cat
         tags[:, slot] = np.where(n_tags > slot, extra, -1)
     category_price = rng.normal(PRICE_CENTER, 0.6, n_cat)
     price = np.exp(rng.normal(category_price[primary], 0.7)).round(2).clip(0.99, 5000)
-    quality = rng.normal(0.0, 0.25, N_ITEMS)
+    quality = rng.normal(0.0, 0.25, items)
 
-    titles = []
-    keyword_effect = np.zeros(N_ITEMS)
-    for item in range(N_ITEMS):
-        words = [
-            str(rng.choice(ADJECTIVES)),
-            f"{CATEGORIES[primary[item]]}{int(rng.integers(NOUNS_PER_CATEGORY))}",
-            CATEGORIES[primary[item]],
-        ]
-        for keyword, rate in KEYWORD_RATES.items():
-            if rng.random() < rate:
-                words.append(keyword)
-                keyword_effect[item] += KEYWORDS[keyword]
-        titles.append(" ".join(words).capitalize())
+    adjective = rng.integers(0, len(ADJECTIVES), items)
+    noun = rng.integers(0, NOUNS_PER_CATEGORY, items)
+    has_keyword = rng.random((items, len(KEYWORDS))) < np.array(list(KEYWORD_RATES.values()))
+    keyword_effect = has_keyword @ np.array([KEYWORDS[k] for k in KEYWORD_RATES])
+    keywords = list(KEYWORD_RATES)
+    titles = [
+        " ".join(
+            [ADJECTIVES[a], f"{CATEGORIES[c]}{n}", CATEGORIES[c]]
+            + [k for k, has in zip(keywords, row, strict=True) if has]
+        ).capitalize()
+        for a, c, n, row in zip(adjective, primary, noun, has_keyword, strict=True)
+    ]
+    rank = rng.permutation(items)
+    exposure = (rank + POPULARITY_OFFSET) ** -POPULARITY_EXPONENT
+    exposure_cdf = _cdf(exposure)
+    category_items = tuple(np.flatnonzero(primary == c) for c in range(n_cat))
+    category_cdf = tuple(_cdf(exposure[members]) for members in category_items)
     return World(
         user_age=age,
         user_country=country,
@@ -112,7 +133,37 @@ def make_world(seed: int) -> World:
         item_quality=quality,
         item_title=np.array(titles, dtype=object),
         item_keyword_effect=keyword_effect,
+        item_exposure_cdf=exposure_cdf,
+        category_items=category_items,
+        category_exposure_cdf=category_cdf,
     )
+
+
+def _cdf(weights: np.ndarray) -> np.ndarray:
+    cdf = np.cumsum(weights / max(weights.sum(), 1e-300))
+    if len(cdf):
+        cdf[-1] = 1.0
+    return cdf
+
+
+def draw_items(world: World, rng: np.random.Generator, user: np.ndarray) -> np.ndarray:
+    """Which item each impression of ``user`` shows: browsing (:data:`BROWSE_SHARE`) or global.
+
+    Browsing draws a category from the user's preferences, then an item of it by popularity;
+    a category with no items (a tiny catalogue) falls back to the global draw.
+    """
+    rows = len(user)
+    item = np.minimum(np.searchsorted(world.item_exposure_cdf, rng.random(rows)), world.n_items - 1)
+    browse = rng.random(rows) < BROWSE_SHARE
+    category = (world.user_pref_cdf[user] < rng.random(rows)[:, None]).sum(axis=1)
+    category = np.minimum(category, len(CATEGORIES) - 1)
+    pick = rng.random(rows)
+    for c, members in enumerate(world.category_items):
+        rows_c = browse & (category == c)
+        if len(members) and rows_c.any():
+            at = np.searchsorted(world.category_exposure_cdf[c], pick[rows_c])
+            item[rows_c] = members[np.minimum(at, len(members) - 1)]
+    return item
 
 
 def price_sensitivity(age: np.ndarray) -> np.ndarray:
@@ -174,7 +225,7 @@ def generate_chunk(world: World, seed: int, chunk_index: int, rows: int) -> pd.D
     first_row = chunk_index * CHUNK_ROWS
     # Heavy users: a power law over user indices, as in real interaction logs.
     user = np.minimum((N_USERS * rng.power(0.6, rows)).astype(np.int64), N_USERS - 1)
-    item = rng.integers(0, N_ITEMS, rows)
+    item = draw_items(world, rng, user)
     own_device = rng.random(rows) < 0.85
     device = np.where(own_device, world.user_device[user], rng.choice(len(DEVICES), rows))
     hour = rng.integers(0, 24, rows)
