@@ -145,6 +145,7 @@ def evaluate(
         production_model_dir=production.path if production else None,
         gate_config=from_overrides(GateConfig, gate, "gate"),
         baseline_auc=train_metrics.metadata.get("baseline_eval_auc"),
+        train_data=IngestedFolder(ingested.path).train,
     )
     shutil.copy(f"{work}/report.html", report.path)
     shutil.copy(f"{work}/evaluation.json", evaluation.path)

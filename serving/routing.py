@@ -22,6 +22,10 @@ class LoadedVersion:
     saved_model: Any
     signature: Any
     validator: RequestValidator
+    # The retrieval stage shipped in the same version (None: a ranker-only model), and the
+    # validator of recommend requests (the spec's query side).
+    retriever: Any = None
+    query_validator: RequestValidator | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,6 +47,7 @@ from skewless.contract.spec import SPEC_ASSET, FeatureSpec, load_spec
 from skewless.experiments.logs import DEFAULT_LOG_MAX_MB
 from skewless.registry import open_registry
 from skewless.registry.core import Registry, Traffic
+from skewless.retrieval.artifact import has_retrieval
 from skewless.serving.app import (
     ReadOnlyRepository,
     add_feedback_route,
@@ -209,10 +210,19 @@ class RankingModel(kserve.Model):
             raise ModelLoadError(
                 f"{model_dir}: not a SavedModel TensorFlow can load ({reason})"
             ) from None
-        validator = RequestValidator(model_spec(model_dir), max_batch=self.config.max_request_rows)
+        spec = model_spec(model_dir)
+        validator = RequestValidator(spec, max_batch=self.config.max_request_rows)
+        retriever = query_validator = None
+        if has_retrieval(model_dir):
+            from skewless.retrieval.retriever import Retriever
+            from skewless.serving.recommend import MAX_QUERIES, query_spec
+
+            retriever = Retriever(model_dir)
+            query_validator = RequestValidator(query_spec(spec), max_batch=MAX_QUERIES)
         loaded = LoadedVersion(
-            label, model_dir, saved_model, saved_model.signatures["serving_default"], validator
-        )
+            label, model_dir, saved_model, saved_model.signatures["serving_default"], validator,
+            retriever, query_validator,
+        )  # fmt: skip
         # Printed, not logged: it happens before kserve configures logging, and in each worker.
         print(
             f"skewless: loaded model {self.name!r} version {label} from {model_dir} "
@@ -503,4 +513,13 @@ def serve(
     )
     if not allow_model_management:
         server.model_repository_extension = ReadOnlyRepository(server.registered_models)
-    server.start([ranking])
+    models: list[kserve.Model] = [ranking]
+    if ranking.routing.production.retriever is not None:
+        from skewless.serving.recommend import RECOMMEND_NAME, RecommendModel
+
+        if name == RECOMMEND_NAME:
+            raise ValueError(
+                f"model name {name!r} is taken by the two-stage endpoint; pick another"
+            )
+        models.append(RecommendModel(ranking))
+    server.start(models)

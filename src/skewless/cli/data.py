@@ -21,13 +21,21 @@ from skewless.contract.spec import load_spec
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """``skewless generate``: write synthetic interaction data."""
-    from skewless.data.generate import write_dataset
+    from skewless.data.generate import write_catalogue, write_dataset
 
     try:
-        path = write_dataset(args.rows, args.seed, args.out, show_progress=not args.quiet)
+        path = write_dataset(
+            args.rows, args.seed, args.out, items=args.items, show_progress=not args.quiet
+        )
     except ValueError as err:
         raise CliError(f"--out {err}") from None
     print(f"wrote {args.rows:,} rows to {path}")
+    if args.catalogue:
+        try:
+            catalogue = write_catalogue(args.seed, args.catalogue, args.items)
+        except ValueError as err:
+            raise CliError(f"--catalogue {err}") from None
+        print(f"wrote the catalogue of {args.items:,} items to {catalogue}")
     return 0
 
 
@@ -98,7 +106,10 @@ def add_commands(sub: Any) -> None:
     gen = sub.add_parser("generate", help="write deterministic synthetic ranking data")
     gen.add_argument("--rows", type=_positive_int, default=100_000, help="rows to write")
     gen.add_argument("--seed", type=int, default=0, help="seed; same rows+seed, same data")
+    gen.add_argument("--items", type=_positive_int, default=50_000,
+                     help="size of the item catalogue (default 50000)")  # fmt: skip
     gen.add_argument("--out", required=True, help="output file (.parquet, or .csv)")
+    gen.add_argument("--catalogue", help="also write every item's features to this .parquet")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=cmd_generate)
 

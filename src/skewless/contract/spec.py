@@ -39,7 +39,10 @@ NUMERIC_TRANSFORMS = ("zscore", "log", "bucketize")
 ENCODINGS = ("vocabulary", "hash")
 
 # Options every feature may carry; each kind adds its own (skewless.contract.kinds).
-_COMMON_OPTIONS = {"kind", "required", "default", "description", "slice"}
+_COMMON_OPTIONS = {"kind", "required", "default", "description", "slice", "side"}
+# Which tower of the retrieval model a model input feeds (docs/retrieval.md): the query tower
+# reads user and context features, the candidate tower item features.
+SIDES = ("user", "item", "context")
 _CROSS_OPTIONS = {"name", "features", "hash_buckets", "embedding_dim"}
 _CROSSABLE_KINDS = ("categorical", "tags", "id", "numeric")
 _TOP_LEVEL = {"features", "crosses", "description", "eval_percent"}
@@ -76,6 +79,8 @@ class Feature:
             ``default`` stands in for it.
         default: Value that stands in for a missing optional value.
         slice: Evaluation reports metrics per value of this feature.
+        side: ``user``, ``item`` or ``context`` (:data:`SIDES`): the retrieval tower it feeds;
+            None leaves it to the ranker alone.
         description: Free text for humans.
         transform: Numeric transform, one of :data:`NUMERIC_TRANSFORMS`.
         num_buckets: Quantile buckets for ``transform: bucketize``.
@@ -99,6 +104,7 @@ class Feature:
     required: bool = True
     default: Any = None
     slice: bool = False
+    side: str | None = None
     description: str = ""
     transform: str | None = None
     num_buckets: int | None = None
@@ -207,6 +213,20 @@ class FeatureSpec:
         """Features whose values define evaluation slices."""
         return [f for f in self.features.values() if f.slice]
 
+    def on_side(self, *sides: str) -> list[Feature]:
+        """Model inputs marked with one of ``sides``, in spec order."""
+        return [f for f in self.model_inputs if f.side in sides]
+
+    @property
+    def item_key(self) -> Feature | None:
+        """The item-side id feature that names a catalogue item; set when retrieval is on."""
+        return next((f for f in self.on_side("item") if f.kind == "id"), None)
+
+    @property
+    def has_retrieval(self) -> bool:
+        """The spec names both towers' features, so the pipeline trains a retrieval model."""
+        return self.item_key is not None
+
     @property
     def oracle(self) -> Feature | None:
         """A passthrough column named ``true_*`` holding the true probability, if present."""
@@ -304,6 +324,7 @@ def parse_spec(document: Any) -> FeatureSpec:
         raise SpecError(f"spec allows at most one feature of kind 'key', found {keys}")
     if not any(f.is_model_input for f in features.values()):
         raise SpecError("spec has no model input (numeric, categorical, tags, text or id feature)")
+    _check_sides(features)
 
     crosses = tuple(
         _parse_cross(index, raw, features)
@@ -327,6 +348,21 @@ def parse_spec(document: Any) -> FeatureSpec:
         description=str(document.get("description", "")),
         eval_percent=eval_percent,
     )
+
+
+def _check_sides(features: dict[str, Feature]) -> None:
+    """With any ``side`` set, both towers must be buildable: one item id, a query feature."""
+    sided = [f for f in features.values() if f.side is not None]
+    if not sided:
+        return
+    item_ids = [f.name for f in sided if f.side == "item" and f.kind == "id"]
+    if len(item_ids) != 1:
+        raise SpecError(
+            "side: retrieval needs exactly one 'kind: id' feature with side: item (the catalogue "
+            f"key), found {item_ids or 'none'}"
+        )
+    if not any(f.side in ("user", "context") for f in sided):
+        raise SpecError("side: retrieval needs at least one feature with side: user or context")
 
 
 def _as_list(value: Any, where: str) -> list[Any]:
@@ -387,6 +423,10 @@ def _parse_feature(name: Any, options: Any) -> Feature:
     if not isinstance(is_slice, bool):
         raise SpecError(f"{where}.slice must be true or false, got {is_slice!r}")
 
+    side = get_choice("side", SIDES, None)
+    if side is not None and not KINDS[kind].model_input:
+        raise SpecError(f"{where}.side: a {kind} feature feeds no model, so it has no side")
+
     min_value, max_value = get_number("min"), get_number("max")
     if min_value is not None and max_value is not None and min_value > max_value:
         raise SpecError(f"{where}: min ({min_value}) is greater than max ({max_value})")
@@ -432,6 +472,7 @@ def _parse_feature(name: Any, options: Any) -> Feature:
         required=required,
         default=default,
         slice=is_slice,
+        side=side,
         description=str(options.get("description", "")),
         transform=transform,
         num_buckets=num_buckets,

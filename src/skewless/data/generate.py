@@ -31,11 +31,11 @@ N_ITEMS = 50_000  # the default catalogue; ``items=`` sets another size
 MAX_HISTORY = 8
 # Exposure follows a Zipf-like law over a random popularity rank, as impressions do in real logs:
 # the share of item ``r`` (0 = most shown) is proportional to ``(r + POPULARITY_OFFSET) ** -a``.
-POPULARITY_EXPONENT = 0.7
+POPULARITY_EXPONENT = 0.6
 POPULARITY_OFFSET = 50
 # Most impressions come from browsing: a category drawn from the user's preferences, then an item
 # of that category by popularity; the rest are drawn from the whole catalogue by popularity.
-BROWSE_SHARE = 0.9
+BROWSE_SHARE = 0.95
 
 CATEGORIES = (
     "books", "music", "movies", "games", "garden", "kitchen", "sports", "outdoors",
@@ -298,7 +298,6 @@ def impressions(
     history_str = [
         "|".join(names[row[:length]]) for row, length in zip(history, history_len, strict=True)
     ]
-    tags_str = ["|".join(names[row[row >= 0]]) for row in item_tags]
     frame = pd.DataFrame(
         {
             "user_id": [f"u{u:06d}" for u in user],
@@ -306,9 +305,9 @@ def impressions(
             "country": np.asarray(COUNTRIES, dtype=object)[country],
             "device": np.asarray(DEVICES, dtype=object)[device],
             "history": history_str,
-            "item_id": [f"i{i:05d}" for i in item],
+            "item_id": item_ids(item),
             "title": world.item_title[item],
-            "item_tags": tags_str,
+            "item_tags": tags_text(item_tags),
             "price": price,
             "hour": hour,
             "weekday": np.asarray(WEEKDAYS, dtype=object)[weekday],
@@ -318,11 +317,22 @@ def impressions(
     return frame, logit
 
 
-def iter_chunks(rows: int, seed: int) -> Iterator[pd.DataFrame]:
-    """Yields the data for ``(rows, seed)`` in chunks of at most :data:`CHUNK_ROWS` rows."""
+def item_ids(items: np.ndarray) -> list[str]:
+    """The item id strings of item indices (``i00042``)."""
+    return [f"i{i:05d}" for i in items]
+
+
+def tags_text(tags: np.ndarray) -> list[str]:
+    """Category tag strings (``books|music``) of rows of tag indices (-1 is no tag)."""
+    names = np.asarray(CATEGORIES, dtype=object)
+    return ["|".join(names[row[row >= 0]]) for row in tags]
+
+
+def iter_chunks(rows: int, seed: int, items: int = N_ITEMS) -> Iterator[pd.DataFrame]:
+    """Yields the data for ``(rows, seed, items)`` in chunks of at most :data:`CHUNK_ROWS` rows."""
     if rows < 1:
         raise ValueError(f"rows must be at least 1, got {rows}")
-    world = make_world(seed)
+    world = make_world(seed, items)
     for chunk_index, start in enumerate(range(0, rows, CHUNK_ROWS)):
         # Always draw a whole chunk and cut the last one, so that the rows of a short run are
         # exactly the first rows of any longer run with the same seed.
@@ -330,7 +340,31 @@ def iter_chunks(rows: int, seed: int) -> Iterator[pd.DataFrame]:
         yield chunk.iloc[: rows - start] if rows - start < CHUNK_ROWS else chunk
 
 
-def write_dataset(rows: int, seed: int, out: str | Path, *, show_progress: bool = True) -> Path:
+def catalogue(world: World) -> pd.DataFrame:
+    """The whole catalogue: one row per item with the item features the data carries."""
+    return pd.DataFrame(
+        {
+            "item_id": item_ids(np.arange(world.n_items)),
+            "title": world.item_title,
+            "item_tags": tags_text(world.item_tags),
+            "price": world.item_price,
+        }
+    )
+
+
+def write_catalogue(seed: int, out: str | Path, items: int = N_ITEMS) -> Path:
+    """Writes the catalogue of ``(seed, items)`` as Parquet (every item, shown or not)."""
+    path = Path(out)
+    if path.suffix.lower() != ".parquet":
+        raise ValueError(f"{path}: name the catalogue file .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    catalogue(make_world(seed, items)).to_parquet(path, index=False, compression="zstd")
+    return path
+
+
+def write_dataset(
+    rows: int, seed: int, out: str | Path, *, items: int = N_ITEMS, show_progress: bool = True
+) -> Path:
     """Writes generated data to ``out``: CSV when the name ends in ``.csv``, else ``.parquet``.
 
     Raises:
@@ -338,8 +372,9 @@ def write_dataset(rows: int, seed: int, out: str | Path, *, show_progress: bool 
 
     Args:
         rows: Number of rows.
-        seed: Seed; the same ``(rows, seed)`` always gives the same bytes.
+        seed: Seed; the same ``(rows, seed, items)`` always gives the same bytes.
         out: Output file path; parent folders are created.
+        items: Size of the item catalogue.
         show_progress: Print a progress bar to stderr.
 
     Returns:
@@ -353,7 +388,7 @@ def write_dataset(rows: int, seed: int, out: str | Path, *, show_progress: bool 
     writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
     progress = Progress("generate", total=rows, enabled=show_progress)
     try:
-        for frame in iter_chunks(rows, seed):
+        for frame in iter_chunks(rows, seed, items):
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if writer is None:
                 writer = (

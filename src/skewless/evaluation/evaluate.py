@@ -26,6 +26,8 @@ import pandas as pd
 from skewless.contract.spec import FeatureSpec
 from skewless.data.ingest import read_column_batches
 from skewless.evaluation import metrics
+from skewless.retrieval.artifact import has_retrieval
+from skewless.retrieval.evaluate import recall_metrics
 
 SLICE_VALUES_KEPT = 20
 ROC_POINTS = 50
@@ -41,12 +43,18 @@ class GateConfig:
         max_calibration_error: Expected calibration error ceiling.
         min_auc_gain: Required AUC gain over the production model (may be negative to tolerate a
             small loss, e.g. when retraining on fresh data).
+        min_recall_lift: Retrieval (when the model has it): recall@100 must be at least this
+            multiple of the popularity baseline's (1.0: better than showing everyone the
+            bestsellers).
+        min_recall_gain: Retrieval: required recall@100 gain over production's retrieval.
     """
 
     min_auc: float = 0.6
     max_log_loss: float = 0.69
     max_calibration_error: float = 0.05
     min_auc_gain: float = 0.0
+    min_recall_lift: float = 1.0
+    min_recall_gain: float = 0.0
 
 
 def score(
@@ -118,8 +126,15 @@ def confusion_matrix(
     ]
 
 
+RECALL_AT = "100"  # the retrieval gate's cut-off
+
+
 def gate(
-    candidate: dict[str, float], production: dict[str, float] | None, config: GateConfig
+    candidate: dict[str, float],
+    production: dict[str, float] | None,
+    config: GateConfig,
+    retrieval: dict[str, Any] | None = None,
+    production_retrieval: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Decides promotion; every check is listed with its value, threshold and outcome."""
     checks = [
@@ -143,6 +158,20 @@ def gate(
             ("auc - production_auc >= min_auc_gain", gain, config.min_auc_gain,
              gain >= config.min_auc_gain)
         )  # fmt: skip
+    if retrieval is not None:
+        recall = retrieval["recall"]["model"][RECALL_AT]
+        popular = retrieval["recall"]["popularity"][RECALL_AT]
+        lift = recall / popular if popular > 0 else float("inf") if recall > 0 else 0.0
+        checks.append(
+            (f"recall@{RECALL_AT} / popularity_recall@{RECALL_AT} >= min_recall_lift", lift,
+             config.min_recall_lift, lift >= config.min_recall_lift)
+        )  # fmt: skip
+        if production_retrieval is not None:
+            gain = recall - production_retrieval["recall"]["model"][RECALL_AT]
+            checks.append(
+                (f"recall@{RECALL_AT} - production_recall@{RECALL_AT} >= min_recall_gain", gain,
+                 config.min_recall_gain, gain >= config.min_recall_gain)
+            )  # fmt: skip
     records = [
         {"check": name, "value": float(value), "threshold": float(limit), "passed": bool(ok)}
         for name, value, limit, ok in checks
@@ -227,6 +256,7 @@ def evaluate(
     production_model_dir: str | Path | None = None,
     gate_config: GateConfig | None = None,
     baseline_auc: float | None = None,
+    train_data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Scores the eval split, slices the metrics, compares with production and decides.
 
@@ -238,9 +268,13 @@ def evaluate(
         production_model_dir: The current production model, scored on the same rows.
         gate_config: Gate thresholds (defaults when None).
         baseline_auc: The linear baseline's eval AUC, reported beside the model's.
+        train_data: Clean training rows; with a model that has a retrieval stage, recall@K is
+            measured (:func:`skewless.retrieval.evaluate.recall_metrics`, its popularity
+            baseline counts these rows) and gated.
 
     Returns:
-        ``{"metrics", "slices", "production_metrics", "gate", "roc", "confusion_matrix"}``.
+        ``{"metrics", "slices", "production_metrics", "retrieval", "production_retrieval",
+        "gate", "roc", "confusion_matrix"}``.
     """
     gate_config = gate_config or GateConfig()
     columns = list(dict.fromkeys([spec.label.name, *(f.name for f in spec.slices)]))
@@ -263,12 +297,19 @@ def evaluate(
     production = None
     if production_model_dir is not None:
         production = summarize(labels, score(production_model_dir, eval_data, spec))
+    retrieval = production_retrieval = None
+    if train_data is not None and has_retrieval(model_dir):
+        retrieval = recall_metrics(model_dir, train_data, eval_data, spec)
+        if production_model_dir is not None and has_retrieval(production_model_dir):
+            production_retrieval = recall_metrics(production_model_dir, train_data, eval_data, spec)
     roc = roc_curve(labels, probabilities)
     result: dict[str, Any] = {
         "metrics": overall,
         "slices": sliced(frame, labels, probabilities, spec),
         "production_metrics": production,
-        "gate": gate(overall, production, gate_config),
+        "retrieval": retrieval,
+        "production_retrieval": production_retrieval,
+        "gate": gate(overall, production, gate_config, retrieval, production_retrieval),
         "roc": roc,
         "confusion_matrix": confusion_matrix(labels, probabilities),
     }

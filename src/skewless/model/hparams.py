@@ -23,6 +23,15 @@ class HParams:
         l2: L2 penalty on embeddings.
         patience: Epochs without eval-AUC improvement before stopping early.
         seed: Seed for initialization and shuffling.
+        retrieval_epochs: Passes of the two-tower retrieval model over the positive rows.
+        retrieval_batch_size: Positive rows per step; the other rows of a batch are the negatives.
+        retrieval_dim: Width of the query and item embeddings (the ANN index's dimension).
+        retrieval_width: Units in each tower's hidden layer.
+        retrieval_temperature: Divides the dot product before the softmax.
+        retrieval_learning_rate: Adam step size of the retrieval model (a larger step than the
+            ranker's regularizes it: measured in docs/retrieval.md).
+        retrieval_uniform_negatives: Items drawn uniformly per step as extra negatives (mixed
+            negative sampling); 0, the default, since it lowered recall@100 on the default data.
     """
 
     epochs: int = 10
@@ -36,17 +45,38 @@ class HParams:
     l2: float = 3e-4
     patience: int = 2
     seed: int = 0
+    retrieval_epochs: int = 10
+    retrieval_batch_size: int = 512
+    retrieval_dim: int = 32
+    retrieval_width: int = 64
+    retrieval_temperature: float = 0.05
+    retrieval_learning_rate: float = 0.01
+    retrieval_uniform_negatives: int = 0
 
     def __post_init__(self) -> None:
         """Rejects values that cannot train."""
-        positive = ("epochs", "embedding_dim", "deep_width", "patience")
+        positive = (
+            "epochs", "embedding_dim", "deep_width", "patience", "retrieval_epochs",
+            "retrieval_dim", "retrieval_width",
+        )  # fmt: skip
+        if self.retrieval_uniform_negatives < 0:
+            raise ValueError("hparams.retrieval_uniform_negatives must not be negative")
+        if self.retrieval_batch_size < 2:
+            raise ValueError(
+                f"hparams.retrieval_batch_size must be at least 2, got {self.retrieval_batch_size}"
+            )
+        if not self.retrieval_temperature > 0:
+            raise ValueError(
+                f"hparams.retrieval_temperature must be above 0, got {self.retrieval_temperature}"
+            )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"hparams.{name} must be at least 1, got {getattr(self, name)}")
         if self.batch_size < 0:
             raise ValueError(f"hparams.batch_size must be 0 (auto) or more, got {self.batch_size}")
-        if not 0 < self.learning_rate < 1:
-            raise ValueError(f"hparams.learning_rate must be in (0, 1), got {self.learning_rate}")
+        for name in ("learning_rate", "retrieval_learning_rate"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"hparams.{name} must be in (0, 1), got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"hparams.dropout must be in [0, 1), got {self.dropout}")
         if self.cross_layers < 0 or self.deep_layers < 0:

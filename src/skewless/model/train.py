@@ -89,22 +89,19 @@ class CrossLayer(tf.keras.layers.Layer):
         return x0 * self.dense(x) + x
 
 
-def _id_outputs(spec: FeatureSpec) -> list[tuple[str, int | None, int]]:
-    """(name, spec embedding width, sequence length) of every id-valued transformed output."""
-    out = [(f.name, f.embedding_dim, f.sequence_length) for f in spec.model_inputs if f.is_ids]
-    out += [(c.name, c.embedding_dim, spec.cross_length(c)) for c in spec.crosses]
+def _id_outputs(spec: FeatureSpec, names: set[str] | None) -> list[tuple[str, int | None, int]]:
+    """(name, spec embedding width, sequence length) of the id-valued transformed outputs.
+
+    ``names`` picks features (crosses only when None: a tower sees no cross of two sides).
+    """
+    out = [
+        (f.name, f.embedding_dim, f.sequence_length)
+        for f in spec.model_inputs
+        if f.is_ids and (names is None or f.name in names)
+    ]
+    if names is None:
+        out += [(c.name, c.embedding_dim, spec.cross_length(c)) for c in spec.crosses]
     return out
-
-
-def _inputs(spec: FeatureSpec) -> dict[str, tf.keras.Input]:
-    inputs = {}
-    for name, _, length in _id_outputs(spec):
-        shape = (length,) if length > 1 or _is_cross(spec, name) else ()
-        inputs[name] = tf.keras.Input(shape=shape, dtype="int32", name=name)
-    for feature in spec.model_inputs:
-        if not feature.is_ids:
-            inputs[feature.name] = tf.keras.Input(shape=(), dtype="float32", name=feature.name)
-    return inputs
 
 
 def _is_cross(spec: FeatureSpec, name: str) -> bool:
@@ -127,6 +124,50 @@ class SequencePool(tf.keras.layers.Layer):
         return tf.concat([total / tf.maximum(count, 1.0), total, tf.math.log1p(count)], axis=-1)
 
 
+def embed_features(
+    spec: FeatureSpec,
+    vocabulary_size: Any,
+    hparams: HParams,
+    *,
+    names: set[str] | None = None,
+    linear: bool = False,
+) -> tuple[dict[str, tf.keras.Input], tf.Tensor]:
+    """Keras inputs for transformed features and their embedded, pooled concatenation.
+
+    Args:
+        spec: The feature spec.
+        vocabulary_size: ``tft_output.vocabulary_size_by_name``.
+        hparams: Hyperparameters (embedding width where the spec sets none, L2).
+        names: Only these features (no crosses), as a retrieval tower takes; None: every model
+            input and cross, as the ranker takes.
+        linear: Embeddings of width 1 (the logistic-regression baseline).
+    """
+    layers = tf.keras.layers
+    regularizer = tf.keras.regularizers.L2(hparams.l2) if hparams.l2 > 0 else None
+    inputs: dict[str, tf.keras.Input] = {}
+    pieces: list[tf.Tensor] = []
+    for name, spec_dim, length in _id_outputs(spec, names):
+        shape = (length,) if length > 1 or _is_cross(spec, name) else ()
+        ids = inputs[name] = tf.keras.Input(shape=shape, dtype="int32", name=name)
+        embedding = layers.Embedding(
+            id_space(spec, name, vocabulary_size),
+            1 if linear else (spec_dim or hparams.embedding_dim),
+            embeddings_regularizer=regularizer,
+            name=f"embed_{name}",
+        )
+        embedded = embedding(ids)
+        if len(ids.shape) == 1:
+            pieces.append(embedded)
+        else:
+            pieces.append(SequencePool(name=f"pool_{name}")(ids, embedded))
+    for feature in spec.model_inputs:
+        if not feature.is_ids and (names is None or feature.name in names):
+            inputs[feature.name] = tf.keras.Input(shape=(), dtype="float32", name=feature.name)
+            pieces.append(layers.Reshape((1,))(inputs[feature.name]))
+    features = pieces[0] if len(pieces) == 1 else layers.Concatenate(name="features")(pieces)
+    return inputs, features
+
+
 def build_model(
     spec: FeatureSpec, vocabulary_size: Any, hparams: HParams, *, linear: bool = False
 ) -> tf.keras.Model:
@@ -140,27 +181,7 @@ def build_model(
             input (embeddings of width 1), no hidden layers.
     """
     layers = tf.keras.layers
-    regularizer = tf.keras.regularizers.L2(hparams.l2) if hparams.l2 > 0 else None
-    inputs = _inputs(spec)
-    pieces: list[tf.Tensor] = []
-    for name, spec_dim, _ in _id_outputs(spec):
-        dim = 1 if linear else (spec_dim or hparams.embedding_dim)
-        embedding = layers.Embedding(
-            id_space(spec, name, vocabulary_size),
-            dim,
-            embeddings_regularizer=regularizer,
-            name=f"embed_{name}",
-        )
-        ids = inputs[name]
-        embedded = embedding(ids)
-        if len(ids.shape) == 1:
-            pieces.append(embedded)
-        else:
-            pieces.append(SequencePool(name=f"pool_{name}")(ids, embedded))
-    for feature in spec.model_inputs:
-        if not feature.is_ids:
-            pieces.append(layers.Reshape((1,))(inputs[feature.name]))
-    features = layers.Concatenate(name="features")(pieces)
+    inputs, features = embed_features(spec, vocabulary_size, hparams, linear=linear)
     if linear:
         logit = layers.Dense(1, name="logit")(features)
     else:
@@ -224,6 +245,16 @@ def fit_model(
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
+def model_inputs(transformed: dict[str, tf.Tensor], names: Any) -> dict[str, tf.Tensor]:
+    """The transform's outputs named ``names``, ids as int32 (what the Keras inputs take)."""
+    return {
+        name: tf.cast(transformed[name], tf.int32)
+        if transformed[name].dtype == tf.int64
+        else transformed[name]
+        for name in names
+    }
+
+
 class _ServingModule(tf.Module):
     """What the SavedModel holds: the TFT layer and the trained network."""
 
@@ -235,14 +266,7 @@ class _ServingModule(tf.Module):
         self.raw_spec = raw_feature_spec(spec, with_label=False)
 
     def predict_raw(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        transformed = self.tft_layer(features)
-        model_inputs = {
-            name: tf.cast(transformed[name], tf.int32)
-            if transformed[name].dtype == tf.int64
-            else transformed[name]
-            for name in self.input_names
-        }
-        logit = self.model(model_inputs, training=False)
+        logit = self.model(model_inputs(self.tft_layer(features), self.input_names), training=False)
         return {"probability": tf.sigmoid(logit), "logit": logit}
 
 
@@ -299,7 +323,8 @@ def train(
         eval_data: Clean eval rows (Parquet), used for early stopping.
         transform_dir: Output of :func:`skewless.model.transform.analyze`.
         spec: The feature spec.
-        out_dir: Receives ``model/`` (SavedModel), ``logs/`` (TensorBoard) and
+        out_dir: Receives ``model/`` (SavedModel; with ``model/retrieval/`` when the spec names
+            sides, :mod:`skewless.retrieval.towers`), ``logs/`` (TensorBoard) and
             ``training_summary.json``.
         hparams: Hyperparameters (defaults when None).
         train_baseline: Also train the logistic-regression baseline and report its eval AUC.
@@ -353,6 +378,18 @@ def train(
     started = time.perf_counter()
     model_dir = export_model(model, tft_output, spec, out / MODEL_DIRNAME)
     timings["export_seconds"] = time.perf_counter() - started
+    if spec.has_retrieval:
+        # Inside the model folder: one registered version carries both stages, so aliases,
+        # canaries and rollbacks move retrieval and ranking together.
+        from skewless.retrieval.artifact import RETRIEVAL_DIRNAME
+        from skewless.retrieval.towers import train_retrieval
+
+        started = time.perf_counter()
+        summary["retrieval"] = train_retrieval(
+            spec, tft_output, train_xy, eval_xy, (train_data, eval_data), hparams,
+            model_dir / RETRIEVAL_DIRNAME,
+        )  # fmt: skip
+        timings["retrieval_seconds"] = time.perf_counter() - started
     summary["model_dir"] = str(model_dir)
     summary["timings"] = {k: round(v, 3) for k, v in timings.items()}
     (out / "training_summary.json").write_text(json.dumps(summary, indent=1))

@@ -260,6 +260,9 @@ def run_local(
         # The hyperparameters as trained (batch_size resolved when it was 0, "auto").
         "train": {key: training.get(key) for key in ("hparams", "epochs_run", "rows_train")},
         "production_metrics": evaluation.get("production_metrics"),
+        # Recall@K of the two-tower model, of exact search over its embeddings and of the
+        # popularity baseline (None: the spec names no sides, the model only ranks).
+        "retrieval": evaluation.get("retrieval"),
         "gate": evaluation["gate"],
         "model_path": str(run_dir / "train" / "model"),
         "registered_version": registered.version,

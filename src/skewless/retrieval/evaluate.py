@@ -1,0 +1,100 @@
+"""Recall@K of the retrieval stage on held-out positive interactions.
+
+For each positive row of the eval split (a user clicked an item in a context), the query is the
+row's user and context features and the hit is whether the clicked item is among the K items
+retrieved. Three retrievers answer the same queries over the same catalogue:
+
+* ``model``: the served path (query tower + ANN index; :class:`Retriever`);
+* ``exact``: brute-force search over the same embeddings, so the index's loss is visible;
+* ``popularity``: the K items with the most positive training rows, the same for everyone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skewless.contract.spec import FeatureSpec
+from skewless.retrieval.retriever import Retriever
+
+RECALL_KS = (10, 100, 500)
+MAX_QUERIES = 5_000
+
+
+def _recall(rows: np.ndarray, targets: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
+    hits = rows == targets[:, None]
+    return {str(k): float(hits[:, :k].any(axis=1).mean()) if len(targets) else 0.0 for k in ks}
+
+
+def recall_metrics(
+    model_dir: str | Path,
+    train_data: str | Path,
+    eval_data: str | Path,
+    spec: FeatureSpec,
+    *,
+    ks: tuple[int, ...] = RECALL_KS,
+    max_queries: int = MAX_QUERIES,
+) -> dict[str, Any]:
+    """Recall@K of the model, of exact search and of popularity on eval positives.
+
+    Args:
+        model_dir: An exported model with a retrieval artifact.
+        train_data: Clean training rows (the popularity baseline counts their positives).
+        eval_data: Clean eval rows; their positives are the queries (the first ``max_queries``).
+        spec: The feature spec.
+        ks: Cut-offs.
+        max_queries: Bound on the queries, so evaluation time does not grow with the data.
+    """
+    retriever = Retriever(model_dir)
+    label, key = spec.label.name, retriever.item_key
+    columns = list(dict.fromkeys([*retriever.query_features, key, label]))
+    frame = pd.read_parquet(eval_data, columns=columns)
+    frame = frame[frame[label] > 0.5].head(max_queries)
+    targets = frame[key].map(retriever.row_of_item).fillna(-2).to_numpy(dtype=np.int64)
+    depth = min(max(ks), len(retriever.catalogue))
+    queries = {name: frame[name].to_numpy() for name in retriever.query_features}
+    model_rows, _ = retriever.retrieve(queries, depth) if len(frame) else (np.zeros((0, depth)), 0)
+    exact_rows, _ = (
+        retriever.retrieve(queries, depth, exact=True) if len(frame) else (np.zeros((0, depth)), 0)
+    )
+
+    train = pd.read_parquet(train_data, columns=[key, label])
+    counts = train.loc[train[label] > 0.5, key].value_counts()
+    popular = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+    popular_rows = np.array(
+        [
+            retriever.row_of_item[item]
+            for item in popular.index[:depth]
+            if item in retriever.row_of_item
+        ],
+        dtype=np.int64,
+    )
+    popular_rows = np.pad(popular_rows, (0, depth - len(popular_rows)), constant_values=-1)
+    popularity = np.broadcast_to(popular_rows, (len(targets), depth))
+
+    overlap = (
+        float(
+            np.mean(
+                [
+                    len(set(a[:100]) & set(b[:100])) / min(100, depth)
+                    for a, b in zip(model_rows, exact_rows, strict=True)
+                ]
+            )
+        )
+        if len(targets)
+        else 0.0
+    )
+    return {
+        "queries": len(targets),
+        "items": len(retriever.catalogue),
+        "recall": {
+            "model": _recall(model_rows, targets, ks),
+            "exact": _recall(exact_rows, targets, ks),
+            "popularity": _recall(popularity, targets, ks),
+        },
+        "index_overlap_with_exact_at_100": overlap,
+        "index": retriever.index.describe(),
+    }

@@ -1,0 +1,77 @@
+"""Loads a model's retrieval artifact and answers "which catalogue items for these queries?".
+
+One class for both the server and the evaluation, so recall is measured on exactly the code path
+that serves: raw query features -> the query SavedModel (transform graph + query tower) -> the ANN
+index -> catalogue rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skewless.retrieval import index as ann
+from skewless.retrieval.artifact import (
+    CATALOGUE_FILE,
+    EMBEDDINGS_FILE,
+    META_FILE,
+    QUERY_DIRNAME,
+    RETRIEVAL_DIRNAME,
+    SIGNATURE,
+)
+
+
+class Retriever:
+    """The query tower, the catalogue and its index, loaded from ``MODEL/retrieval/``."""
+
+    def __init__(self, model_dir: str | Path) -> None:
+        import tensorflow as tf
+
+        folder = Path(model_dir) / RETRIEVAL_DIRNAME
+        self.meta: dict[str, Any] = json.loads((folder / META_FILE).read_text())
+        self.item_key: str = self.meta["item_key"]
+        self.query_features: list[str] = self.meta["query_features"]
+        self.catalogue = pd.read_parquet(folder / CATALOGUE_FILE)
+        self.index = ann.load(folder)
+        self._embeddings_path = folder / EMBEDDINGS_FILE
+        self._signature = tf.saved_model.load(str(folder / QUERY_DIRNAME)).signatures[SIGNATURE]
+        self._dtypes = {
+            name: spec.dtype for name, spec in self._signature.structured_input_signature[1].items()
+        }
+        self.row_of_item = {item: row for row, item in enumerate(self.catalogue[self.item_key])}
+
+    def embed(self, queries: dict[str, np.ndarray]) -> np.ndarray:
+        """Query embeddings ``[q, dim]`` for raw query features (one array per feature)."""
+        import tensorflow as tf
+
+        features = {
+            name: tf.constant(queries[name], dtype=self._dtypes[name])
+            for name in self.query_features
+        }
+        return self._signature(**features)["embedding"].numpy()
+
+    def retrieve(
+        self, queries: dict[str, np.ndarray], n: int, *, exact: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Catalogue rows and similarity scores of the ``n`` best items per query.
+
+        Args:
+            queries: Raw query features, one array per feature.
+            n: Candidates per query (at most the catalogue's size).
+            exact: Brute-force search over the embeddings instead of the index (evaluation).
+        """
+        vectors = self.embed(queries)
+        if exact:
+            return ann.exact_search(self.embeddings, vectors, n)
+        return self.index.search(vectors, n)
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The item embeddings (loaded on first use; serving needs only the index)."""
+        if not hasattr(self, "_embeddings"):
+            self._embeddings = np.load(self._embeddings_path)
+        return self._embeddings

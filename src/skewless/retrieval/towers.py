@@ -1,0 +1,334 @@
+"""The two-tower retrieval model: trained beside the ranker on the same transform graph.
+
+The query tower reads the spec's ``side: user`` and ``side: context`` features, the candidate
+tower its ``side: item`` features, both through the same TFT graph the ranker uses (TFT computes
+only the outputs whose inputs are fed, so each tower's SavedModel takes its side's raw features
+alone). Each tower ends in an L2-normalised embedding; the score is their dot product divided by a
+temperature.
+
+Training uses the positive rows (label 1) with in-batch negatives and the log-Q correction
+(Yi et al., RecSys 2019): a popular item is a negative in many batches, so its logit is lowered by
+the log of its sampling probability, which makes the in-batch softmax estimate the full softmax.
+Another row of the batch showing the same item is not a negative ("accidental hit") and is masked.
+Beside the in-batch negatives, each step adds items drawn uniformly from the training catalogue
+(mixed negative sampling, Yang et al., WWW 2020), so tail items are negatives too.
+
+Plain Keras rather than TensorFlow Recommenders: TFRS 0.7.7 is written for Keras 2, this project's
+models are Keras 3, and the loss above is a dozen lines (docs/retrieval.md).
+
+What ships (``model/retrieval/`` inside the registered model, so one version holds both stages):
+``query/`` (SavedModel: raw query features -> ``embedding``), ``catalogue.parquet`` (the raw item
+features, one row per item, in index order), ``embeddings.npy`` and the ANN index
+(:mod:`skewless.retrieval.index`), and ``retrieval.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from skewless.contract.spec import SPEC_ASSET, FeatureSpec
+from skewless.model.hparams import HParams
+from skewless.model.train import embed_features, model_inputs
+from skewless.model.transform import raw_feature_spec
+from skewless.retrieval import index as ann
+from skewless.retrieval.artifact import (
+    CATALOGUE_FILE,
+    EMBEDDINGS_FILE,
+    META_FILE,
+    QUERY_DIRNAME,
+    SIGNATURE,
+)
+
+
+def query_names(spec: FeatureSpec) -> list[str]:
+    """Raw features the query tower reads (user and context sides), in spec order."""
+    return [f.name for f in spec.on_side("user", "context")]
+
+
+def item_names(spec: FeatureSpec) -> list[str]:
+    """Raw features the candidate tower reads (item side), in spec order."""
+    return [f.name for f in spec.on_side("item")]
+
+
+def build_tower(
+    spec: FeatureSpec, vocabulary_size: Any, hparams: HParams, names: list[str], name: str
+) -> tf.keras.Model:
+    """One tower: embedded features -> a hidden layer -> an L2-normalised embedding."""
+    layers = tf.keras.layers
+    inputs, features = embed_features(spec, vocabulary_size, hparams, names=set(names))
+    hidden = layers.Dense(hparams.retrieval_width, activation="relu")(features)
+    embedding = layers.Dense(hparams.retrieval_dim)(hidden)
+    return tf.keras.Model(inputs, layers.UnitNormalization()(embedding), name=name)
+
+
+def _subset(features: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    return {name: features[name] for name in names}
+
+
+def fit_towers(
+    query: tf.keras.Model,
+    candidate: tf.keras.Model,
+    positives: dict[str, np.ndarray],
+    item_key: str,
+    hparams: HParams,
+    *,
+    validation: dict[str, np.ndarray] | None = None,
+    correct_popularity: bool = True,
+) -> dict[str, list[float]]:
+    """Trains both towers on positive rows; returns the mean loss per epoch.
+
+    With ``validation`` (held-out positives), training stops when their loss has not improved
+    for ``hparams.patience`` epochs and keeps the best epoch's weights, as the ranker's early
+    stopping does: on small data the id embeddings otherwise memorize the training rows.
+
+    Args:
+        query: The query tower.
+        candidate: The candidate tower.
+        positives: Transformed features of the positive rows (every name either tower reads).
+        item_key: Transformed item id feature (its counts give the log-Q correction).
+        hparams: ``retrieval_*`` hyperparameters and ``seed``.
+        validation: Transformed features of held-out positive rows.
+        correct_popularity: Apply the log-Q correction (off only to measure what it buys).
+    """
+    ids = positives[item_key].astype(np.int64)
+    counts = np.bincount(ids)
+    batch = hparams.retrieval_batch_size
+    # Expected times each item appears among a batch's negatives: B * Q(item) in the batch.
+    log_q = np.log(batch * counts[ids] / len(ids)).astype(np.float32)
+    if not correct_popularity:
+        log_q = np.zeros_like(log_q)
+    query_inputs = _subset(positives, list(query.input))
+    item_inputs = _subset(positives, list(candidate.input))
+    # One row per distinct item, for the uniform negatives.
+    _, first_row = np.unique(ids, return_index=True)
+    distinct = {name: values[first_row] for name, values in item_inputs.items()}
+    distinct_ids = ids[first_row]
+    uniform = min(hparams.retrieval_uniform_negatives, len(first_row))
+    log_u = np.float32(np.log(uniform / len(first_row))) if uniform else np.float32(0)
+    rng = np.random.default_rng(hparams.seed)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((query_inputs, item_inputs, ids, log_q))
+        .shuffle(len(ids), seed=hparams.seed, reshuffle_each_iteration=True)
+        .batch(batch, drop_remainder=len(ids) >= batch)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    optimizer = tf.keras.optimizers.Adam(hparams.retrieval_learning_rate)
+    variables = query.trainable_variables + candidate.trainable_variables
+    temperature = hparams.retrieval_temperature
+
+    def batch_loss(
+        q_in: Any, c_in: Any, batch_ids: tf.Tensor, batch_log_q: tf.Tensor, u_in: Any,
+        u_ids: tf.Tensor, training: bool,
+    ) -> tf.Tensor:  # fmt: skip
+        queries = query(q_in, training=training)
+        logits = tf.matmul(queries, candidate(c_in, training=training), transpose_b=True)
+        logits = logits / temperature - batch_log_q[None, :]
+        same_item = tf.equal(batch_ids[:, None], batch_ids[None, :])
+        accidental = tf.logical_and(same_item, tf.logical_not(tf.eye(tf.size(batch_ids)) > 0))
+        if uniform:
+            u_logits = tf.matmul(queries, candidate(u_in, training=training), transpose_b=True)
+            logits = tf.concat([logits, u_logits / temperature - log_u], axis=1)
+            accidental = tf.concat(
+                [accidental, tf.equal(batch_ids[:, None], u_ids[None, :])], axis=1
+            )
+        logits = tf.where(accidental, tf.fill(tf.shape(logits), -1e9), logits)
+        labels = tf.range(tf.shape(logits)[0])
+        return tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        )
+
+    @tf.function(reduce_retracing=True)
+    def step(*batch: Any) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = batch_loss(*batch, training=True)
+            loss += tf.add_n(query.losses + candidate.losses) if query.losses else 0.0
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss
+
+    evaluate = tf.function(functools.partial(batch_loss, training=False), reduce_retracing=True)
+
+    def uniform_batch() -> tuple[dict[str, np.ndarray], np.ndarray]:
+        pick = rng.integers(0, len(distinct_ids), max(uniform, 1))
+        return {name: values[pick] for name, values in distinct.items()}, distinct_ids[pick]
+
+    held_out = None
+    if validation is not None and len(validation[item_key]) >= 2:
+        v_ids = validation[item_key].astype(np.int64)
+        v_counts = np.bincount(v_ids, minlength=len(counts))
+        # The held-out rows' own batch frequencies: the same correction as in training.
+        v_log_q = np.log(batch * np.maximum(v_counts[v_ids], 1) / len(v_ids)).astype(np.float32)
+        if not correct_popularity:
+            v_log_q = np.zeros_like(v_log_q)
+        held_out = tf.data.Dataset.from_tensor_slices(
+            (_subset(validation, list(query.input)), _subset(validation, list(candidate.input)),
+             v_ids, v_log_q)
+        ).batch(batch)  # fmt: skip
+
+    history: dict[str, list[float]] = {"loss": [], "val_loss": []}
+    best, best_weights, stale = np.inf, None, 0
+    for _ in range(hparams.retrieval_epochs):
+        losses = [float(step(q, c, i, lq, *uniform_batch())) for q, c, i, lq in dataset]
+        history["loss"].append(float(np.mean(losses)))
+        if held_out is None:
+            continue
+        val = float(np.mean([float(evaluate(q, c, i, lq, *uniform_batch()))
+                             for q, c, i, lq in held_out]))  # fmt: skip
+        history["val_loss"].append(val)
+        if val < best:
+            best, stale = val, 0
+            best_weights = (query.get_weights(), candidate.get_weights())
+        else:
+            stale += 1
+            if stale >= hparams.patience:
+                break
+    if best_weights is not None:
+        query.set_weights(best_weights[0])
+        candidate.set_weights(best_weights[1])
+    return history
+
+
+def catalogue(spec: FeatureSpec, *splits: str | Path) -> pd.DataFrame:
+    """The items seen in ``splits``: their raw item-side features, the last row of each item.
+
+    Item features are item attributes, so every row of an item should agree; when they do not
+    (a price changed) the latest row wins, as it would in a catalogue.
+    """
+    names = item_names(spec)
+    key = spec.item_key.name if spec.item_key else names[0]
+    frames = [pd.read_parquet(split, columns=names) for split in splits]
+    items = pd.concat(frames, ignore_index=True).drop_duplicates(key, keep="last")
+    return items.sort_values(key, kind="stable").reset_index(drop=True)
+
+
+class _QueryModule(tf.Module):
+    """What the query SavedModel holds: the TFT layer and the query tower."""
+
+    def __init__(self, tower: tf.keras.Model, tft_output: Any) -> None:
+        super().__init__()
+        self.tower = tower
+        self.tft_layer = tft_output.transform_features_layer()
+        self.input_names = list(tower.input)
+
+    def embed(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        return self.tower(model_inputs(self.tft_layer(features), self.input_names), training=False)
+
+
+def _raw_signature(spec: FeatureSpec, names: list[str]) -> dict[str, tf.TensorSpec]:
+    parsed = raw_feature_spec(spec, with_label=False)
+    return {name: tf.TensorSpec([None], parsed[name].dtype, name=name) for name in names}
+
+
+def export_query_tower(
+    tower: tf.keras.Model, tft_output: Any, spec: FeatureSpec, export_dir: Path
+) -> Path:
+    """Writes the query SavedModel: raw user and context features -> ``embedding``."""
+    module = _QueryModule(tower, tft_output)
+
+    @tf.function(input_signature=[_raw_signature(spec, query_names(spec))])
+    def serve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {"embedding": module.embed(features)}
+
+    tf.saved_model.save(module, str(export_dir), signatures={SIGNATURE: serve})
+    (export_dir / SPEC_ASSET).parent.mkdir(parents=True, exist_ok=True)
+    (export_dir / SPEC_ASSET).write_text(spec.source_text)
+    return export_dir
+
+
+def embed_items(
+    tower: tf.keras.Model, tft_output: Any, spec: FeatureSpec, items: pd.DataFrame
+) -> np.ndarray:
+    """Candidate-tower embeddings of catalogue rows, through the same transform graph."""
+    layer = tft_output.transform_features_layer()
+    names = item_names(spec)
+    signature = _raw_signature(spec, names)
+
+    @tf.function(input_signature=[signature])
+    def embed(features: dict[str, tf.Tensor]) -> tf.Tensor:
+        return tower(model_inputs(layer(features), tower.input), training=False)
+
+    out = []
+    for start in range(0, len(items), 16_384):
+        chunk = items.iloc[start : start + 16_384]
+        out.append(
+            embed(
+                {n: tf.constant(chunk[n].to_numpy(), dtype=signature[n].dtype) for n in names}
+            ).numpy()
+        )
+    return np.concatenate(out).astype(np.float32)
+
+
+def train_retrieval(
+    spec: FeatureSpec,
+    tft_output: Any,
+    train_xy: tuple[dict[str, np.ndarray], np.ndarray],
+    eval_xy: tuple[dict[str, np.ndarray], np.ndarray],
+    splits: tuple[str | Path, ...],
+    hparams: HParams,
+    out_dir: str | Path,
+) -> dict[str, Any]:
+    """Trains the towers, embeds the catalogue, builds the index and writes ``out_dir``.
+
+    Args:
+        spec: The feature spec (with ``side`` options; see :attr:`FeatureSpec.has_retrieval`).
+        tft_output: The transform graph.
+        train_xy: Transformed training features and labels (the ranker's; positives are used).
+        eval_xy: Transformed eval features and labels (their positives stop training early).
+        splits: Clean splits whose items make the catalogue.
+        hparams: Hyperparameters.
+        out_dir: Receives the retrieval artifact (see the module docstring).
+
+    Returns:
+        The training summary (also in ``retrieval.json``).
+    """
+    assert spec.item_key is not None, "train_retrieval needs a spec with side options"
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    positive = train_xy[1] > 0.5
+    if positive.sum() < 2:
+        raise ValueError("retrieval needs at least 2 positive training rows")
+    positives = {name: values[positive] for name, values in train_xy[0].items()}
+    vocabulary = tft_output.vocabulary_size_by_name
+    query = build_tower(spec, vocabulary, hparams, query_names(spec), "query_tower")
+    candidate = build_tower(spec, vocabulary, hparams, item_names(spec), "candidate_tower")
+    held_out = eval_xy[1] > 0.5
+    losses = fit_towers(
+        query, candidate, positives, spec.item_key.name, hparams,
+        validation={name: values[held_out] for name, values in eval_xy[0].items()},
+    )  # fmt: skip
+    timings["fit_seconds"] = time.perf_counter() - started
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    items = catalogue(spec, *splits)
+    embeddings = embed_items(candidate, tft_output, spec, items)
+    items.to_parquet(out / CATALOGUE_FILE, index=False)
+    np.save(out / EMBEDDINGS_FILE, embeddings)
+    timings["embed_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    index = ann.build(embeddings)
+    index.save(out)
+    timings["index_seconds"] = time.perf_counter() - started
+    export_query_tower(query, tft_output, spec, out / QUERY_DIRNAME)
+    summary = {
+        "item_key": spec.item_key.name,
+        "query_features": query_names(spec),
+        "item_features": item_names(spec),
+        "items": len(items),
+        "positives_train": int(positive.sum()),
+        "dim": hparams.retrieval_dim,
+        "index": index.describe(),
+        "history": losses,
+        "epochs_run": len(losses["loss"]),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+    (out / META_FILE).write_text(json.dumps(summary, indent=1))
+    return summary
