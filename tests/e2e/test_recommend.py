@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.support import example, post, serving
+from support import example, post, serving
 
 QUERY_FIELDS = ("user_id", "age", "country", "device", "history", "hour", "weekday")
 

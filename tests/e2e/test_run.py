@@ -30,7 +30,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     workdir = tmp_path_factory.mktemp("run")
     completed = subprocess.run(
         [*SKEWLESS, "run", "--no-serve", "--workdir", str(workdir), "--rows", "4000",
-         "--param", "epochs=3", "--param", "max_calibration_error=0.2"],
+         "--param", "epochs=3", "--param", "max_calibration_error=0.2",
+         "--param", "min_recall_lift=0"],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -54,6 +55,22 @@ def test_run_summary(run):
     assert summary["deployment"] == "production"  # nothing served before: no canary
     assert Path(summary["served_model_path"]).name == "1"
     assert "eval AUC" in run["stdout"] and "PROMOTED" in run["stdout"]
+
+
+def test_run_summary_has_the_retrieval_stage_measured_three_ways(run):
+    retrieval = run["summary"]["retrieval"]
+    assert retrieval["queries"] > 50 and retrieval["items"] > 1_000
+    for name in ("model", "exact", "popularity"):
+        recall = retrieval["recall"][name]
+        assert set(recall) == {"10", "100", "500"}
+        assert 0 <= recall["10"] <= recall["100"] <= recall["500"] <= 1
+    # The index answers nearly what exact search over the same embeddings answers.
+    assert retrieval["index_overlap_with_exact_at_100"] >= 0.95
+    assert abs(retrieval["recall"]["model"]["100"] - retrieval["recall"]["exact"]["100"]) <= 0.05
+    (lift,) = [c for c in run["summary"]["gate"]["checks"] if c["check"].startswith("recall@100")]
+    popular = retrieval["recall"]["popularity"]["100"]
+    assert lift["threshold"] == 0.0  # this test's --param min_recall_lift=0
+    assert lift["value"] == pytest.approx(retrieval["recall"]["model"]["100"] / popular)
 
 
 def test_console_shows_a_line_per_step_and_keeps_each_steps_log(run):
@@ -217,6 +234,7 @@ def test_second_run_canary_promote_and_rollback_in_the_live_server(run):
     second = subprocess.run(
         [*SKEWLESS, "run", "--no-serve", "--workdir", str(workdir), "--rows", "4000",
          "--param", "epochs=3", "--param", "max_calibration_error=0.2",
+         "--param", "min_recall_lift=0",
          "--param", "min_auc_gain=-1.0"],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip

@@ -43,6 +43,26 @@ def test_gate_floors_each_fail_with_their_numbers():
     ]
 
 
+def _retrieval(model: float, popularity: float) -> dict:
+    return {"recall": {"model": {"100": model}, "popularity": {"100": popularity}}}
+
+
+def test_gate_requires_retrieval_to_beat_popularity_and_production():
+    config = GateConfig(min_recall_lift=2.0, min_recall_gain=0.0)
+    decision = gate(GOOD, None, config, _retrieval(0.09, 0.05))
+    assert decision["reasons"] == [
+        "failed recall@100 / popularity_recall@100 >= min_recall_lift: 1.8000 vs 2.0000"
+    ]
+    passed = gate(GOOD, None, config, _retrieval(0.12, 0.05))
+    assert passed["promote"] is True and len(passed["checks"]) == 4
+    worse = gate(GOOD, None, config, _retrieval(0.12, 0.05), _retrieval(0.13, 0.05))
+    assert worse["reasons"] == [
+        "failed recall@100 - production_recall@100 >= min_recall_gain: -0.0100 vs 0.0000"
+    ]
+    # A ranker-only model has no retrieval checks at all.
+    assert len(gate(GOOD, None, config)["checks"]) == 3
+
+
 def test_roc_curve_and_confusion_matrix_by_hand():
     labels = np.array([0, 0, 1, 1])
     probabilities = np.array([0.1, 0.6, 0.4, 0.9])
@@ -59,6 +79,7 @@ def test_evaluate_scores_the_exported_model(tmp_path: Path, trained, ingested, d
         tmp_path,
         production_model_dir=trained["model_dir"],
         baseline_auc=trained["baseline_eval_auc"],
+        train_data=ingested / "train.parquet",
     )
     overall = result["metrics"]
     assert overall["rows"] == trained["rows_eval"]
@@ -69,6 +90,10 @@ def test_evaluate_scores_the_exported_model(tmp_path: Path, trained, ingested, d
     # The same model as "production" gains exactly nothing.
     gain = next(c for c in result["gate"]["checks"] if c["check"].startswith("auc - production"))
     assert gain["value"] == pytest.approx(0.0)
+    # ...and the same retrieval stage recalls exactly as much.
+    assert result["retrieval"]["recall"] == result["production_retrieval"]["recall"]
+    recall_gain = next(c for c in result["gate"]["checks"] if "production_recall" in c["check"])
+    assert recall_gain["value"] == 0.0
     assert set(result["slices"]) == {"country", "device"}
     assert sum(s["rows"] for s in result["slices"]["device"]) == overall["rows"]
     assert sum(map(sum, result["confusion_matrix"])) == overall["rows"]

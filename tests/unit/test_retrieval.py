@@ -98,11 +98,13 @@ def test_the_index_finds_what_exact_search_finds_and_survives_a_save(tmp_path):
     assert loaded.describe() == index.describe() and loaded.describe()["items"] == 3_000
 
 
-def test_asking_for_more_items_than_the_index_holds_gives_them_all():
+@pytest.mark.parametrize("queries", [1, 2])
+def test_asking_for_more_items_than_the_index_holds_gives_them_all(queries):
     items = _unit_vectors(30, 4, 5)
-    rows, scores = ann.build(items).search(items[:2], 50)
-    assert rows.shape == (2, 30) and sorted(rows[0]) == list(range(30))
+    rows, scores = ann.build(items).search(items[:queries], 50)
+    assert rows.shape == (queries, 30) and sorted(rows[0]) == list(range(30))
     assert np.isfinite(scores).all()
+    assert rows[0, 0] == 0  # an item is its own nearest neighbour
 
 
 def test_a_quantized_index_keeps_most_of_the_recall(tmp_path):

@@ -245,6 +245,7 @@ def fit_model(
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over names; nothing to convert
 def model_inputs(transformed: dict[str, tf.Tensor], names: Any) -> dict[str, tf.Tensor]:
     """The transform's outputs named ``names``, ids as int32 (what the Keras inputs take)."""
     return {

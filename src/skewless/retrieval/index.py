@@ -60,13 +60,16 @@ class ItemIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         k = max(1, min(k, len(self)))
         found = self._index.search(queries, k, threads=threads)
-        keys = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
-        # USearch answers inner-product distance as 1 - ip.
-        scores = 1.0 - np.asarray(found.distances, dtype=np.float32).reshape(len(queries), -1)
-        counts = np.asarray(found.counts).reshape(-1)
-        missing = np.arange(keys.shape[1])[None, :] >= counts[:, None]
-        keys[missing] = -1
-        scores[missing] = -np.inf
+        keys = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        # One query answers a Matches (1-D, as many as found), several a BatchMatches (2-D, with
+        # per-query counts). USearch answers inner-product distance as 1 - ip.
+        found_keys = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
+        distances = np.asarray(found.distances, dtype=np.float32).reshape(len(queries), -1)
+        counts = np.asarray(getattr(found, "counts", [found_keys.shape[1]])).reshape(-1)
+        for row, count in enumerate(counts):
+            keys[row, :count] = found_keys[row, :count]
+            scores[row, :count] = 1.0 - distances[row, :count]
         return keys, scores
 
     def save(self, folder: str | Path) -> None:
