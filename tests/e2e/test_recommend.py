@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from support import example, post, serving
 
 QUERY_FIELDS = ("user_id", "age", "country", "device", "history", "hour", "weekday")
