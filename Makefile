@@ -15,7 +15,8 @@ IMAGE := $(shell sed -n 's/^IMAGE = "\(.*\)"/\1/p' src/skewless/image.py)
 CLUSTER ?= skewless
 CLUSTER_TOOL ?= kind
 
-.PHONY: run test lint typecheck bench bench-transform bench-serving bench-experiment compile clean help \
+.PHONY: run test lint typecheck bench bench-transform bench-serving bench-experiment bench-retrieval \
+	compile clean help \
 	image kind-load image-load cluster cluster-down
 
 help:
@@ -64,7 +65,7 @@ typecheck: $(STAMP)
 compile: $(STAMP)
 	$(BIN)/skewless compile
 
-bench: bench-transform bench-serving bench-experiment
+bench: bench-transform bench-serving bench-experiment bench-retrieval
 
 bench-transform: $(STAMP)
 	$(BIN)/python bench/bench_transform.py
@@ -79,6 +80,12 @@ bench-serving: $(STAMP)
 # Trains three models at full size and plays the planted world against them (tens of minutes).
 bench-experiment: $(STAMP)
 	$(BIN)/python bench/bench_experiment.py
+
+# Trains the default pipeline, then compares ANN libraries and times recommend at 50k and 1M items.
+# FAISS and hnswlib are measured, not shipped: they install here, for the comparison only.
+bench-retrieval: $(STAMP)
+	$(BIN)/pip install -q --no-deps 'faiss-cpu==1.15.1' 'hnswlib==0.8.0'
+	$(BIN)/python bench/bench_retrieval.py
 
 image:
 	@command -v docker >/dev/null || { echo "error: docker is not installed" >&2; exit 1; }

@@ -137,8 +137,12 @@ class Walk:
                 _wait_ready(f"http://127.0.0.1:{http}/v2/models/ranking/ready", process, log, 900)
                 for curl in (c for c in readme_commands() if c.startswith("curl ")):
                     local = curl.replace("localhost:8080", f"127.0.0.1:{http}")
-                    (score,) = json.loads(self.ok(["bash", "-c", local]))["predictions"]
-                    assert 0.0 < score < 1.0
+                    (answer,) = json.loads(self.ok(["bash", "-c", local]))["predictions"]
+                    if "recommend" in curl:  # the two-stage endpoint: k items, best first
+                        assert len(answer["items"]) == 5, answer
+                        assert answer["scores"] == sorted(answer["scores"], reverse=True)
+                    else:
+                        assert 0.0 < answer < 1.0
                     self.ran.append(curl)
             finally:
                 os.killpg(process.pid, signal.SIGTERM)

@@ -73,3 +73,47 @@ def test_planted_model_has_signal_and_the_oracle_matches_it():
 def test_price_sensitivity_falls_with_age():
     ages = np.array([18, 25, 40, 55, 70])
     np.testing.assert_allclose(generate.price_sensitivity(ages), [1.0, 1.0, 0.6, 0.2, 0.2])
+
+
+def test_exposure_is_skewed_and_follows_the_users_preferences():
+    world = generate.make_world(2)
+    frame = pd.concat(generate.iter_chunks(40_000, 2))
+    counts = frame["item_id"].value_counts()
+    # Popularity: the top 1% of the catalogue gets far more than 1% of the impressions.
+    assert counts.head(world.n_items // 100).sum() / len(frame) > 0.05
+    # Browsing: an item's primary category is far more often one of the user's history's
+    # categories than a draw blind to the user would make it.
+    primary = frame["item_tags"].str.split("|").str[0]
+    history = frame["history"].str.split("|")
+    shown = [p in h for p, h in zip(primary, history, strict=True) if h != [""]]
+    blind = [p in h for p, h in zip(primary.sample(frac=1.0, random_state=0), history,
+                                    strict=True) if h != [""]]  # fmt: skip
+    assert np.mean(shown) > 2.5 * np.mean(blind)
+
+
+def test_generate_writes_the_catalogue_of_the_asked_size(tmp_path: Path):
+    import subprocess
+    import sys
+
+    out, catalogue = tmp_path / "d.parquet", tmp_path / "catalogue.parquet"
+    completed = subprocess.run(
+        [sys.executable, "-m", "skewless.cli", "generate", "--rows", "2000", "--items", "700",
+         "--out", str(out), "--catalogue", str(catalogue), "--quiet"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    items = pd.read_parquet(catalogue)
+    assert list(items.columns) == ["item_id", "title", "item_tags", "price"]
+    assert len(items) == 700 and items["item_id"].is_unique
+    shown = pd.read_parquet(out)
+    assert set(shown["item_id"]) <= set(items["item_id"])
+    # Each shown row carries its item's catalogue features.
+    joined = shown.merge(items, on="item_id", suffixes=("", "_catalogue"))
+    assert (joined["title"] == joined["title_catalogue"]).all()
+    assert np.allclose(joined["price"], joined["price_catalogue"])
+    bad = subprocess.run(
+        [sys.executable, "-m", "skewless.cli", "generate", "--rows", "10", "--out", str(out),
+         "--catalogue", str(tmp_path / "c.csv"), "--quiet"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "--catalogue" in bad.stderr and "Traceback" not in bad.stderr

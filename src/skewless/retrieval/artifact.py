@@ -7,6 +7,7 @@ from pathlib import Path
 
 RETRIEVAL_DIRNAME = "retrieval"  # MODEL/retrieval/: one registered version holds both stages
 QUERY_DIRNAME = "query"  # SavedModel: raw query features -> embedding
+CANDIDATE_DIRNAME = "candidate"  # SavedModel: raw item features -> embedding
 CATALOGUE_FILE = "catalogue.parquet"  # raw item features, one row per item, in index order
 EMBEDDINGS_FILE = "embeddings.npy"  # item embeddings, same order
 META_FILE = "retrieval.json"  # what was trained, with which features, and its index

@@ -17,7 +17,8 @@ Plain Keras rather than TensorFlow Recommenders: TFRS 0.7.7 is written for Keras
 models are Keras 3, and the loss above is a dozen lines (docs/retrieval.md).
 
 What ships (``model/retrieval/`` inside the registered model, so one version holds both stages):
-``query/`` (SavedModel: raw query features -> ``embedding``), ``catalogue.parquet`` (the raw item
+``query/`` (SavedModel: raw query features -> ``embedding``), ``candidate/`` (SavedModel: raw
+item features -> ``embedding``, to embed items added later), ``catalogue.parquet`` (the raw item
 features, one row per item, in index order), ``embeddings.npy`` and the ANN index
 (:mod:`skewless.retrieval.index`), and ``retrieval.json``.
 """
@@ -40,6 +41,7 @@ from skewless.model.train import embed_features, model_inputs
 from skewless.model.transform import raw_feature_spec
 from skewless.retrieval import index as ann
 from skewless.retrieval.artifact import (
+    CANDIDATE_DIRNAME,
     CATALOGUE_FILE,
     EMBEDDINGS_FILE,
     META_FILE,
@@ -208,8 +210,8 @@ def catalogue(spec: FeatureSpec, *splits: str | Path) -> pd.DataFrame:
     return items.sort_values(key, kind="stable").reset_index(drop=True)
 
 
-class _QueryModule(tf.Module):
-    """What the query SavedModel holds: the TFT layer and the query tower."""
+class _TowerModule(tf.Module):
+    """What a tower's SavedModel holds: the TFT layer and the tower."""
 
     def __init__(self, tower: tf.keras.Model, tft_output: Any) -> None:
         super().__init__()
@@ -226,13 +228,13 @@ def _raw_signature(spec: FeatureSpec, names: list[str]) -> dict[str, tf.TensorSp
     return {name: tf.TensorSpec([None], parsed[name].dtype, name=name) for name in names}
 
 
-def export_query_tower(
-    tower: tf.keras.Model, tft_output: Any, spec: FeatureSpec, export_dir: Path
+def export_tower(
+    tower: tf.keras.Model, tft_output: Any, spec: FeatureSpec, names: list[str], export_dir: Path
 ) -> Path:
-    """Writes the query SavedModel: raw user and context features -> ``embedding``."""
-    module = _QueryModule(tower, tft_output)
+    """Writes a tower's SavedModel: its side's raw features -> ``embedding``."""
+    module = _TowerModule(tower, tft_output)
 
-    @tf.function(input_signature=[_raw_signature(spec, query_names(spec))])
+    @tf.function(input_signature=[_raw_signature(spec, names)])
     def serve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return {"embedding": module.embed(features)}
 
@@ -242,26 +244,22 @@ def export_query_tower(
     return export_dir
 
 
-def embed_items(
-    tower: tf.keras.Model, tft_output: Any, spec: FeatureSpec, items: pd.DataFrame
-) -> np.ndarray:
-    """Candidate-tower embeddings of catalogue rows, through the same transform graph."""
-    layer = tft_output.transform_features_layer()
-    names = item_names(spec)
-    signature = _raw_signature(spec, names)
+def embed_items(signature: Any, items: pd.DataFrame, *, batch_rows: int = 16_384) -> np.ndarray:
+    """Embeddings of catalogue rows from a candidate SavedModel's signature (:func:`export_tower`).
 
-    @tf.function(input_signature=[signature])
-    def embed(features: dict[str, tf.Tensor]) -> tf.Tensor:
-        return tower(model_inputs(layer(features), tower.input), training=False)
-
-    out = []
-    for start in range(0, len(items), 16_384):
-        chunk = items.iloc[start : start + 16_384]
-        out.append(
-            embed(
-                {n: tf.constant(chunk[n].to_numpy(), dtype=signature[n].dtype) for n in names}
-            ).numpy()
-        )
+    The same call embeds the catalogue in the pipeline and any new items later (a catalogue of a
+    million items in ``bench/bench_retrieval.py``), so both go through the one exported graph.
+    """
+    inputs = signature.structured_input_signature[1]
+    out = [
+        signature(
+            **{
+                name: tf.constant(chunk[name].to_numpy(), dtype=spec.dtype)
+                for name, spec in inputs.items()
+            }
+        )["embedding"].numpy()
+        for chunk in (items.iloc[s : s + batch_rows] for s in range(0, len(items), batch_rows))
+    ]
     return np.concatenate(out).astype(np.float32)
 
 
@@ -309,7 +307,9 @@ def train_retrieval(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     items = catalogue(spec, *splits)
-    embeddings = embed_items(candidate, tft_output, spec, items)
+    export_tower(candidate, tft_output, spec, item_names(spec), out / CANDIDATE_DIRNAME)
+    candidate_signature = tf.saved_model.load(str(out / CANDIDATE_DIRNAME)).signatures[SIGNATURE]
+    embeddings = embed_items(candidate_signature, items)
     items.to_parquet(out / CATALOGUE_FILE, index=False)
     np.save(out / EMBEDDINGS_FILE, embeddings)
     timings["embed_seconds"] = time.perf_counter() - started
@@ -317,7 +317,7 @@ def train_retrieval(
     index = ann.build(embeddings)
     index.save(out)
     timings["index_seconds"] = time.perf_counter() - started
-    export_query_tower(query, tft_output, spec, out / QUERY_DIRNAME)
+    export_tower(query, tft_output, spec, query_names(spec), out / QUERY_DIRNAME)
     summary = {
         "item_key": spec.item_key.name,
         "query_features": query_names(spec),
