@@ -8,6 +8,7 @@ a canary moves both stages at once.
 
 from __future__ import annotations
 
+import json  # noqa: F401
 import time
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,22 @@ def test_a_canary_moves_retrieval_and_ranking_together(trained, shuffled_model, 
             status, answer, headers = post(url, body)
         assert (status, headers["x-model-version"]) == (200, "2")
         assert answer["predictions"][0]["items"] == want["2"]
+
+
+def test_the_simulator_plays_the_two_stage_path(trained, tmp_path):
+    from skewless.experiments.logs import feedback_path, read_records
+    from skewless.experiments.simulate import simulate
+
+    log = tmp_path / "requests.jsonl"
+    with serving(trained["model_dir"], "--request-log", str(log)) as server:
+        result = simulate(server["http"], units=15, requests=30, seed=3, candidates=50,
+                          recommend=True)  # fmt: skip
+    assert result["requests"] == 30
+    (group,) = result["versions"].values()
+    assert group["requests"] == 30 and 0 < group["expected_click_rate"] < 1
+    exposures = [r for r in read_records(log, what="exposure") if r.get("status") == 200]
+    assert len(exposures) == 30 and all(len(r["items"]) == 1 for r in exposures)
+    # Each click came back as feedback on the request id of a recommend answer.
+    clicks = list(read_records(feedback_path(log), what="feedback")) if result["clicks"] else []
+    assert len(clicks) == result["clicks"]
+    assert {c["request_id"] for c in clicks} <= {r["request_id"] for r in exposures}

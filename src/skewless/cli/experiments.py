@@ -83,7 +83,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     result = simulate(
         args.endpoint, units=args.units, requests=args.requests, seed=args.seed,
         model=args.model, candidates=args.candidates, world_seed=args.world_seed,
-        concurrency=args.concurrency,
+        concurrency=args.concurrency, recommend=args.recommend,
     )  # fmt: skip
     if args.json:
         _print_json(result)
@@ -167,5 +167,10 @@ def add_commands(sub: Any) -> None:
         help="seed of the data the served model was trained on (skewless run's --seed; 0)",
     )  # fmt: skip
     sim.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (4)")
+    sim.add_argument(
+        "--recommend", action="store_true",
+        help="two-stage: ask the recommend endpoint for its best item of --candidates retrieved "
+        "from the catalogue, instead of ranking random candidates",
+    )  # fmt: skip
     sim.add_argument("--json", action="store_true", help="machine-readable output")
     sim.set_defaults(func=cmd_simulate)

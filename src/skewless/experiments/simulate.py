@@ -1,7 +1,9 @@
 """Plays the default data's planted world against a live model server, with known ground truth.
 
 Each simulated request is one user (a randomization unit) in one context asking the server to
-score ``candidates`` items; the top-ranked item is shown, and the click is drawn from the planted
+score ``candidates`` random items, the top-ranked one being shown; or, two-stage
+(``recommend=True``), asking the server's ``recommend`` endpoint for its best item out of the
+``candidates`` it retrieves from the whole catalogue. The shown item is clicked and the click is drawn from the planted
 true click probability (:func:`skewless.data.generate.click_logit`, through
 :func:`skewless.data.generate.impressions`), then sent to the server's ``POST /v1/feedback``
 with the request id the prediction answered with. Because the truth is known, the simulator also
@@ -29,7 +31,6 @@ from skewless.data.generate import (
     CATEGORIES,
     DEVICES,
     MAX_HISTORY,
-    N_ITEMS,
     N_USERS,
     impressions,
     make_world,
@@ -59,8 +60,8 @@ def plan(units: int, requests: int, candidates: int, seed: int, world: Any) -> P
     """The draws for ``requests`` requests from ``units`` users, ``candidates`` items each."""
     if not 1 <= units <= N_USERS:
         raise SimulationError(f"units must be 1 to {N_USERS}, got {units}")
-    if not 1 <= candidates <= N_ITEMS:
-        raise SimulationError(f"candidates must be 1 to {N_ITEMS}, got {candidates}")
+    if not 1 <= candidates <= world.n_items:
+        raise SimulationError(f"candidates must be 1 to {world.n_items}, got {candidates}")
     rng = np.random.default_rng([seed, 0x51A])
     users = rng.choice(N_USERS, units, replace=False)
     history_len = rng.integers(0, MAX_HISTORY + 1, units)
@@ -72,7 +73,9 @@ def plan(units: int, requests: int, candidates: int, seed: int, world: Any) -> P
     device = np.where(
         own, world.user_device[users[request_unit]], rng.integers(0, len(DEVICES), requests)
     )
-    items = np.stack([rng.choice(N_ITEMS, candidates, replace=False) for _ in range(requests)])
+    items = np.stack(
+        [rng.choice(world.n_items, candidates, replace=False) for _ in range(requests)]
+    )
     return Plan(
         units=users,
         history=history,
@@ -131,6 +134,7 @@ def simulate(
     candidates: int = 10,
     world_seed: int = 0,
     concurrency: int = 4,
+    recommend: bool = False,
 ) -> dict[str, Any]:
     """Plays ``requests`` requests from ``units`` users against ``endpoint``; sends the clicks.
 
@@ -143,6 +147,8 @@ def simulate(
         candidates: Items scored per request; the top one is shown.
         world_seed: Seed of the data the model was trained on (its users and items).
         concurrency: Requests in flight at once.
+        recommend: Ask ``/v1/models/recommend:predict`` (retrieval, then ranking) for one item
+            out of ``candidates`` retrieved, instead of scoring random candidates.
 
     Returns:
         ``{"requests", "clicks", "started", "finished", "versions": {version: {"requests",
@@ -158,25 +164,45 @@ def simulate(
     drawn = plan(units, requests, candidates, seed, world)
     client = _Client(endpoint)
     predict_path = f"/v1/models/{urllib.parse.quote(model)}:predict"
+    if recommend:
+        from skewless.contract.spec import load_spec
+        from skewless.serving.recommend import RECOMMEND_NAME
 
-    def one(index: int) -> tuple[str, str, float, bool]:
-        unit = int(drawn.request_unit[index])
-        k = candidates
-        frame, logit = impressions(
+        predict_path = f"/v1/models/{RECOMMEND_NAME}:predict"
+        query_fields = [f.name for f in load_spec().on_side("user", "context")]
+
+    def impression(index: int, items: np.ndarray) -> tuple[Any, np.ndarray]:
+        """The raw rows and planted logits of request ``index``'s user seeing ``items``."""
+        unit, k = int(drawn.request_unit[index]), len(items)
+        return impressions(
             world,
             np.full(k, drawn.units[unit]),
-            drawn.items[index],
+            items,
             np.full(k, drawn.device[index]),
             np.full(k, drawn.hour[index]),
             np.full(k, drawn.weekday[index]),
             np.repeat(drawn.history[unit][None, :], k, axis=0),
             np.full(k, drawn.history_len[unit]),
         )
-        instances = json.loads(frame.to_json(orient="records"))
-        status, body, headers = client.post(predict_path, {"instances": instances})
-        if status != 200:
-            raise SimulationError(f"{predict_path} answered {status}: {body}")
-        shown = int(np.argmax(body["predictions"]))
+
+    def one(index: int) -> tuple[str, str, float, bool]:
+        if recommend:
+            frame, _ = impression(index, drawn.items[index][:1])
+            (row,) = json.loads(frame[query_fields].to_json(orient="records"))
+            body = {"instances": [row], "k": 1, "candidates": candidates}
+            status, answer, headers = client.post(predict_path, body)
+            if status != 200:
+                raise SimulationError(f"{predict_path} answered {status}: {answer}")
+            item = answer["predictions"][0]["items"][0]
+            frame, logit = impression(index, np.array([int(item.lstrip("i"))]))
+            shown = 0
+        else:
+            frame, logit = impression(index, drawn.items[index])
+            instances = json.loads(frame.to_json(orient="records"))
+            status, answer, headers = client.post(predict_path, {"instances": instances})
+            if status != 200:
+                raise SimulationError(f"{predict_path} answered {status}: {answer}")
+            shown = int(np.argmax(answer["predictions"]))
         probability = float(1 / (1 + np.exp(-logit[shown])))
         clicked = bool(drawn.click_draw[index] < probability)
         request_id = headers.get(REQUEST_ID_HEADER)

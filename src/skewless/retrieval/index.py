@@ -125,7 +125,8 @@ def load(folder: str | Path) -> ItemIndex:
     index = Index.restore(str(folder / INDEX_FILE))
     if index is None:
         raise ValueError(f"{folder / INDEX_FILE}: not a USearch index")
-    index.expansion_search = params.expansion_search
+    # restore() comes back at USearch's default search width (64); set what was measured.
+    index.expansion_search = params.expansion_search  # type: ignore[misc]  # settable; stubs say not
     return ItemIndex(index, params, int(meta["dim"]))
 
 

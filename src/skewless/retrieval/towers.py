@@ -128,7 +128,7 @@ def fit_towers(
 
     def batch_loss(
         q_in: Any, c_in: Any, batch_ids: tf.Tensor, batch_log_q: tf.Tensor, u_in: Any,
-        u_ids: tf.Tensor, training: bool,
+        u_ids: tf.Tensor, *, training: bool,
     ) -> tf.Tensor:  # fmt: skip
         queries = query(q_in, training=training)
         logits = tf.matmul(queries, candidate(c_in, training=training), transpose_b=True)
