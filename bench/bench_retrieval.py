@@ -270,6 +270,7 @@ def main() -> None:
     if model is None:
         run_dir = work / "run"
         model = _train(run_dir)
+    if run_dir is not None and (run_dir / "run_summary.json").is_file():
         summary = json.loads((run_dir / "run_summary.json").read_text())
         results["pipeline"] = {"retrieval": summary["retrieval"], "gate": summary["gate"],
                                "step_seconds": summary["step_seconds"]}  # fmt: skip

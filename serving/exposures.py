@@ -7,17 +7,20 @@ back to ``POST /v1/feedback``, both appended beside each other (:mod:`skewless.e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from kserve.errors import InvalidInput
 
 from skewless.experiments.logs import AppendLog, FeedbackError, feedback_path, parse_feedback
 from skewless.serving.protocol import REQUEST_ID_HEADER
 from skewless.serving.routing import Routing
+from skewless.serving.validation import RequestError
 
 FEEDBACK_TYPES = ("", "application/json", "application/x-ndjson", "application/jsonl")
 NO_LOG = (
@@ -30,6 +33,25 @@ def request_id(headers: Mapping[str, str] | None, given: str | None) -> str:
     """The id an exposure and its feedback share: the client's ``x-request-id`` (Istio sets one
     on a cluster), else a V2 request's ``id``, else a new one; at most 128 characters."""
     return ((headers or {}).get(REQUEST_ID_HEADER) or given or uuid.uuid4().hex)[:128]
+
+
+@contextlib.contextmanager
+def failures_logged(
+    logs: ExperimentLogs | None, routing: Routing, role: str, version: str, started: float,
+    unit: str | None,
+) -> Iterator[None]:  # fmt: skip
+    """Answers a refused request (:class:`RequestError`) with a 400, and logs refused (400) and
+    failed (500) requests as exposures, so a report counts each variant's errors."""
+    try:
+        yield
+    except RequestError as err:
+        if logs is not None:
+            logs.exposure(routing, role, version, started, unit, 400)
+        raise InvalidInput(str(err)) from None
+    except Exception:
+        if logs is not None:
+            logs.exposure(routing, role, version, started, unit, 500)
+        raise
 
 
 class ExperimentLogs:

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import numpy as np
+import orjson
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from skewless.contract.spec import FeatureSpec
@@ -53,6 +54,25 @@ def check_content_type(headers: dict[str, str] | None) -> None:
     content_type = (headers or {}).get("content-type", "")
     if content_type and not media_type(headers).startswith((*JSON_TYPES, "application/grpc")):
         raise RequestError(f"unsupported content type {content_type!r}: send application/json")
+
+
+def json_object(payload: Any, headers: dict[str, str] | None) -> dict[str, Any]:
+    """A V1 request body as a JSON object, whatever form KServe handed it over in.
+
+    KServe decodes only an exact "application/json"; with parameters ("; charset=utf-8") the
+    body arrives as bytes. A JSON media type is JSON whatever its parameters.
+    """
+    check_content_type(headers)
+    if isinstance(payload, bytes | str):
+        if media_type(headers) not in JSON_TYPES:
+            raise RequestError("request body must be a JSON object")
+        try:
+            payload = orjson.loads(payload)
+        except orjson.JSONDecodeError as err:
+            raise RequestError(f"request body is not valid JSON: {err}") from None
+    if not isinstance(payload, dict):
+        raise RequestError(f"request body must be a JSON object, got {type(payload).__name__}")
+    return payload
 
 
 def experiment_unit(payload: Any, headers: dict[str, str] | None, field: str) -> str | None:

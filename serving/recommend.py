@@ -22,18 +22,22 @@ from typing import TYPE_CHECKING, Any
 
 import kserve
 import numpy as np
-import orjson
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import (
+    InferOutput,
+    InferRequest,
+    InferResponse,
+    to_http_parameters,
+)
 
 from skewless.contract.spec import FeatureSpec
+from skewless.serving.exposures import failures_logged
+from skewless.serving.exposures import request_id as new_request_id
 from skewless.serving.protocol import (
-    JSON_TYPES,
     REQUEST_ID_HEADER,
     VERSION_HEADER,
     check_content_type,
-    experiment_unit,
-    media_type,
+    json_object,
     v2_columns,
 )
 from skewless.serving.validation import RequestError, RequestValidator
@@ -95,22 +99,14 @@ class RecommendModel(kserve.Model):
         self, payload: Any, headers: dict[str, str] | None, validator: RequestValidator
     ) -> tuple[Any, int, int]:
         """The query request (shape checked), ``k`` and ``candidates``."""
-        check_content_type(headers)
         if isinstance(payload, InferRequest):
+            check_content_type(headers)
             params = payload.parameters or {}
+            if not isinstance(params, dict):  # gRPC: InferParameter messages
+                params = to_http_parameters(params)
             request = validator.shape_columns(v2_columns(payload), "inputs")
         else:
-            if isinstance(payload, bytes | str):
-                if media_type(headers) not in JSON_TYPES:
-                    raise RequestError("request body must be a JSON object")
-                try:
-                    payload = orjson.loads(payload)
-                except orjson.JSONDecodeError as err:
-                    raise RequestError(f"request body is not valid JSON: {err}") from None
-            if not isinstance(payload, dict):
-                raise RequestError(
-                    f"request body must be a JSON object, got {type(payload).__name__}"
-                )
+            payload = json_object(payload, headers)
             unknown = set(payload) - {"instances", "k", "candidates"}
             if unknown:
                 raise RequestError(
@@ -151,6 +147,8 @@ class RecommendModel(kserve.Model):
         tensors = {name: tf.constant(values) for name, values in columns.items()}
         probability = np.asarray(loaded.signature(**tensors)["probability"]).reshape(queries, depth)
         probability = np.where(valid, probability, -np.inf)
+        # An index may find fewer than asked (a tiny catalogue): answer only items it found.
+        k = min(k, int(valid.sum(axis=1).min()))
         best = np.argsort(-probability, axis=1, kind="stable")[:, :k]
         item_ids = retriever.catalogue[retriever.item_key].to_numpy()[flat].reshape(queries, depth)
         return (
@@ -173,34 +171,21 @@ class RecommendModel(kserve.Model):
                 "features name their side (docs/retrieval.md)"
             )
         started = time.perf_counter()
-        routing = ranking.routing
+        routing, role, loaded, unit = ranking.assign(payload, headers)
         logs = ranking.logs
-        unit = (
-            experiment_unit(payload, headers, ranking.config.unit_field)
-            if routing.candidate is not None or logs is not None
-            else None
-        )
-        role, loaded = routing.pick(unit)
         if loaded.retriever is None:  # a canary without a retrieval stage: production answers
             role, loaded = "production", routing.production
-        try:
+        with failures_logged(logs, routing, role, loaded.version, started, unit):
             assert loaded.retriever is not None and loaded.query_validator is not None
             request, k, candidates = self._parse(payload, headers, loaded.query_validator)
-            columns, errors = loaded.query_validator.check([request])
-            if errors[0] is not None:
-                raise RequestError(errors[0])
-            query = columns
+            query, (error,) = loaded.query_validator.check([request])
+            if error is not None:
+                raise RequestError(error)
             items, probability, similarity = await asyncio.to_thread(
                 self.recommend, loaded, query, k, candidates
             )
-        except RequestError as err:
-            if logs is not None:
-                logs.exposure(routing, role, loaded.version, started, unit, 400)
-            raise InvalidInput(str(err)) from None
         request_id = None
         if logs is not None:
-            from skewless.serving.exposures import request_id as new_request_id
-
             request_id = new_request_id(
                 headers, payload.id if isinstance(payload, InferRequest) else None
             )

@@ -38,8 +38,6 @@ from typing import Any
 
 import kserve
 import numpy as np
-import orjson
-from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest
 
 from skewless.contract.kinds import kind_of
@@ -55,17 +53,16 @@ from skewless.serving.app import (
     limit_app,
 )
 from skewless.serving.batching import DEFAULT_BATCH_ROWS, MicroBatcher
-from skewless.serving.exposures import NO_LOG, ExperimentLogs
+from skewless.serving.exposures import NO_LOG, ExperimentLogs, failures_logged
 from skewless.serving.exposures import request_id as new_request_id
 from skewless.serving.protocol import (
     BATCH_ROWS_HEADER,
-    JSON_TYPES,
     REQUEST_ID_HEADER,
     VERSION_HEADER,
     check_content_type,
     example_curl,
     experiment_unit,
-    media_type,
+    json_object,
     prediction_response,
     v2_columns,
 )
@@ -383,20 +380,10 @@ class RankingModel(kserve.Model):
         self, payload: Any, headers: dict[str, str] | None, validator: RequestValidator
     ) -> RawRequest:
         """The model-input columns of a V1 or V2 request, shape checked (values not yet)."""
-        check_content_type(headers)
         if isinstance(payload, InferRequest):
+            check_content_type(headers)
             return validator.shape_columns(v2_columns(payload), "inputs")
-        if isinstance(payload, bytes | str):
-            # KServe decodes only an exact "application/json"; with parameters ("; charset=utf-8")
-            # the body arrives as bytes. A JSON media type is JSON whatever its parameters.
-            if media_type(headers) not in JSON_TYPES:
-                raise RequestError("request body must be a JSON object")
-            try:
-                payload = orjson.loads(payload)
-            except orjson.JSONDecodeError as err:
-                raise RequestError(f"request body is not valid JSON: {err}") from None
-        if not isinstance(payload, dict):
-            raise RequestError(f"request body must be a JSON object, got {type(payload).__name__}")
+        payload = json_object(payload, headers)
         if "instances" in payload and "inputs" in payload:
             raise RequestError("request has both 'instances' and 'inputs': send one of them")
         if "instances" in payload:
@@ -404,6 +391,23 @@ class RankingModel(kserve.Model):
         if "inputs" in payload:
             return validator.shape_columns(payload["inputs"], "inputs")
         raise RequestError("request needs 'instances' (a list of rows) or 'inputs' (columns)")
+
+    def assign(
+        self, payload: Any, headers: dict[str, str] | None
+    ) -> tuple[Routing, str, LoadedVersion, str | None]:
+        """The routing now, the role and version that answer this request, and its unit.
+
+        The unit matters only to a canary's assignment and to the exposure log, so it is read
+        only when one of them is there.
+        """
+        routing = self.routing  # read once: a swap mid-request must not mix versions
+        unit = (
+            experiment_unit(payload, headers, self.config.unit_field)
+            if routing.candidate is not None or self.logs is not None
+            else None
+        )
+        role, loaded = routing.pick(unit)
+        return routing, role, loaded, unit
 
     async def predict(
         self,
@@ -415,30 +419,14 @@ class RankingModel(kserve.Model):
         started = time.perf_counter()
         if not await self.healthy():  # a worker still loading its copy waits, not refuses
             raise ModelLoadError(f"model {self.name!r} is not loaded in process {os.getpid()}")
-        routing = self.routing
+        routing, role, loaded, unit = self.assign(payload, headers)
         logs = self.logs
-        # The unit matters only to a canary's assignment and to the exposure log.
-        unit = (
-            experiment_unit(payload, headers, self.config.unit_field)
-            if routing.candidate is not None or logs is not None
-            else None
-        )
-        role, loaded = routing.pick(unit)
-        request: RawRequest | None = None
-        try:
+        with failures_logged(logs, routing, role, loaded.version, started, unit):
             request = self.raw_request(payload, headers, loaded.validator)
             # Values are checked with the rest of the batch, in one pass.
             probability, batch_rows, version = await self.batchers[role].submit(
                 request, request.rows
             )
-        except RequestError as err:
-            if logs is not None:
-                logs.exposure(routing, role, loaded.version, started, unit, 400)
-            raise InvalidInput(str(err)) from None
-        except Exception:
-            if logs is not None:
-                logs.exposure(routing, role, loaded.version, started, unit, 500)
-            raise
         request_id = None
         if logs is not None:
             request_id = new_request_id(

@@ -35,7 +35,10 @@ class Retriever:
         self.meta: dict[str, Any] = json.loads((folder / META_FILE).read_text())
         self.item_key: str = self.meta["item_key"]
         self.query_features: list[str] = self.meta["query_features"]
-        self.catalogue = pd.read_parquet(folder / CATALOGUE_FILE)
+        catalogue = pd.read_parquet(folder / CATALOGUE_FILE)
+        # The ranker's raw numeric inputs are float32, whatever width the catalogue was saved at.
+        numeric = [c for c in catalogue.columns if pd.api.types.is_numeric_dtype(catalogue[c])]
+        self.catalogue = catalogue.astype(dict.fromkeys(numeric, np.float32))
         self.index = ann.load(folder)
         self._embeddings_path = folder / EMBEDDINGS_FILE
         self._signature = tf.saved_model.load(str(folder / QUERY_DIRNAME)).signatures[SIGNATURE]
