@@ -85,7 +85,7 @@ def fit_towers(
     validation: dict[str, np.ndarray] | None = None,
     correct_popularity: bool = True,
 ) -> dict[str, list[float]]:
-    """Trains both towers on positive rows; returns the mean loss per epoch.
+    """Trains both towers on positive rows; returns the mean loss (and held-out loss) per epoch.
 
     With ``validation`` (held-out positives), training stops when their loss has not improved
     for ``hparams.patience`` epochs and keeps the best epoch's weights, as the ranker's early
