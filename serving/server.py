@@ -484,6 +484,12 @@ def serve(
         allow_model_management: Answer the V2 model repository's load and unload (REST and
             gRPC); off by default, since anyone who reaches the port could unload the model.
     """
+    from skewless.serving.recommend import RECOMMEND_NAME, RecommendModel
+
+    if name == RECOMMEND_NAME:
+        raise ModelLoadError(
+            f"model name {name!r} is reserved for the two-stage endpoint; pick another --name"
+        )
     configure_logging(access_log=access_log, log_format=log_format)
     if registry is not None:
         ranking = RankingModel(name, None, config, registry=registry)
@@ -503,11 +509,5 @@ def serve(
         server.model_repository_extension = ReadOnlyRepository(server.registered_models)
     models: list[kserve.Model] = [ranking]
     if ranking.routing.production.retriever is not None:
-        from skewless.serving.recommend import RECOMMEND_NAME, RecommendModel
-
-        if name == RECOMMEND_NAME:
-            raise ValueError(
-                f"model name {name!r} is taken by the two-stage endpoint; pick another"
-            )
         models.append(RecommendModel(ranking))
     server.start(models)

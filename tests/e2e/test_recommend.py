@@ -8,7 +8,7 @@ a canary moves both stages at once.
 
 from __future__ import annotations
 
-import json  # noqa: F401
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -158,3 +158,15 @@ def test_the_simulator_plays_the_two_stage_path(trained, tmp_path):
     clicks = list(read_records(feedback_path(log), what="feedback")) if result["clicks"] else []
     assert len(clicks) == result["clicks"]
     assert {c["request_id"] for c in clicks} <= {r["request_id"] for r in exposures}
+
+
+def test_the_endpoints_name_is_reserved(trained):
+    from support import SKEWLESS
+
+    completed = subprocess.run(
+        [*SKEWLESS, "serve", "--model", trained["model_dir"], "--name", "recommend"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert completed.returncode != 0
+    assert "reserved for the two-stage endpoint" in completed.stderr
+    assert "Traceback" not in completed.stderr
