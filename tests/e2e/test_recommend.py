@@ -8,6 +8,7 @@ a canary moves both stages at once.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -142,13 +143,19 @@ def test_a_canary_moves_retrieval_and_ranking_together(trained, shuffled_model, 
 
 
 def test_the_simulator_plays_the_two_stage_path(trained, tmp_path):
+    from support import SKEWLESS
+
     from skewless.experiments.logs import feedback_path, read_records
-    from skewless.experiments.simulate import simulate
 
     log = tmp_path / "requests.jsonl"
     with serving(trained["model_dir"], "--request-log", str(log)) as server:
-        result = simulate(server["http"], units=15, requests=30, seed=3, candidates=50,
-                          recommend=True)  # fmt: skip
+        completed = subprocess.run(
+            [*SKEWLESS, "simulate", "--endpoint", server["http"], "--units", "15", "--requests",
+             "30", "--seed", "3", "--candidates", "50", "--recommend", "--json"],
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout)
     assert result["requests"] == 30
     (group,) = result["versions"].values()
     assert group["requests"] == 30 and 0 < group["expected_click_rate"] < 1
