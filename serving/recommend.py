@@ -150,7 +150,7 @@ class RecommendModel(kserve.Model):
         # An index may find fewer than asked (a tiny catalogue): answer only items it found.
         k = min(k, int(valid.sum(axis=1).min()))
         best = np.argsort(-probability, axis=1, kind="stable")[:, :k]
-        item_ids = retriever.catalogue[retriever.item_key].to_numpy()[flat].reshape(queries, depth)
+        item_ids = items[retriever.item_key].to_numpy().reshape(queries, depth)
         return (
             np.take_along_axis(item_ids, best, axis=1),
             np.take_along_axis(probability, best, axis=1),

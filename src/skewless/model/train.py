@@ -26,7 +26,7 @@ import tensorflow as tf
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec
 from skewless.data.ingest import read_column_batches
 from skewless.model.hparams import HParams
-from skewless.model.transform import analysis_columns, id_space, raw_feature_spec
+from skewless.model.transform import analysis_columns, id_space, raw_feature_spec, raw_signature
 
 MODEL_DIRNAME = "model"
 SIGNATURE_RAW = "serving_default"
@@ -276,12 +276,8 @@ def export_model(
 ) -> Path:
     """Writes the SavedModel with the transform graph and both serving signatures."""
     module = _ServingModule(model, tft_output, spec)
-    raw_signature = {
-        name: tf.TensorSpec([None], parsed.dtype, name=name)
-        for name, parsed in module.raw_spec.items()
-    }
 
-    @tf.function(input_signature=[raw_signature])
+    @tf.function(input_signature=[raw_signature(spec)])
     def serve_raw(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return module.predict_raw(features)
 

@@ -38,6 +38,16 @@ def raw_feature_spec(spec: FeatureSpec, *, with_label: bool = True) -> dict[str,
     return out
 
 
+def raw_signature(spec: FeatureSpec, names: list[str] | None = None) -> dict[str, tf.TensorSpec]:
+    """A serving signature's inputs: one named ``[batch]`` tensor per raw model input (``names``
+    picks some, as a retrieval tower's signature takes one side)."""
+    parsed = raw_feature_spec(spec, with_label=False)
+    return {
+        name: tf.TensorSpec([None], parsed[name].dtype, name=name)
+        for name in (parsed if names is None else names)
+    }
+
+
 def analysis_columns(spec: FeatureSpec) -> list[str]:
     """Raw columns the transform reads (model inputs and the label)."""
     return [*(f.name for f in spec.model_inputs), spec.label.name]

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from skewless.contract.spec import FeatureSpec
+from skewless.retrieval.index import exact_search
 from skewless.retrieval.retriever import Retriever
 
 RECALL_KS = (10, 100, 500)
@@ -55,11 +56,14 @@ def recall_metrics(
     frame = frame[frame[label] > 0.5].head(max_queries)
     targets = frame[key].map(retriever.row_of_item).fillna(-2).to_numpy(dtype=np.int64)
     depth = min(max(ks), len(retriever.catalogue))
-    queries = {name: frame[name].to_numpy() for name in retriever.query_features}
-    model_rows, _ = retriever.retrieve(queries, depth) if len(frame) else (np.zeros((0, depth)), 0)
-    exact_rows, _ = (
-        retriever.retrieve(queries, depth, exact=True) if len(frame) else (np.zeros((0, depth)), 0)
-    )
+    model_rows = exact_rows = np.zeros((0, depth), dtype=np.int64)
+    if len(frame):
+        # One embedding of the queries, searched two ways: the index as served, and exactly.
+        vectors = retriever.embed(
+            {name: frame[name].to_numpy() for name in retriever.query_features}
+        )
+        model_rows = retriever.index.search(vectors, depth)[0]
+        exact_rows = exact_search(retriever.embeddings, vectors, depth)[0]
 
     train = pd.read_parquet(train_data, columns=[key, label])
     counts = train.loc[train[label] > 0.5, key].value_counts()

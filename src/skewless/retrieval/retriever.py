@@ -7,6 +7,7 @@ index -> catalogue rows.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,11 @@ class Retriever:
         numeric = [c for c in catalogue.columns if pd.api.types.is_numeric_dtype(catalogue[c])]
         self.catalogue = catalogue.astype(dict.fromkeys(numeric, np.float32))
         self.index = ann.load(folder)
-        self._embeddings_path = folder / EMBEDDINGS_FILE
+        self._folder = folder
         self._signature = tf.saved_model.load(str(folder / QUERY_DIRNAME)).signatures[SIGNATURE]
         self._dtypes = {
             name: spec.dtype for name, spec in self._signature.structured_input_signature[1].items()
         }
-        self.row_of_item = {item: row for row, item in enumerate(self.catalogue[self.item_key])}
 
     def embed(self, queries: dict[str, np.ndarray]) -> np.ndarray:
         """Query embeddings ``[q, dim]`` for raw query features (one array per feature)."""
@@ -57,24 +57,21 @@ class Retriever:
         }
         return self._signature(**features)["embedding"].numpy()
 
-    def retrieve(
-        self, queries: dict[str, np.ndarray], n: int, *, exact: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Catalogue rows and similarity scores of the ``n`` best items per query.
+    def retrieve(self, queries: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Catalogue rows and similarity scores of the ``n`` best items per query, from the index.
 
         Args:
             queries: Raw query features, one array per feature.
             n: Candidates per query (at most the catalogue's size).
-            exact: Brute-force search over the embeddings instead of the index (evaluation).
         """
-        vectors = self.embed(queries)
-        if exact:
-            return ann.exact_search(self.embeddings, vectors, n)
-        return self.index.search(vectors, n)
+        return self.index.search(self.embed(queries), n)
 
-    @property
+    @functools.cached_property
     def embeddings(self) -> np.ndarray:
-        """The item embeddings (loaded on first use; serving needs only the index)."""
-        if not hasattr(self, "_embeddings"):
-            self._embeddings = np.load(self._embeddings_path)
-        return self._embeddings
+        """The item embeddings, for exact search (evaluation); serving needs only the index."""
+        return np.load(self._folder / EMBEDDINGS_FILE)
+
+    @functools.cached_property
+    def row_of_item(self) -> dict[Any, int]:
+        """Catalogue row of each item id (evaluation; built on first use, not at server start)."""
+        return {item: row for row, item in enumerate(self.catalogue[self.item_key])}

@@ -38,7 +38,7 @@ import tensorflow as tf
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec
 from skewless.model.hparams import HParams
 from skewless.model.train import embed_features, model_inputs
-from skewless.model.transform import raw_feature_spec
+from skewless.model.transform import raw_signature
 from skewless.retrieval import index as ann
 from skewless.retrieval.artifact import (
     CANDIDATE_DIRNAME,
@@ -100,13 +100,17 @@ def fit_towers(
         validation: Transformed features of held-out positive rows.
         correct_popularity: Apply the log-Q correction (off only to measure what it buys).
     """
-    ids = positives[item_key].astype(np.int64)
-    counts = np.bincount(ids)
     batch = hparams.retrieval_batch_size
-    # Expected times each item appears among a batch's negatives: B * Q(item) in the batch.
-    log_q = np.log(batch * counts[ids] / len(ids)).astype(np.float32)
-    if not correct_popularity:
-        log_q = np.zeros_like(log_q)
+
+    def log_q_of(ids: np.ndarray) -> np.ndarray:
+        """Log of the times each row's item is expected among a batch's negatives: B * Q(item),
+        Q estimated from the rows' own item frequencies (zeros without the correction)."""
+        if not correct_popularity:
+            return np.zeros(len(ids), dtype=np.float32)
+        return np.log(batch * np.bincount(ids)[ids] / len(ids)).astype(np.float32)
+
+    ids = positives[item_key].astype(np.int64)
+    log_q = log_q_of(ids)
     query_inputs = _subset(positives, list(query.input))
     item_inputs = _subset(positives, list(candidate.input))
     # One row per distinct item, for the uniform negatives.
@@ -164,11 +168,7 @@ def fit_towers(
     held_out = None
     if validation is not None and len(validation[item_key]) >= 2:
         v_ids = validation[item_key].astype(np.int64)
-        v_counts = np.bincount(v_ids, minlength=len(counts))
-        # The held-out rows' own batch frequencies: the same correction as in training.
-        v_log_q = np.log(batch * np.maximum(v_counts[v_ids], 1) / len(v_ids)).astype(np.float32)
-        if not correct_popularity:
-            v_log_q = np.zeros_like(v_log_q)
+        v_log_q = log_q_of(v_ids)  # the held-out rows' own frequencies, as in training
         held_out = tf.data.Dataset.from_tensor_slices(
             (_subset(validation, list(query.input)), _subset(validation, list(candidate.input)),
              v_ids, v_log_q)
@@ -223,18 +223,13 @@ class _TowerModule(tf.Module):
         return self.tower(model_inputs(self.tft_layer(features), self.input_names), training=False)
 
 
-def _raw_signature(spec: FeatureSpec, names: list[str]) -> dict[str, tf.TensorSpec]:
-    parsed = raw_feature_spec(spec, with_label=False)
-    return {name: tf.TensorSpec([None], parsed[name].dtype, name=name) for name in names}
-
-
 def export_tower(
     tower: tf.keras.Model, tft_output: Any, spec: FeatureSpec, names: list[str], export_dir: Path
 ) -> Path:
     """Writes a tower's SavedModel: its side's raw features -> ``embedding``."""
     module = _TowerModule(tower, tft_output)
 
-    @tf.function(input_signature=[_raw_signature(spec, names)])
+    @tf.function(input_signature=[raw_signature(spec, names)])
     def serve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return {"embedding": module.embed(features)}
 
