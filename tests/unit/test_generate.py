@@ -33,7 +33,19 @@ def test_csv_and_parquet_hold_the_same_rows(tmp_path: Path):
         generate.write_dataset(1_000, 3, tmp_path / "d.csv", show_progress=False),
         keep_default_na=False,
     )
+    csv["event_timestamp"] = pd.to_datetime(csv["event_timestamp"], utc=True)
     pd.testing.assert_frame_equal(parquet, csv, check_dtype=False)
+
+
+def test_event_times_agree_with_the_context_and_advance_a_week_per_chunk(monkeypatch):
+    monkeypatch.setattr(generate, "CHUNK_ROWS", 500)
+    rows = pd.concat(generate.iter_chunks(1_500, 4), ignore_index=True)
+    times = rows["event_timestamp"]
+    assert str(times.dt.tz) == "UTC"
+    assert (times.dt.hour == rows["hour"]).all()
+    assert (times.dt.day_name().str[:3] == rows["weekday"]).all()
+    week = (times - pd.Timestamp(generate.EPOCH, tz="UTC")).dt.days // 7
+    assert week.tolist() == [0] * 500 + [1] * 500 + [2] * 500
 
 
 def test_chunks_are_a_prefix_of_longer_runs(monkeypatch):

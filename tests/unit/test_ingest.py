@@ -114,6 +114,34 @@ def test_each_corruption_is_quarantined_with_its_reason(tmp_path: Path):
     assert clean["age"].dtype == np.float32 and clean["clicked"].dtype == np.int64
 
 
+def test_event_times_are_parsed_to_utc_and_bad_ones_quarantined(tmp_path: Path):
+    spec = load_spec_text(
+        "features:\n  id: {kind: key}\n  at: {kind: timestamp}\n  x: {kind: numeric}\n"
+        "  y: {kind: label}\n"
+    )
+    raw = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d", "e", "f"],
+            "at": ["2026-01-05T14:03:00Z", "2026-01-05 16:03:00+02:00", "2026-01-05T14:03:00",
+                   "1767621780", "yesterday", ""],
+            "x": [1.0] * 6,
+            "y": [0, 1, 0, 1, 0, 1],
+        }
+    )  # fmt: skip
+    raw.to_csv(tmp_path / "raw.csv", index=False)
+    summary = ingest(tmp_path / "raw.csv", spec, tmp_path / "out", max_quarantine_fraction=1.0)
+    assert summary.summary["reason_counts"] == {
+        "at: not an ISO 8601 time or seconds since the epoch": 1,
+        "at: missing required value": 1,
+    }
+    clean = pd.concat(
+        [pd.read_parquet(tmp_path / "out" / f"{s}.parquet") for s in ("train", "eval")]
+    ).set_index("id")
+    assert str(clean["at"].dtype) == "datetime64[us, UTC]"
+    # An offset, no offset (UTC) and epoch seconds all name the same instant.
+    assert set(clean["at"]) == {pd.Timestamp("2026-01-05T14:03:00Z")}
+
+
 def test_parquet_nulls_nan_and_wrong_types(tmp_path: Path):
     good = 12
     table = pa.table(

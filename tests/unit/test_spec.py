@@ -111,6 +111,16 @@ def test_minimal_spec_defaults():
             "unknown top-level key(s) ['extra']",
         ),
         ("features:\n  1bad: {kind: numeric}\n  y: {kind: label}\n", "must be a valid identifier"),
+        (
+            "features:\n  a: {kind: numeric}\n  t: {kind: timestamp}\n  u: {kind: timestamp}\n"
+            "  y: {kind: label}\n",
+            "at most one feature of kind 'timestamp', found ['t', 'u']",
+        ),
+        (
+            "features:\n  a: {kind: numeric}\n  t: {kind: timestamp, required: false}\n"
+            "  y: {kind: label}\n",
+            "features.t.required: a timestamp feature cannot be optional",
+        ),
         ("features: [a, b]\n", "'features' must be a non-empty mapping"),
         ("features: {a: [\n", "is not valid YAML"),
     ],

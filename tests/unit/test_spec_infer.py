@@ -67,6 +67,26 @@ def test_integer_ids_blanks_and_free_text_get_kinds_and_defaults(tmp_path):
     assert not price.required and price.default == frame["price"].median()
 
 
+def test_the_first_time_column_is_the_event_time(tmp_path):
+    rows = 60
+    start = pd.Timestamp("2026-03-01", tz="UTC")
+    frame = pd.DataFrame(
+        {
+            "seen": [(start + pd.Timedelta(minutes=7 * i)).isoformat() for i in range(rows)],
+            "shipped": pd.date_range(start, periods=rows, freq="h"),  # a second time column
+            "x": [float(i % 13) for i in range(rows)],
+            "label": [i % 2 for i in range(rows)],
+        }
+    )
+    data = tmp_path / "data.csv"
+    frame.to_csv(data, index=False)
+    draft = infer_spec(data, label="label")
+    spec = load_spec_text(draft)
+    assert spec.event_time is not None and spec.event_time.name == "seen"
+    assert "shipped" not in spec.features
+    assert "a second time column (the first is the event time)" in draft
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -5,6 +5,8 @@ column; the user reviews the YAML (each feature carries a comment with what was 
 runs with it. The rules, in order, for each column:
 
 * the ``--label`` column is the label (it must hold only 0/1 or true/false) and ``--key`` the key;
+* the first column of timestamps (Parquet) or ISO 8601 date-times (text) is the event time
+  (``kind: timestamp``); later ones are left out;
 * numbers: whole numbers with at most :data:`CODE_DOMAIN` distinct values are a categorical (an
   hour, a month, an area code); other numbers are numeric, ``log``-scaled when non-negative and
   heavy-tailed, with ``min: 0`` when no value is negative;
@@ -108,6 +110,19 @@ def _numbers(present: pd.Series) -> np.ndarray | None:
     return values
 
 
+def _times(present: pd.Series) -> pd.Series | None:
+    """The values as UTC times when the column holds timestamps or ISO 8601 date-times."""
+    if pd.api.types.is_datetime64_any_dtype(present):
+        return pd.to_datetime(present, utc=True)
+    if pd.api.types.is_numeric_dtype(present):
+        return None
+    text = present.astype(str).str.strip()
+    if not text.str.match(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}").all():
+        return None
+    times = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    return None if times.isna().any() else times
+
+
 def _label_values(present: pd.Series) -> bool:
     text = set(present.astype(str).str.strip().str.lower())
     return text <= {"0", "1", "0.0", "1.0", "true", "false"}
@@ -129,6 +144,12 @@ def _feature(name: str, column: pd.Series) -> tuple[dict[str, Any] | None, str]:
     if pd.api.types.is_bool_dtype(column):
         return None, "boolean column; store it as 0/1 to use it as a number"
     options: dict[str, Any]
+    times = _times(present)
+    if times is not None:
+        note = f"times {times.min():%Y-%m-%d %H:%M} .. {times.max():%Y-%m-%d %H:%M} UTC, {share}"
+        if blank.any():
+            return None, f"{note}: an event time cannot be blank"
+        return {"kind": "timestamp"}, note
     numbers = _numbers(present)
     distinct = int(present.astype(str).nunique())
     if numbers is not None:
@@ -214,6 +235,9 @@ def infer_spec(
             notes[name] = "row key: hashed to split train from eval"
             continue
         options, note = _feature(name, column)
+        if options is not None and options["kind"] == "timestamp":
+            if any(f["kind"] == "timestamp" for f in features.values()):
+                options, note = None, f"{note}: a second time column (the first is the event time)"
         if options is None:
             skipped.append(f"{name}: {note}")
             continue

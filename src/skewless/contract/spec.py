@@ -204,6 +204,11 @@ class FeatureSpec:
         return next((f for f in self.features.values() if f.kind == "key"), None)
 
     @property
+    def event_time(self) -> Feature | None:
+        """The row's event time (``kind: timestamp``), if any: the feature store's clock."""
+        return next((f for f in self.features.values() if f.kind == "timestamp"), None)
+
+    @property
     def model_inputs(self) -> list[Feature]:
         """Features that feed the model, in spec order."""
         return [f for f in self.features.values() if f.is_model_input]
@@ -221,6 +226,11 @@ class FeatureSpec:
     def item_key(self) -> Feature | None:
         """The item-side id feature that names a catalogue item; set when retrieval is on."""
         return next((f for f in self.on_side("item") if f.kind == "id"), None)
+
+    @property
+    def user_key(self) -> Feature | None:
+        """The first user-side id feature: the feature store's user entity."""
+        return next((f for f in self.on_side("user") if f.kind == "id"), None)
 
     @property
     def has_retrieval(self) -> bool:
@@ -322,6 +332,9 @@ def parse_spec(document: Any) -> FeatureSpec:
     keys = [f.name for f in features.values() if f.kind == "key"]
     if len(keys) > 1:
         raise SpecError(f"spec allows at most one feature of kind 'key', found {keys}")
+    times = [f.name for f in features.values() if f.kind == "timestamp"]
+    if len(times) > 1:
+        raise SpecError(f"spec allows at most one feature of kind 'timestamp', found {times}")
     if not any(f.is_model_input for f in features.values()):
         raise SpecError("spec has no model input (numeric, categorical, tags, text or id feature)")
     _check_sides(features)
@@ -417,7 +430,7 @@ def _parse_feature(name: Any, options: Any) -> Feature:
     required = options.get("required", True)
     if not isinstance(required, bool):
         raise SpecError(f"{where}.required must be true or false, got {required!r}")
-    if kind in ("label", "key") and not required:
+    if kind in ("label", "key", "timestamp") and not required:
         raise SpecError(f"{where}.required: a {kind} feature cannot be optional")
     is_slice = options.get("slice", False)
     if not isinstance(is_slice, bool):

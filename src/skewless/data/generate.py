@@ -52,6 +52,9 @@ ADJECTIVES = ("classic", "modern", "compact", "deluxe", "essential", "smart", "v
 KEYWORDS = {"sale": 0.7, "bestseller": 0.45, "refurbished": -0.6}
 KEYWORD_RATES = {"sale": 0.15, "bestseller": 0.10, "refurbished": 0.08}
 NOUNS_PER_CATEGORY = 3
+# Event time: chunk k of the data is week k after EPOCH (a Monday), and each impression falls in
+# its weekday and hour, so the timestamp agrees with the context features.
+EPOCH = np.datetime64("2026-01-05T00:00:00", "us")
 BASE_LOGIT = -1.6
 AFFINITY_WEIGHT = 2.4
 PRICE_CENTER = 3.4
@@ -239,9 +242,27 @@ def generate_chunk(world: World, seed: int, chunk_index: int, rows: int) -> pd.D
     prob = 1.0 / (1.0 + np.exp(-logit))
     clicked = (rng.random(rows) < prob).astype(np.int64)
     features.insert(0, "event_id", [f"e{n:010d}" for n in range(first_row, first_row + rows)])
+    features.insert(1, "event_timestamp", event_times(chunk_index, weekday, hour, rng))
     features["clicked"] = clicked
     features["true_click_prob"] = prob.round(6)
     return features
+
+
+def event_times(
+    week: int, weekday: np.ndarray, hour: np.ndarray, rng: np.random.Generator
+) -> pd.Series:
+    """UTC event times: week ``week`` after :data:`EPOCH`, on each row's weekday and hour, at a
+    random microsecond of that hour (drawn after everything else, so the other columns do not
+    depend on it)."""
+    offset_us = rng.integers(0, 3_600_000_000, len(hour))
+    days = week * 7 + np.asarray(weekday, dtype=np.int64)
+    times = (
+        EPOCH
+        + days.astype("timedelta64[D]")
+        + np.asarray(hour, dtype=np.int64).astype("timedelta64[h]")
+        + offset_us.astype("timedelta64[us]")
+    )
+    return pd.Series(pd.to_datetime(times, utc=True))
 
 
 def impressions(
