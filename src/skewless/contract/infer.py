@@ -235,9 +235,9 @@ def infer_spec(
             notes[name] = "row key: hashed to split train from eval"
             continue
         options, note = _feature(name, column)
-        if options is not None and options["kind"] == "timestamp":
-            if any(f["kind"] == "timestamp" for f in features.values()):
-                options, note = None, f"{note}: a second time column (the first is the event time)"
+        seen_time = any(f["kind"] == "timestamp" for f in features.values())
+        if options is not None and options["kind"] == "timestamp" and seen_time:
+            options, note = None, f"{note}: a second time column (the first is the event time)"
         if options is None:
             skipped.append(f"{name}: {note}")
             continue
