@@ -35,6 +35,32 @@ def ingest(
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
+def materialize(
+    ingested: Input[Dataset],
+    spec_yaml: str,
+    feature_repo: str,
+    feature_summary: Output[Artifact],
+    feature_metrics: Output[Metrics],
+):
+    """Writes the feature store (Feast): offline tables, feature views, the online store.
+
+    Skipped (and says so) when ``feature_repo`` is empty or the spec has no event time and no
+    side with an id; then requests must carry every raw feature.
+    """
+    import json
+
+    from skewless.contract.spec import load_spec_text
+    from skewless.features.materialize import materialize as run_materialize
+
+    summary = run_materialize(ingested.path, load_spec_text(spec_yaml), feature_repo)
+    with open(feature_summary.path, "w") as out:
+        json.dump(summary, out, indent=1)
+    feature_metrics.log_metric("materialized", summary["materialized"])
+    for name, rate in summary.get("point_in_time_mismatch", {}).items():
+        feature_metrics.log_metric(f"mismatch_{name}", rate)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def transform(
     ingested: Input[Dataset],
     spec_yaml: str,

@@ -1,4 +1,5 @@
-"""The ranking pipeline: ingest -> transform -> train -> evaluate -> register -> (gate) -> deploy.
+"""The ranking pipeline: ingest -> materialize -> transform -> train -> evaluate -> register ->
+(gate) -> deploy. Materialize writes the feature store (Feast) that serving reads by id.
 
 The deploy step makes a passing model production, or (when one already serves) a canary taking
 ``canary_percent`` of requests until ``skewless promote``.
@@ -16,7 +17,15 @@ from pathlib import Path
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import PipelineTask
 
-from skewless.components.ranking import deploy, evaluate, ingest, register, train, transform
+from skewless.components.ranking import (
+    deploy,
+    evaluate,
+    ingest,
+    materialize,
+    register,
+    train,
+    transform,
+)
 from skewless.data.storage import MINIO_SECRET, MINIO_SECRET_ENV
 
 PIPELINE_NAME = "skewless-ranking"
@@ -52,6 +61,7 @@ def ranking_pipeline(
     deploy_target: str = "local",
     kserve_namespace: str = "kubeflow",
     kserve_mode: str = "Standard",
+    feature_repo: str = "",
 ):
     """Trains, evaluates and (if the gate passes) deploys a ranking model.
 
@@ -75,11 +85,17 @@ def ranking_pipeline(
             create/patch the InferenceService and wait for Ready).
         kserve_namespace: Namespace of the InferenceService.
         kserve_mode: KServe deployment mode, "Standard" or "Knative".
+        feature_repo: Feature store (Feast repository) the materialize step writes: offline
+            tables, feature views and the online store that ``skewless serve --feature-store``
+            reads; empty skips it (docs/feature-store.md).
     """
     ingest_task = ingest(
         data_uri=data_uri, spec_yaml=spec_yaml, max_quarantine_fraction=max_quarantine_fraction
     )
     _reads_object_store(ingest_task)
+    materialize_task = materialize(
+        ingested=ingest_task.outputs["ingested"], spec_yaml=spec_yaml, feature_repo=feature_repo
+    )
     transform_task = transform(
         ingested=ingest_task.outputs["ingested"], spec_yaml=spec_yaml, beam_args=beam_args
     )
@@ -88,7 +104,7 @@ def ranking_pipeline(
         transform_graph=transform_task.outputs["transform_graph"],
         spec_yaml=spec_yaml,
         hparams=hparams,
-    )
+    ).after(materialize_task)
     evaluate_task = evaluate(
         model=train_task.outputs["model"],
         ingested=ingest_task.outputs["ingested"],

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from kserve.errors import InvalidInput
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
+from skewless.features.store import StoreUnavailable
 from skewless.serving.protocol import media_type
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ def limit_app(max_body_mb: float) -> None:
 
     app.max_body_size = int(max_body_mb * 1024 * 1024)
     app.add_exception_handler(RequestValidationError, _schema_error)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     if not any(m.cls is BinaryHeaderCheck for m in app.user_middleware):
         app.add_middleware(BinaryHeaderCheck)
     app.openapi_url = None
@@ -61,6 +63,15 @@ def add_feedback_route(model: RankingModel) -> None:
 
     _drop_routes(app, {FEEDBACK_PATH})
     app.add_api_route(FEEDBACK_PATH, feedback, methods=["POST"], include_in_schema=False)
+
+
+async def _store_unavailable(request: Any, error: Exception) -> Any:
+    """The feature store cannot be read: 503 with a retry hint, never an answer without it."""
+    from fastapi.responses import ORJSONResponse
+
+    return ORJSONResponse(
+        status_code=503, content={"error": str(error)[:500]}, headers={"Retry-After": "1"}
+    )
 
 
 async def _schema_error(request: Any, error: Exception) -> Any:

@@ -150,11 +150,26 @@ def example_row(spec: FeatureSpec) -> dict[str, Any]:
     return row
 
 
-def example_curl(name: str, http_port: int, spec: FeatureSpec) -> str:
-    """A ready-to-paste curl command for the V1 predict endpoint."""
-    body = json.dumps({"instances": [example_row(spec)]})
-    return (
+def example_curl(
+    name: str,
+    http_port: int,
+    spec: FeatureSpec,
+    *,
+    by_id: dict[str, str] | None = None,
+    looked_up: frozenset[str] = frozenset(),
+) -> str:
+    """A ready-to-paste curl command for the V1 predict endpoint; with ``by_id`` (ids the
+    feature store knows) a second one that sends only ids and context."""
+    url = f"http://localhost:{http_port}/v1/models/{name}:predict"
+    curl = "curl -s -H 'Content-Type: application/json'"
+    text = (
         f"\nserving model {name!r} on http://localhost:{http_port} (Ctrl-C to stop). Try:\n\n"
-        f"curl -s -H 'Content-Type: application/json' "
-        f"http://localhost:{http_port}/v1/models/{name}:predict -d '{body}'\n"
+        f"{curl} {url} -d '{json.dumps({'instances': [example_row(spec)]})}'\n"
     )
+    if by_id:
+        row = {k: v for k, v in example_row(spec).items() if k not in looked_up} | by_id
+        text += (
+            f"\nor send only ids and context (the rest is read from the feature store):\n\n"
+            f"{curl} -i {url} -d '{json.dumps({'instances': [row]})}'\n"
+        )
+    return text

@@ -55,6 +55,7 @@ from skewless.serving.app import (
 from skewless.serving.batching import DEFAULT_BATCH_ROWS, MicroBatcher
 from skewless.serving.exposures import NO_LOG, ExperimentLogs, failures_logged
 from skewless.serving.exposures import request_id as new_request_id
+from skewless.serving.lookup import LOOKED_UP_HEADER, FeatureLookup
 from skewless.serving.protocol import (
     BATCH_ROWS_HEADER,
     REQUEST_ID_HEADER,
@@ -130,6 +131,9 @@ class ServingConfig:
             for a canary, unless the ``x-experiment-unit`` header names one.
         item_field: The feature naming the item of each row (logged with its score).
         log_max_mb: Size past which the exposure and feedback logs rotate (nothing is deleted).
+        feature_store: A feature repository (the pipeline's materialize step writes one):
+            requests may leave out the user and item features it holds
+            (:mod:`skewless.serving.lookup`).
     """
 
     max_request_rows: int = DEFAULT_MAX_BATCH
@@ -141,6 +145,7 @@ class ServingConfig:
     unit_field: str = DEFAULT_UNIT_FIELD
     item_field: str = DEFAULT_ITEM_FIELD
     log_max_mb: float = DEFAULT_LOG_MAX_MB
+    feature_store: str | None = None
 
 
 class RankingModel(kserve.Model):
@@ -173,6 +178,7 @@ class RankingModel(kserve.Model):
         self.registry_locator = str(registry) if registry is not None else None
         self.registry: Registry | None = None  # opened by load(), in each process
         self.config = config or ServingConfig()
+        self.lookup: FeatureLookup | None = None  # opened by load() with a feature store
         self._loaded = threading.Event()  # set by load(); the work happens there, as in KServe
 
     def _traffic(self) -> Traffic:
@@ -208,14 +214,17 @@ class RankingModel(kserve.Model):
                 f"{model_dir}: not a SavedModel TensorFlow can load ({reason})"
             ) from None
         spec = model_spec(model_dir)
-        validator = RequestValidator(spec, max_batch=self.config.max_request_rows)
+        lookup = self.lookup.fields if self.lookup is not None else frozenset()
+        validator = RequestValidator(spec, max_batch=self.config.max_request_rows, lookup=lookup)
         retriever = query_validator = None
         if has_retrieval(model_dir):
             from skewless.retrieval.retriever import Retriever
             from skewless.serving.recommend import MAX_QUERIES, query_spec
 
             retriever = Retriever(model_dir)
-            query_validator = RequestValidator(query_spec(spec), max_batch=MAX_QUERIES)
+            query_validator = RequestValidator(
+                query_spec(spec), max_batch=MAX_QUERIES, lookup=lookup
+            )
         loaded = LoadedVersion(
             label, model_dir, saved_model, saved_model.signatures["serving_default"], validator,
             retriever, query_validator,
@@ -248,6 +257,8 @@ class RankingModel(kserve.Model):
         # its copy of this model before its first request.
         limit_app(self.config.max_body_mb)
         self.registry = open_registry(self.registry_locator) if self.registry_locator else None
+        if self.config.feature_store:
+            self.lookup = FeatureLookup(self.config.feature_store)
         self.served = self._traffic()
         self.routing = self._route(self.served, None)
         # TensorFlow leaves hundreds of thousands of long-lived Python objects; a full GC pass
@@ -327,7 +338,7 @@ class RankingModel(kserve.Model):
         """Pickles settings only: a loaded SavedModel cannot cross processes."""
         state = dict(self.__dict__)
         for key in ("routing", "batchers", "logs", "served", "_loaded",
-                    "registry"):  # fmt: skip
+                    "registry", "lookup"):  # fmt: skip
             state.pop(key, None)
         state["ready"] = False
         return state
@@ -392,6 +403,15 @@ class RankingModel(kserve.Model):
             return validator.shape_columns(payload["inputs"], "inputs")
         raise RequestError("request needs 'instances' (a list of rows) or 'inputs' (columns)")
 
+    async def looked_up(
+        self, request: RawRequest, validator: RequestValidator
+    ) -> tuple[RawRequest, list[str]] | None:
+        """The request with the features it leaves out read from the feature store, and their
+        names (None without a feature store)."""
+        if self.lookup is None:
+            return None
+        return await asyncio.to_thread(self.lookup.fill, request, validator.spec)
+
     def assign(
         self, payload: Any, headers: dict[str, str] | None
     ) -> tuple[Routing, str, LoadedVersion, str | None]:
@@ -423,6 +443,11 @@ class RankingModel(kserve.Model):
         logs = self.logs
         with failures_logged(logs, routing, role, loaded.version, started, unit):
             request = self.raw_request(payload, headers, loaded.validator)
+            looked_up = await self.looked_up(request, loaded.validator)
+            if looked_up is not None:
+                request, names = looked_up
+                if response_headers is not None:
+                    response_headers[LOOKED_UP_HEADER] = ",".join(names)
             # Values are checked with the rest of the batch, in one pass.
             probability, batch_rows, version = await self.batchers[role].submit(
                 request, request.rows
@@ -498,7 +523,15 @@ def serve(
         ranking = RankingModel(name, resolve_model_dir(model), config)
     ranking.load()
     if announce:
-        print(example_curl(name, http_port, ranking.validator.spec), flush=True)
+        lookup = ranking.lookup
+        print(
+            example_curl(
+                name, http_port, ranking.validator.spec,
+                by_id=lookup.online.sample_ids() if lookup else None,
+                looked_up=lookup.fields if lookup else frozenset(),
+            ),
+            flush=True,
+        )  # fmt: skip
     server = kserve.ModelServer(
         http_port=http_port,
         grpc_port=grpc_port,

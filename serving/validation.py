@@ -55,15 +55,24 @@ class RawRequest:
 class RequestValidator:
     """Turns request payloads into validated, typed columns for the raw-feature signature."""
 
-    def __init__(self, spec: FeatureSpec, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        lookup: frozenset[str] = frozenset(),
+    ) -> None:
         """Reads the model inputs from ``spec``.
 
         Args:
             spec: The feature spec the model was trained with.
             max_batch: Largest accepted number of rows in one request.
+            lookup: Features a feature store supplies, so a request may leave them out
+                (:mod:`skewless.serving.lookup` fills them before the values are checked).
         """
         self.spec = spec
         self.max_batch = max_batch
+        self.lookup = lookup
         self.inputs = {f.name: f for f in spec.model_inputs}
         # Label, key and passthrough columns may ride along (clients often send whole rows).
         self.known = set(spec.column_names)
@@ -177,7 +186,7 @@ class RequestValidator:
         self._check_size(rows)
         columns: dict[str, Sequence[Any]] = {}
         for name, feature in self.inputs.items():
-            if name not in data and feature.required:
+            if name not in data and feature.required and name not in self.lookup:
                 raise RequestError(f"{where}.{name}: missing required field")
             columns[name] = list(data[name]) if name in data else [None] * rows
         return RawRequest(columns, rows, where, row_major=False)

@@ -97,6 +97,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(
         f"  gate: {'PROMOTED' if summary['deployed'] else 'REJECTED'}: {summary['gate']['reasons']}"
     )
+    feature_store = summary["feature_store"] or {}
+    if feature_store.get("materialized"):
+        print(f"  feature store: {feature_store['repository']} (requests may send only ids)")
     traffic = summary["traffic"]
     if summary["deployment"] == "canary":
         print(
@@ -113,12 +116,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from skewless.serving.server import ServingConfig, serve
 
     registry = Path(args.workdir) / "models" / "registry.db"
+    store = summary["feature_store"] or {}
     serve(
         registry=registry,
         name=args.model_name,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
-        config=ServingConfig(request_log=exposure_log_beside(registry)),
+        config=ServingConfig(
+            request_log=exposure_log_beside(registry),
+            feature_store=store.get("repository") if store.get("materialized") else None,
+        ),
         announce=True,
     )
     return 0

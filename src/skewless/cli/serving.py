@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from skewless.cli.common import (
@@ -45,8 +46,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         unit_field=args.experiment_unit,
         item_field=args.item_field,
         log_max_mb=args.log_max_mb,
+        feature_store=_feature_repo(args.feature_store),
     )
     _check_ports(args.http_port, args.grpc_port)
+    from skewless.features.store import FeatureStoreError
     from skewless.serving.server import ModelLoadError
 
     try:
@@ -65,7 +68,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except (FileNotFoundError, ModelLoadError) as err:
         raise CliError(f"--model: {err}") from None
+    except FeatureStoreError as err:
+        raise CliError(f"--feature-store: {err}") from None
     return 0
+
+
+def _feature_repo(path: str | None) -> str | None:
+    """A feature repository folder, checked before anything loads."""
+    if path is None:
+        return None
+    from skewless.features.store import CONFIG_FILE, VIEWS_FILE
+
+    repo = Path(path)
+    if not (repo / CONFIG_FILE).is_file() or not (repo / VIEWS_FILE).is_file():
+        raise CliError(
+            f"--feature-store: {repo} is not a feature repository written by the materialize "
+            f"step (no {CONFIG_FILE} and {VIEWS_FILE})"
+        )
+    return str(repo)
 
 
 def _check_ports(http_port: int, grpc_port: int) -> None:
@@ -158,6 +178,12 @@ def add_commands(sub: Any) -> None:
         type=_non_negative,
         default=1.0,
         help="under load, wait this long for more requests to fill a batch (1.0)",
+    )
+    srv.add_argument(
+        "--feature-store",
+        metavar="REPO",
+        help="a feature repository (`skewless run` writes WORKDIR/feature_repo): requests may "
+        "send only ids and context, the other features are read from its online store",
     )
     srv.add_argument(
         "--request-log",

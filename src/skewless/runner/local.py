@@ -22,6 +22,7 @@ from skewless.rollout.deploy import production_model, registry_for
 
 DEFAULT_ROWS = 400_000
 DEFAULT_SEED = 0
+FEATURE_REPO = "feature_repo"  # the feature store under the workdir (`serve --feature-store`)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([\w-]+)'")
 # The exception line a Python traceback ends with: "    package.module.SomeError: message".
@@ -218,7 +219,7 @@ def run_local(
             spec_yaml=spec_yaml,
             model_name=model_name,
             model_repository=str(repository),
-            **(parameters or {}),
+            **{"feature_repo": str(root / FEATURE_REPO), **(parameters or {})},
         )
     finally:
         sys.stdout = real_stdout
@@ -263,6 +264,9 @@ def run_local(
         # Recall@K of the two-tower model, of exact search over its embeddings and of the
         # popularity baseline (None: the spec names no sides, the model only ranks).
         "retrieval": evaluation.get("retrieval"),
+        # The feature store the materialize step wrote (``materialized: 0`` and the reason when
+        # the spec has no event time or no side to look up by id).
+        "feature_store": _read_json(run_dir / "materialize" / "feature_summary"),
         "gate": evaluation["gate"],
         "model_path": str(run_dir / "train" / "model"),
         "registered_version": registered.version,

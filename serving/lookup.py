@@ -1,0 +1,92 @@
+"""Serving by id: the features a request leaves out are read from the feature store.
+
+A client knows a user id, not the user's age and recent history. With ``skewless serve
+--feature-store REPO``, a request may carry only the entity ids (``user_id``, ``item_id``) and the
+request-time context (hour, weekday); for every row, the user and item features it does not send
+(absent or null) are read from the online store in one batched call per side, then the row is
+validated and scored exactly as a full raw request (the values are raw, as ingestion stored them,
+so the model's own transform applies). A value the request sends wins, blanks included (a blank is
+the client's "missing", which takes the spec's default). The answer's ``x-skewless-looked-up``
+header names the features that were read.
+
+An id the store does not know leaves its features missing, and the spec's rules decide: a
+required one is a 400 naming the id; an optional one takes its default. A store that cannot be
+read is a 503 with ``Retry-After`` (:class:`skewless.features.store.StoreUnavailable`), never a
+guess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from skewless.contract.kinds import show
+from skewless.contract.spec import FeatureSpec
+from skewless.contract.validate import Violations, check_values
+from skewless.features.store import OnlineFeatures
+from skewless.serving.validation import RawRequest, RequestError
+
+LOOKED_UP_HEADER = "x-skewless-looked-up"
+
+
+class FeatureLookup:
+    """Fills the features a request leaves out from the online store."""
+
+    def __init__(self, repo: str | Path) -> None:
+        """Opens the feature repository written by the pipeline's materialize step."""
+        self.online = OnlineFeatures(repo)
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """Features the store can supply (a request may leave them out)."""
+        return self.online.fields
+
+    def fill(self, request: RawRequest, spec: FeatureSpec) -> tuple[RawRequest, list[str]]:
+        """The request with its left-out entity features filled, and the names filled.
+
+        Args:
+            request: The request's columns, shape checked (values not yet).
+            spec: The spec of the version that answers (its inputs decide what is needed).
+
+        Raises:
+            RequestError: An id the store does not know, on a row that leaves out a required
+                feature of its side.
+            StoreUnavailable: The store cannot be read.
+        """
+        columns = {name: list(values) for name, values in request.columns.items()}
+        filled: set[str] = set()
+        for view in self.online.views:
+            names = [name for name in view.features if name in columns]
+            if view.key not in columns or not names:
+                continue
+            rows = [
+                row for row in range(request.rows)
+                if columns[view.key][row] is not None
+                and any(columns[name][row] is None for name in names)
+            ]  # fmt: skip
+            if not rows:
+                continue
+            # Ids as the contract reads them (19, 19.0 and "19" are one id); a malformed id is
+            # left for validation to refuse with its usual message.
+            ids = check_values(
+                spec.features[view.key], [columns[view.key][row] for row in rows],
+                Violations(len(rows)),
+            )  # fmt: skip
+            values, found = self.online.lookup(view, [str(i) for i in ids])
+            for index, row in enumerate(rows):
+                if not found[index]:
+                    needed = [
+                        name for name in names
+                        if columns[name][row] is None and spec.features[name].required
+                    ]  # fmt: skip
+                    if needed:
+                        raise RequestError(
+                            f"{request.locate(row, view.key)}: {show(ids[index])} is not in the "
+                            f"feature store; send {', '.join(needed)} in the request"
+                        )
+                    continue
+                for name in names:
+                    if columns[name][row] is None:
+                        columns[name][row] = values[name][index]
+                        filled.add(name)
+        return dataclasses.replace(request, columns=columns), sorted(filled)

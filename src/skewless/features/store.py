@@ -1,0 +1,313 @@
+"""The feature store: Feast, with its feature views generated from the spec.
+
+The spec already says which features describe the user and which the item (``side: user`` and
+``side: item``) and when each row happened (``kind: timestamp``). From that this module builds one
+Feast repository (``feature_store.yaml`` beside its ``data/``):
+
+* an entity per side, keyed by the side's ``kind: id`` feature (``user_id``, ``item_id``);
+* a feature view per side (``user_features``, ``item_features``) over a Parquet table of the side's
+  raw feature values as each row observed them, with the row's event time; ``side: context``
+  features (hour, weekday) are the request's own and are never looked up;
+* the offline store is those Parquet files, the online store SQLite (a Redis on a cluster).
+
+Values are stored raw, exactly as ingestion wrote them to the clean splits, so a looked-up value
+goes through the model's own validation and transform like a value the client sent: the store
+cannot introduce transformation skew, and :func:`point_in_time` measures the data skew.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skewless.contract.kinds import kind_of
+from skewless.contract.spec import FeatureSpec
+
+PROJECT = "skewless"
+CONFIG_FILE = "feature_store.yaml"
+VIEWS_FILE = "views.json"  # what serving needs to know without the spec or Feast's registry
+DATA_DIR = "data"
+SIDES = ("user", "item")
+_ROW = "__skewless_row"
+
+_CONFIG = f"""\
+# Written by skewless (src/skewless/features/store.py); `feast -c <this folder> ...` reads it.
+project: {PROJECT}
+provider: local
+registry: {DATA_DIR}/registry.db
+online_store:
+  type: sqlite
+  path: {DATA_DIR}/online.db
+offline_store:
+  type: file
+entity_key_serialization_version: 3
+"""
+
+
+class FeatureStoreError(ValueError):
+    """The spec or the repository cannot make a feature store; the message says why."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The online store cannot be read now (a retry may succeed): serving answers 503."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EntityView:
+    """One side's entity and feature view: its key, its features and their kinds."""
+
+    side: str
+    key: str
+    features: tuple[str, ...]
+    numeric: tuple[bool, ...]
+
+    @property
+    def name(self) -> str:
+        """The Feast feature view's name."""
+        return f"{self.side}_features"
+
+    @property
+    def refs(self) -> list[str]:
+        """Feast feature references, ``view:feature``."""
+        return [f"{self.name}:{feature}" for feature in self.features]
+
+    def table(self, repo: Path) -> Path:
+        """The view's offline Parquet table."""
+        return repo / DATA_DIR / f"{self.name}.parquet"
+
+
+def entity_views(spec: FeatureSpec) -> list[EntityView]:
+    """The spec's entities: the user and item sides that have an id and other features.
+
+    Raises:
+        FeatureStoreError: The spec has no event time, or no side with an id to look it up by.
+    """
+    if spec.event_time is None:
+        raise FeatureStoreError(
+            "the spec has no 'kind: timestamp' feature: the feature store joins each row's "
+            "features as of its event time (docs/feature-store.md)"
+        )
+    views = []
+    for side, key in (("user", spec.user_key), ("item", spec.item_key)):
+        if key is None:
+            continue
+        features = [f for f in spec.on_side(side) if f.name != key.name]
+        if features:
+            views.append(
+                EntityView(side, key.name, tuple(f.name for f in features),
+                           tuple(kind_of(f).numeric for f in features))
+            )  # fmt: skip
+    if not views:
+        raise FeatureStoreError(
+            "no feature has 'side: user' or 'side: item' beside that side's 'kind: id' feature, "
+            "so there is nothing to look up by id (docs/feature-store.md)"
+        )
+    return views
+
+
+def has_feature_store(spec: FeatureSpec) -> bool:
+    """The spec makes a feature store (an event time and a side with an id and features)."""
+    try:
+        entity_views(spec)
+    except FeatureStoreError:
+        return False
+    return True
+
+
+def _feast_objects(views: Sequence[EntityView], event_time: str) -> list[Any]:
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float32, String
+
+    objects: list[Any] = []
+    for view in views:
+        entity = Entity(name=view.side, join_keys=[view.key], value_type=ValueType.STRING)
+        source = FileSource(
+            name=f"{view.name}_source",
+            path=f"{DATA_DIR}/{view.name}.parquet",  # relative: the repository can move
+            timestamp_field=event_time,
+        )
+        schema = [
+            Field(name=name, dtype=Float32 if numeric else String)
+            for name, numeric in zip(view.features, view.numeric, strict=True)
+        ]
+        objects += [
+            entity,
+            # ttl 0: a value stays valid until the entity's next one (no expiry).
+            FeatureView(name=view.name, entities=[entity], ttl=timedelta(0), schema=schema,
+                        source=source, online=True),
+        ]  # fmt: skip
+    return objects
+
+
+def open_store(repo: str | Path) -> Any:
+    """Feast's ``FeatureStore`` for a repository written by :func:`build_repository`."""
+    from feast import FeatureStore
+
+    path = Path(repo)
+    if not (path / CONFIG_FILE).is_file():
+        raise FeatureStoreError(f"{path} is not a feature repository (no {CONFIG_FILE})")
+    return FeatureStore(repo_path=str(path))
+
+
+def read_views(repo: str | Path) -> tuple[list[EntityView], str]:
+    """The entity views and the event-time column of a repository."""
+    path = Path(repo) / VIEWS_FILE
+    try:
+        meta = json.loads(path.read_text())
+        views = [
+            EntityView(v["side"], v["key"], tuple(v["features"]), tuple(v["numeric"]))
+            for v in meta["views"]
+        ]
+        return views, str(meta["event_time"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FeatureStoreError(f"{path}: not a skewless feature repository ({err})") from None
+
+
+def side_tables(spec: FeatureSpec, splits: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
+    """Per side, the offline table: key, event time and the side's raw features of every row.
+
+    Each clean row is an observation of its user and its item at its event time; rows that
+    repeat an entity's values at the same time are kept once.
+    """
+    views = entity_views(spec)
+    assert spec.event_time is not None
+    time_name = spec.event_time.name
+    tables = {}
+    for view in views:
+        columns = [view.key, time_name, *view.features]
+        frame = pd.concat(
+            [pd.read_parquet(split, columns=columns) for split in splits], ignore_index=True
+        )
+        frame = frame.drop_duplicates([view.key, time_name]).sort_values(
+            [time_name, view.key], kind="stable"
+        )
+        tables[view.side] = frame.reset_index(drop=True)
+    return tables
+
+
+def build_repository(
+    spec: FeatureSpec, splits: Sequence[str | Path], repo: str | Path
+) -> dict[str, Any]:
+    """Writes the offline tables, applies the feature views and materializes the online store.
+
+    A repository that exists is refreshed: its tables are rewritten from ``splits`` and every
+    entity's latest value is written online again (Feast's ``materialize``).
+
+    Args:
+        spec: The feature spec (with an event time and sides).
+        splits: Clean splits (Parquet) from ingestion.
+        repo: The repository folder.
+
+    Returns:
+        The summary: rows and entities per view, the time range and the seconds taken.
+    """
+    started = time.perf_counter()
+    views = entity_views(spec)
+    assert spec.event_time is not None
+    time_name = spec.event_time.name
+    root = Path(repo)
+    (root / DATA_DIR).mkdir(parents=True, exist_ok=True)
+    (root / CONFIG_FILE).write_text(_CONFIG)
+    (root / VIEWS_FILE).write_text(
+        json.dumps(
+            {"event_time": time_name, "views": [dataclasses.asdict(v) for v in views]}, indent=1
+        )
+    )
+    tables = side_tables(spec, splits)
+    summary: dict[str, Any] = {"repository": str(root), "views": {}}
+    first, last = None, None
+    for view in views:
+        table = tables[view.side]
+        table.to_parquet(view.table(root), index=False)
+        if len(table):
+            low, high = table[time_name].min(), table[time_name].max()
+            first = low if first is None else min(first, low)
+            last = high if last is None else max(last, high)
+        summary["views"][view.name] = {
+            "rows": len(table),
+            "entities": int(table[view.key].nunique()),
+            "features": list(view.features),
+        }
+    store = open_store(root)
+    store.apply(_feast_objects(views, time_name))
+    if first is not None and last is not None:
+        # Feast's end is exclusive of nothing it has seen: one second past the last value.
+        store.materialize(first.to_pydatetime(), (last + pd.Timedelta(seconds=1)).to_pydatetime())
+        summary["time_range"] = [first.isoformat(), last.isoformat()]
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def point_in_time(repo: str | Path, rows: pd.DataFrame) -> pd.DataFrame:
+    """Each row's user and item features as of its event time, from the offline store.
+
+    ``rows`` holds at least the event time and the entity keys; the answer has one row per input
+    row, in order, with the looked-up features beside the input's other columns. A row whose
+    entity had no value yet at its time gets nulls (Feast's file store drops such rows; they are
+    put back here, so none is lost).
+    """
+    views, time_name = read_views(repo)
+    store = open_store(repo)
+    keys = [view.key for view in views if view.key in rows.columns]
+    entity_df = rows[[time_name, *keys]].copy()
+    entity_df[_ROW] = np.arange(len(rows))
+    for key in keys:
+        entity_df[key] = entity_df[key].astype(str)
+    refs = [ref for view in views if view.key in keys for ref in view.refs]
+    joined = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
+    names = [ref.split(":", 1)[1] for ref in refs]
+    found = joined.set_index(_ROW)[names].reindex(np.arange(len(rows)))
+    out = rows.reset_index(drop=True).drop(columns=[n for n in names if n in rows.columns])
+    return pd.concat([out, found.reset_index(drop=True)], axis=1)
+
+
+class OnlineFeatures:
+    """Reads the online store for serving: one batched call per side and request."""
+
+    def __init__(self, repo: str | Path) -> None:
+        """Opens the repository (Feast's registry and online store)."""
+        self.repo = Path(repo)
+        self.views, self.event_time = read_views(self.repo)
+        self.store = open_store(self.repo)
+        self.fields = frozenset(name for view in self.views for name in view.features)
+
+    def sample_ids(self) -> dict[str, str]:
+        """One id per entity that the store knows (the latest row's), for examples."""
+        import pyarrow.parquet as pq
+
+        ids = {}
+        for view in self.views:
+            keys = pq.read_table(view.table(self.repo), columns=[view.key]).column(0)
+            if len(keys):
+                ids[view.key] = str(keys[len(keys) - 1])
+        return ids
+
+    def lookup(
+        self, view: EntityView, ids: Sequence[str]
+    ) -> tuple[dict[str, list[Any]], np.ndarray]:
+        """The latest values of ``view``'s features for ``ids``, and which ids were found.
+
+        Raises:
+            StoreUnavailable: The online store cannot be read (missing, locked, corrupt).
+        """
+        try:
+            answer = self.store.get_online_features(
+                features=view.refs, entity_rows=[{view.key: str(i)} for i in ids]
+            ).to_dict()
+        except Exception as err:  # any failure of the store is an outage to the caller
+            raise StoreUnavailable(
+                f"the feature store at {self.repo} cannot be read: {type(err).__name__}: {err}"
+            ) from None
+        values = {name: answer[name] for name in view.features}
+        found = np.zeros(len(ids), dtype=bool)
+        for column in values.values():
+            found |= np.array([value is not None for value in column], dtype=bool)
+        return values, found

@@ -1,0 +1,148 @@
+"""Serving by id over real HTTP: the server reads the features a request leaves out from Feast.
+
+The feature repository is the pipeline's materialize step's (Feast's SQLite online store, built
+from the small ingested data); the expected answer is the same server's answer to the full raw
+row, built here from the latest clean row of the user and of the item (what the online store
+holds).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from support import post, serving
+
+USER = ("age", "country", "device", "history")
+ITEM = ("title", "item_tags", "price")
+
+
+@pytest.fixture(scope="module")
+def feature_repo(ingested, default_spec, tmp_path_factory) -> Path:
+    from skewless.features.materialize import materialize
+
+    repo = tmp_path_factory.mktemp("features") / "feature_repo"
+    summary = materialize(ingested, default_spec, repo)
+    assert summary["materialized"] == 1
+    return repo
+
+
+@pytest.fixture(scope="module")
+def server(trained, feature_repo):
+    with serving(trained["model_dir"], "--feature-store", str(feature_repo)) as addresses:
+        yield addresses
+
+
+def _latest(ingested: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = pd.concat([pd.read_parquet(ingested / f"{s}.parquet") for s in ("train", "eval")])
+    rows = rows.sort_values("event_timestamp", kind="stable")
+    return rows.groupby("user_id").last(), rows.groupby("item_id").last()
+
+
+def _full(users: pd.DataFrame, items: pd.DataFrame, user: str, item: str, **context: Any):
+    row: dict[str, Any] = {"user_id": user, "item_id": item, **context}
+    row.update({name: users.loc[user, name] for name in USER})
+    row.update({name: items.loc[item, name] for name in ITEM})
+    return {k: _plain(v) for k, v in row.items()}
+
+
+def test_a_request_with_only_ids_and_context_scores_as_the_full_raw_row(server, ingested):
+    users, items = _latest(ingested)
+    pairs = list(zip(users.index[:4], items.index[-4:], strict=True))
+    context = [{"hour": 8 + i, "weekday": "Tue"} for i in range(4)]
+    by_id = [{"user_id": u, "item_id": i, **c} for (u, i), c in zip(pairs, context, strict=True)]
+    full = [_full(users, items, u, i, **c) for (u, i), c in zip(pairs, context, strict=True)]
+    url = f"{server['http']}/v1/models/ranking:predict"
+
+    status, answer, headers = post(url, {"instances": by_id})
+    assert status == 200, answer
+    assert sorted(headers["x-skewless-looked-up"].split(",")) == sorted(USER + ITEM)
+    status, want, want_headers = post(url, {"instances": full})
+    assert status == 200, want
+    assert answer["predictions"] == want["predictions"]
+    assert want_headers["x-skewless-looked-up"] == ""  # nothing left out, nothing read
+
+    # V2 columns: the same by-id rows give the same probabilities.
+    inputs = [
+        {"name": name, "shape": [4], "datatype": "FP32" if name == "hour" else "BYTES",
+         "data": [row[name] for row in by_id]}
+        for name in ("user_id", "item_id", "hour", "weekday")
+    ]  # fmt: skip
+    status, v2, _ = post(f"{server['http']}/v2/models/ranking/infer", {"inputs": inputs})
+    assert status == 200, v2
+    assert v2["outputs"][0]["data"] == pytest.approx(want["predictions"], abs=1e-6)
+
+
+def test_features_the_request_sends_win_over_the_store(server, ingested):
+    users, items = _latest(ingested)
+    user, item = users.index[0], items.index[0]
+    url = f"{server['http']}/v1/models/ranking:predict"
+    mine = {"user_id": user, "item_id": item, "hour": 22, "weekday": "Sat", "age": 81.0}
+    status, answer, headers = post(url, {"instances": [mine]})
+    assert status == 200, answer
+    assert "age" not in headers["x-skewless-looked-up"].split(",")
+    full = {**_full(users, items, user, item, hour=22, weekday="Sat"), "age": 81.0}
+    assert post(url, {"instances": [full]})[1]["predictions"] == answer["predictions"]
+    # The store's own age gives another answer, so the sent value was the one used.
+    stored = _full(users, items, user, item, hour=22, weekday="Sat")
+    assert users.loc[user, "age"] != 81.0
+    assert post(url, {"instances": [stored]})[1]["predictions"] != answer["predictions"]
+
+
+def test_an_id_the_store_does_not_know_is_a_400_naming_it(server, ingested):
+    _, items = _latest(ingested)
+    row = {"user_id": "u999999", "item_id": items.index[0], "hour": 1, "weekday": "Mon"}
+    status, answer, _ = post(f"{server['http']}/v1/models/ranking:predict", {"instances": [row]})
+    assert status == 400
+    # history is optional (cold-start users have none), so only the required ones are named.
+    assert answer["error"] == (
+        "instances[0].user_id: 'u999999' is not in the feature store; "
+        "send age, country, device in the request"
+    )
+
+
+def test_a_store_that_cannot_be_read_is_a_503_with_a_retry_hint(
+    trained, feature_repo, ingested, tmp_path
+):
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(feature_repo, repo)
+    users, items = _latest(ingested)
+    row = {"user_id": users.index[0], "item_id": items.index[0], "hour": 1, "weekday": "Mon"}
+    with serving(trained["model_dir"], "--feature-store", str(repo)) as addresses:
+        url = f"{addresses['http']}/v1/models/ranking:predict"
+        assert post(url, {"instances": [row]})[0] == 200
+        with sqlite3.connect(repo / "data" / "online.db") as db:  # the store breaks
+            tables = [t for (t,) in db.execute("select name from sqlite_master where type='table'")]
+            for table in tables:
+                db.execute(f'drop table "{table}"')
+        status, answer, headers = post(url, {"instances": [row]})
+        assert status == 503, (answer, headers)
+        assert headers["retry-after"] == "1"
+        assert "feature store" in answer["error"]
+        # A request that sends every feature does not need the store and is still answered.
+        full = _full(users, items, users.index[0], items.index[0], hour=1, weekday="Mon")
+        assert post(url, {"instances": [full]})[0] == 200
+
+
+def test_recommend_with_only_the_user_id_and_context_answers_as_with_the_full_query(
+    server, ingested
+):
+    users, _ = _latest(ingested)
+    user = users.index[1]
+    context = {"hour": 20, "weekday": "Fri"}
+    full = {"user_id": user, **{name: _plain(users.loc[user, name]) for name in USER}, **context}
+    url = f"{server['http']}/v1/models/recommend:predict"
+    status, by_id, headers = post(url, {"instances": [{"user_id": user, **context}], "k": 5})
+    assert status == 200, by_id
+    assert sorted(headers["x-skewless-looked-up"].split(",")) == sorted(USER)
+    status, want, _ = post(url, {"instances": [full], "k": 5})
+    assert status == 200, want
+    assert by_id["predictions"] == want["predictions"]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
