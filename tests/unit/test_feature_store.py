@@ -1,0 +1,113 @@
+"""The feature store with Feast's real file offline store and SQLite online store, small data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skewless.contract.spec import load_spec_text
+from skewless.data.ingest import ingest
+from skewless.features.materialize import materialize
+from skewless.features.store import (
+    FeatureStoreError,
+    OnlineFeatures,
+    entity_views,
+    point_in_time,
+)
+
+USER = ["age", "country", "device", "history"]
+
+
+@pytest.fixture(scope="module")
+def repo(ingested, default_spec, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fs") / "feature_repo"
+    materialize(ingested, default_spec, out)
+    return out
+
+
+def test_views_come_from_the_spec_sides_and_context_is_never_looked_up(default_spec):
+    views = {view.side: view for view in entity_views(default_spec)}
+    assert (views["user"].key, list(views["user"].features)) == ("user_id", USER)
+    assert (views["item"].key, list(views["item"].features)) == (
+        "item_id", ["title", "item_tags", "price"]
+    )  # fmt: skip
+    assert not {"hour", "weekday"} & {f for v in views.values() for f in v.features}
+
+
+def test_a_training_row_never_sees_a_value_from_its_future(repo, ingested):
+    """Each eval row asks for its user's features one microsecond before its own event: it must
+    get the user's latest earlier value (or nothing), never its own row's or a later one's."""
+    rows = pd.concat([pd.read_parquet(ingested / f"{s}.parquet") for s in ("train", "eval")])
+    rows = rows.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+    probe = pd.read_parquet(ingested / "eval.parquet", columns=["user_id", "event_timestamp"])
+    probe["event_timestamp"] = (probe["event_timestamp"] - pd.Timedelta(microseconds=1)).astype(
+        rows["event_timestamp"].dtype
+    )
+    found = point_in_time(repo, probe)
+    assert len(found) == len(probe)  # no entity row is dropped
+    # The answer as of each probe, computed independently of Feast.
+    want = pd.merge_asof(
+        probe.reset_index().sort_values("event_timestamp"),
+        rows[["user_id", "event_timestamp", *USER]],
+        on="event_timestamp", by="user_id", allow_exact_matches=True, direction="backward",
+    ).set_index("index").sort_index()  # fmt: skip
+    earlier = want["age"].notna().to_numpy()
+    assert earlier.sum() >= 30 and (~earlier).sum() >= 30  # both cases are exercised
+    np.testing.assert_array_equal(found["history"].to_numpy()[earlier], want["history"][earlier])
+    np.testing.assert_allclose(found["age"].to_numpy(float)[earlier], want["age"][earlier])
+    assert found["age"][~earlier].isna().all()  # no value before the first: null, not the future
+    # The test can fail: the row's own (future) history differs from the earlier one often.
+    own = pd.read_parquet(ingested / "eval.parquet", columns=["history"])["history"].to_numpy()
+    assert (own[earlier] != want["history"][earlier].to_numpy()).mean() > 0.5
+
+
+def test_online_lookup_answers_each_entitys_latest_value_and_which_ids_are_unknown(repo, ingested):
+    rows = pd.concat([pd.read_parquet(ingested / f"{s}.parquet") for s in ("train", "eval")])
+    latest = rows.sort_values("event_timestamp", kind="stable").groupby("user_id").last()
+    online = OnlineFeatures(repo)
+    view = next(v for v in online.views if v.side == "user")
+    ids = [*latest.index[:5], "u-never-seen"]
+    values, found = online.lookup(view, ids)
+    assert found.tolist() == [True] * 5 + [False]
+    assert values["history"][:5] == latest["history"].iloc[:5].tolist()
+    assert values["age"][5] is None
+
+
+def test_without_an_event_time_the_step_says_why_it_skips(ingested, tmp_path):
+    spec = load_spec_text(
+        "features:\n  user_id: {kind: id, side: user, hash_buckets: 64}\n"
+        "  age: {kind: numeric, side: user}\n"
+        "  item_id: {kind: id, side: item, hash_buckets: 64}\n  clicked: {kind: label}\n"
+    )
+    summary = materialize(ingested, spec, tmp_path / "repo")
+    assert summary["materialized"] == 0
+    assert "no 'kind: timestamp' feature" in summary["reason"]
+    assert not (tmp_path / "repo").exists()
+    with pytest.raises(FeatureStoreError, match="no 'kind: timestamp' feature"):
+        entity_views(spec)
+
+
+def test_two_values_of_one_user_at_one_instant_fail_the_check(tmp_path):
+    """The check compares the store's point-in-time answer with each row's logged values."""
+    spec = load_spec_text(
+        "features:\n  event_id: {kind: key}\n  at: {kind: timestamp}\n"
+        "  user_id: {kind: id, side: user, hash_buckets: 64}\n  age: {kind: numeric, side: user}\n"
+        "  item_id: {kind: id, side: item, hash_buckets: 64}\n  clicked: {kind: label}\n"
+    )
+    n = 400
+    at = pd.Timestamp("2026-02-01", tz="UTC") + pd.to_timedelta(np.arange(n) // 2, unit="min")
+    raw = pd.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(n)],
+            "at": at,  # rows 2k and 2k+1 share an instant and a user, with different ages
+            "user_id": [f"u{i // 2}" for i in range(n)],
+            "age": [20.0 + i % 2 for i in range(n)],
+            "item_id": ["i1"] * n,
+            "clicked": [i % 2 for i in range(n)],
+        }
+    )
+    raw.to_parquet(tmp_path / "raw.parquet")
+    folder = ingest(tmp_path / "raw.parquet", spec, tmp_path / "ingested").out_dir
+    with pytest.raises(FeatureStoreError, match=r"different 'age' than the row logged"):
+        materialize(folder, spec, tmp_path / "repo")
