@@ -65,6 +65,21 @@ def add_feedback_route(model: RankingModel) -> None:
     app.add_api_route(FEEDBACK_PATH, feedback, methods=["POST"], include_in_schema=False)
 
 
+def add_push_route(model: RankingModel) -> None:
+    """Adds ``POST /push`` (new feature values, Feast's body) for ``model``'s feature store."""
+    from fastapi.responses import ORJSONResponse
+    from kserve.model_server import app
+
+    from skewless.serving.lookup import PUSH_PATH
+
+    async def push(request: Request) -> ORJSONResponse:
+        status, body = await model.push_features(await request.body(), dict(request.headers))
+        return ORJSONResponse(status_code=status, content=body)
+
+    _drop_routes(app, {PUSH_PATH})
+    app.add_api_route(PUSH_PATH, push, methods=["POST"], include_in_schema=False)
+
+
 async def _store_unavailable(request: Any, error: Exception) -> Any:
     """The feature store cannot be read: 503 with a retry hint, never an answer without it."""
     from fastapi.responses import ORJSONResponse

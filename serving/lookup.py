@@ -13,12 +13,22 @@ An id the store does not know leaves its features missing, and the spec's rules 
 required one is a 400 naming the id; an optional one takes its default. A store that cannot be
 read is a 503 with ``Retry-After`` (:class:`skewless.features.store.StoreUnavailable`), never a
 guess.
+
+New values arrive at ``POST /push`` in the body Feast's own feature server takes
+(``{"push_source_name": "user_features_push", "df": {column: [values]}, "to":
+"online_and_offline"}``): checked by the contract's validator like any row, then written online
+(the next request sees them) and appended offline (the next training run's point-in-time join
+sees the same values).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from skewless.contract.kinds import show
 from skewless.contract.spec import FeatureSpec
@@ -27,6 +37,8 @@ from skewless.features.store import OnlineFeatures
 from skewless.serving.validation import RawRequest, RequestError
 
 LOOKED_UP_HEADER = "x-skewless-looked-up"
+PUSH_PATH = "/push"  # Feast's feature server path and body
+MAX_PUSH_ROWS = 10_000
 
 
 class FeatureLookup:
@@ -90,3 +102,70 @@ class FeatureLookup:
                         columns[name][row] = values[name][index]
                         filled.add(name)
         return dataclasses.replace(request, columns=columns), sorted(filled)
+
+    def push(self, payload: Any, spec: FeatureSpec) -> dict[str, Any]:
+        """Checks a push body (Feast's shape) against the spec and writes it online and offline.
+
+        Raises:
+            RequestError: The body breaks the contract; the message names the field.
+            StoreUnavailable: The store cannot be written.
+        """
+        if not isinstance(payload, dict):
+            raise RequestError("request body must be a JSON object")
+        unknown = sorted(set(payload) - {"push_source_name", "df", "to"})
+        if unknown:
+            raise RequestError(
+                f"unknown field {show(unknown[0])}; expected push_source_name, df and to"
+            )
+        sources = {view.push_source: view for view in self.online.views}
+        view = sources.get(payload.get("push_source_name"))  # type: ignore[arg-type]
+        if view is None:
+            raise RequestError(
+                f"push_source_name: {show(payload.get('push_source_name'))} is not one of "
+                f"{sorted(sources)}"
+            )
+        if payload.get("to", "online_and_offline") != "online_and_offline":
+            raise RequestError(
+                "to: only 'online_and_offline' is accepted: serving and the next training run "
+                "must see the same values"
+            )
+        frame = payload.get("df")
+        if not isinstance(frame, dict):
+            raise RequestError("df: expected an object of equal-length lists (column -> values)")
+        event_time = self.online.event_time
+        names = [view.key, event_time, *view.features]
+        extra = sorted(set(frame) - set(names))
+        if extra:
+            raise RequestError(f"df.{extra[0]}: not a column of {view.name}; columns: {names}")
+        for name in names:
+            if not isinstance(frame.get(name), list):
+                raise RequestError(
+                    f"df.{name}: missing (a push sends {view.key}, {event_time} and every "
+                    f"feature of {view.name}, each a list)"
+                )
+        rows = {len(frame[name]) for name in names}
+        if len(rows) > 1:
+            raise RequestError(f"df: columns have different lengths {sorted(rows)}")
+        count = rows.pop()
+        if not 1 <= count <= MAX_PUSH_ROWS:
+            raise RequestError(f"df: {count} rows; a push sends 1 to {MAX_PUSH_ROWS}")
+        violations = Violations(count)
+        checked = {
+            name: check_values(spec.features[name], frame[name], violations) for name in names
+        }
+        if violations.failures:
+            row = min(violations.failures)
+            field, problem = violations.failures[row][0]
+            raise RequestError(f"df.{field}[{row}]: {problem}")
+        table = pd.DataFrame(
+            {
+                name: (pd.to_datetime(values, utc=True).astype("datetime64[us, UTC]")
+                       if name == event_time
+                       else values.astype(np.float32) if numeric else values.astype(object))
+                for name, values, numeric in zip(
+                    names, checked.values(), (False, False, *view.numeric), strict=True
+                )
+            }
+        )  # fmt: skip
+        self.online.push(view, table)
+        return {"pushed": count, "push_source_name": view.push_source}

@@ -49,6 +49,7 @@ from skewless.retrieval.artifact import has_retrieval
 from skewless.serving.app import (
     ReadOnlyRepository,
     add_feedback_route,
+    add_push_route,
     configure_logging,
     limit_app,
 )
@@ -282,6 +283,8 @@ class RankingModel(kserve.Model):
             else None
         )  # fmt: skip
         add_feedback_route(self)
+        if self.lookup is not None:
+            add_push_route(self)
         if self.registry is not None:
             threading.Thread(target=self._watch, name="registry-watch", daemon=True).start()
         self.ready = True
@@ -467,6 +470,18 @@ class RankingModel(kserve.Model):
             if request_id is not None:
                 response_headers[REQUEST_ID_HEADER] = request_id
         return prediction_response(self.name, payload, probability, request_id)
+
+    async def push_features(
+        self, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        """``POST /push``: the HTTP status and JSON answer (400 naming the problem)."""
+        assert self.lookup is not None
+        try:
+            payload = json_object(body, headers)
+            spec = self.routing.production.validator.spec
+            return 200, await asyncio.to_thread(self.lookup.push, payload, spec)
+        except RequestError as err:
+            return 400, {"error": str(err)[:500]}
 
     async def record_feedback(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
         """``POST /v1/feedback``: the HTTP status and JSON answer (501 when this server keeps no

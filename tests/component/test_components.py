@@ -44,7 +44,8 @@ class Task:
 def _run_chain(pipeline_root: Path, data_uri: str, model_repository: Path) -> dict[str, Task]:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
     ranking_pipeline(data_uri=data_uri, model_repository=str(model_repository),
-                     hparams=TINY_HPARAMS, gate=LENIENT_GATE)  # fmt: skip
+                     hparams=TINY_HPARAMS, gate=LENIENT_GATE,
+                     feature_repo=str(model_repository.parent / "feature_repo"))  # fmt: skip
     (run_dir,) = pipeline_root.iterdir()
     return {p.name: Task(p) for p in run_dir.iterdir() if p.is_dir()}
 
@@ -65,7 +66,26 @@ def run(tmp_path_factory: pytest.TempPathFactory, _object_store_server) -> dict[
 
 
 def test_every_component_ran(run):
-    assert set(run["tasks"]) == {"ingest", "transform", "train", "evaluate", "register", "deploy"}
+    assert set(run["tasks"]) == {
+        "ingest", "materialize", "transform", "train", "evaluate", "register", "deploy"
+    }  # fmt: skip
+
+
+def test_materialize_component(run):
+    task = run["tasks"]["materialize"]
+    metrics = task.metadata("feature_metrics")
+    assert metrics["materialized"] == 1
+    mismatches = {k: v for k, v in metrics.items() if k.startswith("mismatch_")}
+    assert set(mismatches) == {f"mismatch_{n}" for n in
+                               ("age", "country", "device", "history", "title", "item_tags",
+                                "price")}  # fmt: skip
+    assert set(mismatches.values()) == {0.0}
+    summary = json.loads(task.path("feature_summary").read_text())
+    # Every clean row is one observation of its user and of its item.
+    clean = run["tasks"]["ingest"].metadata("ingest_metrics")["rows_clean"]
+    assert summary["views"]["user_features"]["rows"] == clean
+    assert summary["views"]["item_features"]["rows"] == clean
+    assert (Path(summary["repository"]) / "feature_store.yaml").is_file()
 
 
 def test_ingest_component(run):

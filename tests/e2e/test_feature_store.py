@@ -146,3 +146,41 @@ def test_recommend_with_only_the_user_id_and_context_answers_as_with_the_full_qu
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
+
+
+def test_pushed_values_are_served_at_once_and_land_offline_for_training(
+    trained, feature_repo, ingested, tmp_path
+):
+    from skewless.features.store import point_in_time
+
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(feature_repo, repo)
+    users, items = _latest(ingested)
+    user, item = users.index[2], items.index[2]
+    later = (users["event_timestamp"].max() + pd.Timedelta(hours=1)).isoformat()
+    pushed = {"age": 64.0, "country": "JP", "device": "tablet", "history": "garden|garden|tools"}
+    body = {"push_source_name": "user_features_push",
+            "df": {"user_id": [user], "event_timestamp": [later],
+                   **{name: [value] for name, value in pushed.items()}}}  # fmt: skip
+    with serving(trained["model_dir"], "--feature-store", str(repo)) as addresses:
+        status, answer, _ = post(f"{addresses['http']}/push", body)
+        assert status == 200, answer
+        assert answer == {"pushed": 1, "push_source_name": "user_features_push"}
+        url = f"{addresses['http']}/v1/models/ranking:predict"
+        by_id = {"user_id": user, "item_id": item, "hour": 9, "weekday": "Wed"}
+        full = {**_full(users, items, user, item, hour=9, weekday="Wed"), **pushed}
+        assert post(url, {"instances": [by_id]})[1] == post(url, {"instances": [full]})[1]
+
+        # A bad push is a 400 naming the field, and writes nothing.
+        bad = {**body, "df": {**body["df"], "age": ["old"]}}
+        status, answer, _ = post(f"{addresses['http']}/push", bad)
+        assert (status, answer["error"]) == (400, "df.age[0]: not a number ('old')")
+        missing = {**body, "df": {k: v for k, v in body["df"].items() if k != "history"}}
+        status, answer, _ = post(f"{addresses['http']}/push", missing)
+        assert status == 400 and answer["error"].startswith("df.history: missing")
+    # The next training run's point-in-time join sees the pushed values after their time only.
+    probe = pd.DataFrame({"user_id": [user, user],
+                          "event_timestamp": pd.to_datetime([later, later], utc=True)
+                          + pd.to_timedelta([-1, 1], unit="s")})  # fmt: skip
+    found = point_in_time(repo, probe)
+    assert found["history"].tolist() == [users.loc[user, "history"], pushed["history"]]

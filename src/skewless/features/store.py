@@ -75,6 +75,11 @@ class EntityView:
         return f"{self.side}_features"
 
     @property
+    def push_source(self) -> str:
+        """The Feast push source that takes new values of this view."""
+        return f"{self.name}_push"
+
+    @property
     def refs(self) -> list[str]:
         """Feast feature references, ``view:feature``."""
         return [f"{self.name}:{feature}" for feature in self.features]
@@ -123,7 +128,7 @@ def has_feature_store(spec: FeatureSpec) -> bool:
 
 
 def _feast_objects(views: Sequence[EntityView], event_time: str) -> list[Any]:
-    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.types import Float32, String
 
     objects: list[Any] = []
@@ -140,9 +145,11 @@ def _feast_objects(views: Sequence[EntityView], event_time: str) -> list[Any]:
         ]
         objects += [
             entity,
-            # ttl 0: a value stays valid until the entity's next one (no expiry).
+            # ttl 0: a value stays valid until the entity's next one (no expiry). The push
+            # source takes new values online and offline at once (OnlineFeatures.push).
             FeatureView(name=view.name, entities=[entity], ttl=timedelta(0), schema=schema,
-                        source=source, online=True),
+                        source=PushSource(name=view.push_source, batch_source=source),
+                        online=True),
         ]  # fmt: skip
     return objects
 
@@ -311,3 +318,20 @@ class OnlineFeatures:
         for column in values.values():
             found |= np.array([value is not None for value in column], dtype=bool)
         return values, found
+
+    def push(self, view: EntityView, frame: pd.DataFrame) -> None:
+        """Writes new values of ``view`` (its key, the event time and every feature) to the
+        online store and appends them to the offline table, so serving sees them at once and
+        the next training run's point-in-time join sees the same values.
+
+        Raises:
+            StoreUnavailable: The store cannot be written.
+        """
+        from feast.data_source import PushMode
+
+        try:
+            self.store.push(view.push_source, frame, to=PushMode.ONLINE_AND_OFFLINE)
+        except Exception as err:  # any failure of the store is an outage to the caller
+            raise StoreUnavailable(
+                f"the feature store at {self.repo} cannot be written: {type(err).__name__}: {err}"
+            ) from None
