@@ -24,6 +24,8 @@ sees the same values).
 from __future__ import annotations
 
 import dataclasses
+import random
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,13 @@ import pandas as pd
 from skewless.contract.kinds import show
 from skewless.contract.spec import FeatureSpec
 from skewless.contract.validate import Violations, check_values
+from skewless.experiments.logs import AppendLog
 from skewless.features.store import OnlineFeatures
 from skewless.serving.validation import RawRequest, RequestError
 
 LOOKED_UP_HEADER = "x-skewless-looked-up"
+FEATURE_LOG = "features.jsonl"  # beside the exposure log; `skewless skew-report` reads it
+DEFAULT_FEATURE_LOG_SAMPLE = 0.05
 PUSH_PATH = "/push"  # Feast's feature server path and body
 MAX_PUSH_ROWS = 10_000
 
@@ -169,3 +174,35 @@ class FeatureLookup:
         )  # fmt: skip
         self.online.push(view, table)
         return {"pushed": count, "push_source_name": view.push_source}
+
+
+class FeatureLog:
+    """Logs a sample of the entity feature values the server scored with, and when.
+
+    One JSON line per sampled row: ``{"time": ISO 8601, "features": {key and feature values}}``,
+    read by ``skewless skew-report``, which asks the offline store for the same rows as of the
+    same times (:mod:`skewless.features.skew`).
+    """
+
+    def __init__(self, path: str | Path, lookup: FeatureLookup, sample: float, *, max_bytes: int):
+        """Appends to ``path``; ``sample`` is the share of rows logged (0 to 1)."""
+        self.log = AppendLog(path, max_bytes=max_bytes)
+        self.sample = sample
+        self.names = [n for v in lookup.online.views for n in (v.key, *v.features)]
+
+    def record(self, request: RawRequest) -> None:
+        """Logs the sampled rows of an answered request (its values after the lookup)."""
+        rows = [row for row in range(request.rows) if random.random() < self.sample]
+        if not rows:
+            return
+        now = datetime.now(UTC).isoformat()
+        names = [name for name in self.names if name in request.columns]
+        for row in rows:
+            values = {name: _plain(request.columns[name][row]) for name in names}
+            self.log.write({"time": now, "features": values})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value.item() if hasattr(value, "item") else value

@@ -56,7 +56,12 @@ from skewless.serving.app import (
 from skewless.serving.batching import DEFAULT_BATCH_ROWS, MicroBatcher
 from skewless.serving.exposures import NO_LOG, ExperimentLogs, failures_logged
 from skewless.serving.exposures import request_id as new_request_id
-from skewless.serving.lookup import LOOKED_UP_HEADER, FeatureLookup
+from skewless.serving.lookup import (
+    DEFAULT_FEATURE_LOG_SAMPLE,
+    LOOKED_UP_HEADER,
+    FeatureLog,
+    FeatureLookup,
+)
 from skewless.serving.protocol import (
     BATCH_ROWS_HEADER,
     REQUEST_ID_HEADER,
@@ -135,6 +140,9 @@ class ServingConfig:
         feature_store: A feature repository (the pipeline's materialize step writes one):
             requests may leave out the user and item features it holds
             (:mod:`skewless.serving.lookup`).
+        feature_log: With a feature store, the file a sample of the scored rows' entity
+            features is appended to, for ``skewless skew-report``.
+        feature_log_sample: The share of rows logged there.
     """
 
     max_request_rows: int = DEFAULT_MAX_BATCH
@@ -147,6 +155,8 @@ class ServingConfig:
     item_field: str = DEFAULT_ITEM_FIELD
     log_max_mb: float = DEFAULT_LOG_MAX_MB
     feature_store: str | None = None
+    feature_log: str | None = None
+    feature_log_sample: float = DEFAULT_FEATURE_LOG_SAMPLE
 
 
 class RankingModel(kserve.Model):
@@ -180,6 +190,7 @@ class RankingModel(kserve.Model):
         self.registry: Registry | None = None  # opened by load(), in each process
         self.config = config or ServingConfig()
         self.lookup: FeatureLookup | None = None  # opened by load() with a feature store
+        self.feature_log: FeatureLog | None = None
         self._loaded = threading.Event()  # set by load(); the work happens there, as in KServe
 
     def _traffic(self) -> Traffic:
@@ -258,8 +269,14 @@ class RankingModel(kserve.Model):
         # its copy of this model before its first request.
         limit_app(self.config.max_body_mb)
         self.registry = open_registry(self.registry_locator) if self.registry_locator else None
+        self.feature_log = None
         if self.config.feature_store:
             self.lookup = FeatureLookup(self.config.feature_store)
+            if self.config.feature_log:
+                self.feature_log = FeatureLog(
+                    self.config.feature_log, self.lookup, self.config.feature_log_sample,
+                    max_bytes=int(self.config.log_max_mb * 2**20),
+                )  # fmt: skip
         self.served = self._traffic()
         self.routing = self._route(self.served, None)
         # TensorFlow leaves hundreds of thousands of long-lived Python objects; a full GC pass
@@ -341,7 +358,7 @@ class RankingModel(kserve.Model):
         """Pickles settings only: a loaded SavedModel cannot cross processes."""
         state = dict(self.__dict__)
         for key in ("routing", "batchers", "logs", "served", "_loaded",
-                    "registry", "lookup"):  # fmt: skip
+                    "registry", "lookup", "feature_log"):  # fmt: skip
             state.pop(key, None)
         state["ready"] = False
         return state
@@ -455,6 +472,8 @@ class RankingModel(kserve.Model):
             probability, batch_rows, version = await self.batchers[role].submit(
                 request, request.rows
             )
+        if self.feature_log is not None:
+            self.feature_log.record(request)
         request_id = None
         if logs is not None:
             request_id = new_request_id(

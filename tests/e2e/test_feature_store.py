@@ -8,14 +8,17 @@ holds).
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
-from support import post, serving
+from support import SKEWLESS, post, serving
 
 USER = ("age", "country", "device", "history")
 ITEM = ("title", "item_tags", "price")
@@ -184,3 +187,36 @@ def test_pushed_values_are_served_at_once_and_land_offline_for_training(
                           + pd.to_timedelta([-1, 1], unit="s")})  # fmt: skip
     found = point_in_time(repo, probe)
     assert found["history"].tolist() == [users.loc[user, "history"], pushed["history"]]
+
+
+def test_skew_report_finds_the_feature_a_client_sent_stale_and_passes_the_rest(
+    trained, feature_repo, ingested, tmp_path
+):
+    users, items = _latest(ingested)
+    pairs = list(zip(users.index[:20], items.index[:20], strict=True))
+    log = tmp_path / "features.jsonl"
+    with serving(trained["model_dir"], "--feature-store", str(feature_repo),
+                 "--feature-log", str(log), "--feature-log-sample", "1") as addresses:  # fmt: skip
+        url = f"{addresses['http']}/v1/models/ranking:predict"
+        by_id = [{"user_id": u, "item_id": i, "hour": 12, "weekday": "Mon"} for u, i in pairs]
+        assert post(url, {"instances": by_id})[0] == 200
+        report = _skew_report(log, feature_repo)
+        assert report.returncode == 0, report.stdout + report.stderr
+        assert "skewed: none" in report.stdout
+        # A client that sends its own stale copy of a feature: served values the store never had.
+        stale = [{**row, "country": "JP"} for row in by_id]
+        assert post(url, {"instances": stale})[0] == 200
+    report = _skew_report(log, feature_repo, "--json")
+    assert report.returncode == 1, report.stdout + report.stderr
+    found = json.loads(report.stdout)
+    assert found["rows"] == 40 and found["skewed"] == ["country"]
+    share_not_jp = float(np.mean(users.loc[[u for u, _ in pairs], "country"] != "JP"))
+    assert found["features"]["country"]["mismatch"] == pytest.approx(share_not_jp / 2, abs=1e-6)
+    assert found["features"]["age"]["mismatch"] == 0.0
+
+
+def _skew_report(log: Path, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SKEWLESS, "skew-report", "--feature-log", str(log), "--feature-store", str(repo), *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip

@@ -8,6 +8,7 @@ from typing import Any
 
 from skewless.cli.common import (
     CliError,
+    _fraction,
     _model_name,
     _non_negative,
     _port,
@@ -18,6 +19,7 @@ from skewless.cli.common import (
 )
 from skewless.experiments.logs import DEFAULT_LOG_MAX_MB, EXPOSURE_LOG
 from skewless.serving.batching import DEFAULT_BATCH_ROWS
+from skewless.serving.lookup import DEFAULT_FEATURE_LOG_SAMPLE, FEATURE_LOG
 from skewless.serving.validation import (
     DEFAULT_ITEM_FIELD,
     DEFAULT_MAX_BATCH,
@@ -37,6 +39,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     request_log = args.request_log
     if request_log is None and args.registry and not remote:
         request_log = exposure_log_beside(args.registry)
+    feature_log = args.feature_log
+    if feature_log is None and args.feature_store and request_log:
+        feature_log = str(Path(request_log).with_name(FEATURE_LOG))
     config = ServingConfig(
         max_request_rows=args.max_request_rows,
         max_batch_rows=args.max_batch_rows,
@@ -47,6 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         item_field=args.item_field,
         log_max_mb=args.log_max_mb,
         feature_store=_feature_repo(args.feature_store),
+        feature_log=feature_log or None,
+        feature_log_sample=args.feature_log_sample,
     )
     _check_ports(args.http_port, args.grpc_port)
     from skewless.features.store import FeatureStoreError
@@ -186,8 +193,67 @@ def add_commands(sub: Any) -> None:
         "send only ids and context, the other features are read from its online store",
     )
     srv.add_argument(
+        "--feature-log",
+        help=f"with --feature-store: append a sample of the scored rows' user and item features "
+        f"here for `skewless skew-report` (default: {FEATURE_LOG} beside the request log; '' "
+        "for none)",
+    )
+    srv.add_argument(
+        "--feature-log-sample",
+        type=_fraction,
+        default=DEFAULT_FEATURE_LOG_SAMPLE,
+        help=f"share of rows written to the feature log ({DEFAULT_FEATURE_LOG_SAMPLE:g})",
+    )
+    srv.add_argument(
         "--request-log",
         help=f"append one exposure (JSON line) per request here, outcomes beside it (default "
         f"with a --registry file: {EXPOSURE_LOG} beside it; '' for none)",
     )
     srv.set_defaults(func=cmd_serve)
+
+    skew = sub.add_parser(
+        "skew-report",
+        help="compare the features a server scored with against the offline store, as of the "
+        "same times (exit 1 when a feature is skewed)",
+    )
+    skew.add_argument("--feature-log", required=True, help="the server's feature log")
+    skew.add_argument("--feature-store", required=True, metavar="REPO", help="feature repository")
+    skew.add_argument(
+        "--max-mismatch",
+        type=_fraction,
+        default=0.01,
+        help="share of rows whose served value may differ from the offline one (0.01)",
+    )
+    skew.add_argument("--json", action="store_true", help="print the report as JSON")
+    skew.set_defaults(func=cmd_skew_report)
+
+
+def cmd_skew_report(args: argparse.Namespace) -> int:
+    """``skewless skew-report``: served features against the offline store; 1 when skewed."""
+    import json
+
+    from skewless.experiments.logs import LogError
+    from skewless.features.skew import skew_report
+    from skewless.features.store import FeatureStoreError
+
+    repo = _feature_repo(args.feature_store)
+    assert repo is not None
+    try:
+        report = skew_report(args.feature_log, repo, max_mismatch=args.max_mismatch)
+    except LogError as err:
+        raise CliError(f"--feature-log: {err}") from None
+    except FeatureStoreError as err:
+        raise CliError(str(err)) from None
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"{report['rows']} served rows against the offline store at {repo}")
+        print(f"  {'feature':<12} {'mismatch':>9} {'distance':>16} {'skewed':>7}")
+        for name, row in report["features"].items():
+            distance = (
+                f"{row.get('metric', '-')} {row.get('value', 0):.3f}" if "metric" in row else "-"
+            )
+            verdict = "YES" if row["skewed"] else "no"
+            print(f"  {name:<12} {row['mismatch']:>9.2%} {distance:>16} {verdict:>7}")
+        print(f"skewed: {', '.join(report['skewed']) or 'none'}")
+    return 1 if report["skewed"] else 0

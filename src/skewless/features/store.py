@@ -34,6 +34,7 @@ from skewless.contract.spec import FeatureSpec
 PROJECT = "skewless"
 CONFIG_FILE = "feature_store.yaml"
 VIEWS_FILE = "views.json"  # what serving needs to know without the spec or Feast's registry
+SPEC_FILE = "spec.yaml"  # the spec the views were generated from
 DATA_DIR = "data"
 SIDES = ("user", "item")
 _ROW = "__skewless_row"
@@ -178,6 +179,16 @@ def read_views(repo: str | Path) -> tuple[list[EntityView], str]:
         raise FeatureStoreError(f"{path}: not a skewless feature repository ({err})") from None
 
 
+def read_spec(repo: str | Path) -> FeatureSpec:
+    """The spec a repository's views were generated from."""
+    from skewless.contract.spec import load_spec
+
+    path = Path(repo) / SPEC_FILE
+    if not path.is_file():
+        raise FeatureStoreError(f"{path}: missing; the repository was not written by skewless")
+    return load_spec(path)
+
+
 def side_tables(spec: FeatureSpec, splits: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
     """Per side, the offline table: key, event time and the side's raw features of every row.
 
@@ -228,6 +239,7 @@ def build_repository(
             {"event_time": time_name, "views": [dataclasses.asdict(v) for v in views]}, indent=1
         )
     )
+    (root / SPEC_FILE).write_text(spec.source_text)
     tables = side_tables(spec, splits)
     summary: dict[str, Any] = {"repository": str(root), "views": {}}
     first, last = None, None
