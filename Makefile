@@ -15,7 +15,7 @@ IMAGE := $(shell sed -n 's/^IMAGE = "\(.*\)"/\1/p' src/skewless/image.py)
 CLUSTER ?= skewless
 CLUSTER_TOOL ?= kind
 
-.PHONY: run test lint typecheck bench bench-transform bench-serving bench-experiment bench-retrieval \
+.PHONY: run test lint typecheck bench bench-transform bench-serving bench-experiment bench-retrieval bench-features \
 	compile clean help \
 	image kind-load image-load cluster cluster-down
 
@@ -65,7 +65,7 @@ typecheck: $(STAMP)
 compile: $(STAMP)
 	$(BIN)/skewless compile
 
-bench: bench-transform bench-serving bench-experiment bench-retrieval
+bench: bench-transform bench-serving bench-experiment bench-retrieval bench-features
 
 bench-transform: $(STAMP)
 	$(BIN)/python bench/bench_transform.py
@@ -83,6 +83,9 @@ bench-experiment: $(STAMP)
 
 # Trains the default pipeline, then compares ANN libraries and times recommend at 50k and 1M items.
 # FAISS and hnswlib are measured, not shipped: they install here, for the comparison only.
+bench-features: $(STAMP)
+	$(BIN)/python bench/bench_features.py
+
 bench-retrieval: $(STAMP)
 	$(BIN)/pip install -q --no-deps 'faiss-cpu==1.15.1' 'hnswlib==0.8.0'
 	$(BIN)/python bench/bench_retrieval.py
