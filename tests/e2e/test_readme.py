@@ -182,6 +182,25 @@ class Walk:
                                    {"instances": [example()]})  # fmt: skip
         assert status == 200 and len(body["predictions"]) == 1
 
+    def _skewless_skew_report(self, argv: list[str], command: str) -> None:
+        # A server on the run's registry and feature store logs every row it scores by id (make
+        # run's server logged a 5% sample, which may hold the README's made-up full row: a
+        # client's own values, which the report would rightly call skewed; start clean).
+        log = self.cwd / argv[argv.index("--feature-log") + 1]
+        log.unlink(missing_ok=True)
+        registry = self.cwd / "runs" / "default" / "models" / "registry.db"
+        repo = self.cwd / argv[argv.index("--feature-store") + 1]
+        rows = [{"user_id": "u006160", "item_id": "i28641", "hour": h, "weekday": "Fri"}
+                for h in range(3)]  # fmt: skip
+        with serving("", "--registry", str(registry), "--feature-store", str(repo),
+                     "--feature-log-sample", "1") as server:  # fmt: skip
+            status, body, headers = post(f"{server['http']}/v1/models/ranking:predict",
+                                         {"instances": rows})  # fmt: skip
+        assert status == 200, body
+        assert "age" in headers["x-skewless-looked-up"]
+        out = self.skewless(argv)
+        assert "3 served rows" in out and "skewed: none" in out, out
+
     def _skewless_models(self, argv: list[str], command: str) -> None:
         out = self.skewless(argv)
         assert "ranking" in out
