@@ -269,7 +269,7 @@ class RankingModel(kserve.Model):
         # its copy of this model before its first request.
         limit_app(self.config.max_body_mb)
         self.registry = open_registry(self.registry_locator) if self.registry_locator else None
-        self.feature_log = None
+        self.lookup, self.feature_log = None, None
         if self.config.feature_store:
             self.lookup = FeatureLookup(self.config.feature_store)
             if self.config.feature_log:

@@ -118,7 +118,8 @@ def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         spec, model_dir = load_spec(), str(request.getfixturevalue("trained")["model_dir"])
         clean = pd.read_parquet(request.getfixturevalue("ingested") / "eval.parquet").head(50)
         valid = {f.name: st.sampled_from(clean[f.name].tolist()) for f in spec.model_inputs}
-        fixed = {"clicked": 1, "event_id": "e1", "true_click_prob": 0.5}
+        fixed = {"clicked": 1, "event_id": "e1", "true_click_prob": 0.5,
+                 "event_timestamp": "2026-01-05T10:00:00Z"}  # fmt: skip
     with serving(model_dir, name="parity") as server:
         signature = tf.saved_model.load(model_dir).signatures["serving_default"]
         yield Case(spec, model_dir, server, signature, valid, fixed)

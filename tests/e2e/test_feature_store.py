@@ -108,29 +108,6 @@ def test_an_id_the_store_does_not_know_is_a_400_naming_it(server, ingested):
     )
 
 
-def test_a_store_that_cannot_be_read_is_a_503_with_a_retry_hint(
-    trained, feature_repo, ingested, tmp_path
-):
-    repo = tmp_path / "feature_repo"
-    shutil.copytree(feature_repo, repo)
-    users, items = _latest(ingested)
-    row = {"user_id": users.index[0], "item_id": items.index[0], "hour": 1, "weekday": "Mon"}
-    with serving(trained["model_dir"], "--feature-store", str(repo)) as addresses:
-        url = f"{addresses['http']}/v1/models/ranking:predict"
-        assert post(url, {"instances": [row]})[0] == 200
-        with sqlite3.connect(repo / "data" / "online.db") as db:  # the store breaks
-            tables = [t for (t,) in db.execute("select name from sqlite_master where type='table'")]
-            for table in tables:
-                db.execute(f'drop table "{table}"')
-        status, answer, headers = post(url, {"instances": [row]})
-        assert status == 503, (answer, headers)
-        assert headers["retry-after"] == "1"
-        assert "feature store" in answer["error"]
-        # A request that sends every feature does not need the store and is still answered.
-        full = _full(users, items, users.index[0], items.index[0], hour=1, weekday="Mon")
-        assert post(url, {"instances": [full]})[0] == 200
-
-
 def test_recommend_with_only_the_user_id_and_context_answers_as_with_the_full_query(
     server, ingested
 ):
@@ -151,13 +128,42 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def test_pushed_values_are_served_at_once_and_land_offline_for_training(
-    trained, feature_repo, ingested, tmp_path
-):
+@pytest.fixture(scope="module")
+def writable(trained, feature_repo, tmp_path_factory):
+    """A server on a copy of the repository, logging every row it scores: the tests below push
+    to it, read its feature log and, last, break its store (they run in this order)."""
+    root = tmp_path_factory.mktemp("writable")
+    repo, log = root / "feature_repo", root / "features.jsonl"
+    shutil.copytree(feature_repo, repo)
+    with serving(trained["model_dir"], "--feature-store", str(repo), "--feature-log", str(log),
+                 "--feature-log-sample", "1") as addresses:  # fmt: skip
+        yield {**addresses, "repo": repo, "log": log}
+
+
+def test_skew_report_finds_the_feature_a_client_sent_stale_and_passes_the_rest(writable, ingested):
+    users, items = _latest(ingested)
+    pairs = list(zip(users.index[:20], items.index[:20], strict=True))
+    url = f"{writable['http']}/v1/models/ranking:predict"
+    by_id = [{"user_id": u, "item_id": i, "hour": 12, "weekday": "Mon"} for u, i in pairs]
+    assert post(url, {"instances": by_id})[0] == 200
+    report = _skew_report(writable["log"], writable["repo"])
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "20 served rows" in report.stdout and "skewed: none" in report.stdout
+    # A client that sends its own stale copy of a feature: served values the store never had.
+    stale = [{**row, "country": "JP"} for row in by_id]
+    assert post(url, {"instances": stale})[0] == 200
+    report = _skew_report(writable["log"], writable["repo"], "--json")
+    assert report.returncode == 1, report.stdout + report.stderr
+    found = json.loads(report.stdout)
+    assert found["rows"] == 40 and found["skewed"] == ["country"]
+    share_not_jp = float(np.mean(users.loc[[u for u, _ in pairs], "country"] != "JP"))
+    assert found["features"]["country"]["mismatch"] == pytest.approx(share_not_jp / 2, abs=1e-6)
+    assert found["features"]["age"]["mismatch"] == 0.0
+
+
+def test_pushed_values_are_served_at_once_and_land_offline_for_training(writable, ingested):
     from skewless.features.store import point_in_time
 
-    repo = tmp_path / "feature_repo"
-    shutil.copytree(feature_repo, repo)
     users, items = _latest(ingested)
     user, item = users.index[2], items.index[2]
     later = (users["event_timestamp"].max() + pd.Timedelta(hours=1)).isoformat()
@@ -165,54 +171,45 @@ def test_pushed_values_are_served_at_once_and_land_offline_for_training(
     body = {"push_source_name": "user_features_push",
             "df": {"user_id": [user], "event_timestamp": [later],
                    **{name: [value] for name, value in pushed.items()}}}  # fmt: skip
-    with serving(trained["model_dir"], "--feature-store", str(repo)) as addresses:
-        status, answer, _ = post(f"{addresses['http']}/push", body)
-        assert status == 200, answer
-        assert answer == {"pushed": 1, "push_source_name": "user_features_push"}
-        url = f"{addresses['http']}/v1/models/ranking:predict"
-        by_id = {"user_id": user, "item_id": item, "hour": 9, "weekday": "Wed"}
-        full = {**_full(users, items, user, item, hour=9, weekday="Wed"), **pushed}
-        assert post(url, {"instances": [by_id]})[1] == post(url, {"instances": [full]})[1]
+    status, answer, _ = post(f"{writable['http']}/push", body)
+    assert status == 200, answer
+    assert answer == {"pushed": 1, "push_source_name": "user_features_push"}
+    url = f"{writable['http']}/v1/models/ranking:predict"
+    by_id = {"user_id": user, "item_id": item, "hour": 9, "weekday": "Wed"}
+    full = {**_full(users, items, user, item, hour=9, weekday="Wed"), **pushed}
+    assert post(url, {"instances": [by_id]})[1] == post(url, {"instances": [full]})[1]
 
-        # A bad push is a 400 naming the field, and writes nothing.
-        bad = {**body, "df": {**body["df"], "age": ["old"]}}
-        status, answer, _ = post(f"{addresses['http']}/push", bad)
-        assert (status, answer["error"]) == (400, "df.age[0]: not a number ('old')")
-        missing = {**body, "df": {k: v for k, v in body["df"].items() if k != "history"}}
-        status, answer, _ = post(f"{addresses['http']}/push", missing)
-        assert status == 400 and answer["error"].startswith("df.history: missing")
+    # A bad push is a 400 naming the field.
+    bad = {**body, "df": {**body["df"], "age": ["old"]}}
+    status, answer, _ = post(f"{writable['http']}/push", bad)
+    assert (status, answer["error"]) == (400, "df.age[0]: not a number ('old')")
+    missing = {**body, "df": {k: v for k, v in body["df"].items() if k != "history"}}
+    status, answer, _ = post(f"{writable['http']}/push", missing)
+    assert status == 400 and answer["error"].startswith("df.history: missing")
     # The next training run's point-in-time join sees the pushed values after their time only.
     probe = pd.DataFrame({"user_id": [user, user],
                           "event_timestamp": pd.to_datetime([later, later], utc=True)
                           + pd.to_timedelta([-1, 1], unit="s")})  # fmt: skip
-    found = point_in_time(repo, probe)
+    found = point_in_time(writable["repo"], probe)
     assert found["history"].tolist() == [users.loc[user, "history"], pushed["history"]]
 
 
-def test_skew_report_finds_the_feature_a_client_sent_stale_and_passes_the_rest(
-    trained, feature_repo, ingested, tmp_path
-):
+def test_a_store_that_cannot_be_read_is_a_503_with_a_retry_hint(writable, ingested):
     users, items = _latest(ingested)
-    pairs = list(zip(users.index[:20], items.index[:20], strict=True))
-    log = tmp_path / "features.jsonl"
-    with serving(trained["model_dir"], "--feature-store", str(feature_repo),
-                 "--feature-log", str(log), "--feature-log-sample", "1") as addresses:  # fmt: skip
-        url = f"{addresses['http']}/v1/models/ranking:predict"
-        by_id = [{"user_id": u, "item_id": i, "hour": 12, "weekday": "Mon"} for u, i in pairs]
-        assert post(url, {"instances": by_id})[0] == 200
-        report = _skew_report(log, feature_repo)
-        assert report.returncode == 0, report.stdout + report.stderr
-        assert "skewed: none" in report.stdout
-        # A client that sends its own stale copy of a feature: served values the store never had.
-        stale = [{**row, "country": "JP"} for row in by_id]
-        assert post(url, {"instances": stale})[0] == 200
-    report = _skew_report(log, feature_repo, "--json")
-    assert report.returncode == 1, report.stdout + report.stderr
-    found = json.loads(report.stdout)
-    assert found["rows"] == 40 and found["skewed"] == ["country"]
-    share_not_jp = float(np.mean(users.loc[[u for u, _ in pairs], "country"] != "JP"))
-    assert found["features"]["country"]["mismatch"] == pytest.approx(share_not_jp / 2, abs=1e-6)
-    assert found["features"]["age"]["mismatch"] == 0.0
+    row = {"user_id": users.index[0], "item_id": items.index[0], "hour": 1, "weekday": "Mon"}
+    url = f"{writable['http']}/v1/models/ranking:predict"
+    assert post(url, {"instances": [row]})[0] == 200
+    with sqlite3.connect(writable["repo"] / "data" / "online.db") as db:  # the store breaks
+        tables = [t for (t,) in db.execute("select name from sqlite_master where type='table'")]
+        for table in tables:
+            db.execute(f'drop table "{table}"')
+    status, answer, headers = post(url, {"instances": [row]})
+    assert status == 503, (answer, headers)
+    assert headers["retry-after"] == "1"
+    assert "feature store" in answer["error"]
+    # A request that sends every feature does not need the store and is still answered.
+    full = _full(users, items, users.index[0], items.index[0], hour=1, weekday="Mon")
+    assert post(url, {"instances": [full]})[0] == 200
 
 
 def _skew_report(log: Path, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:

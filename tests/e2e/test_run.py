@@ -44,8 +44,8 @@ def test_run_summary(run):
     assert summary["rows"] == {"rows_in": 4000, "rows_clean": 4000, "rows_quarantined": 0,
                                "rows_train": summary["rows"]["rows_train"],
                                "rows_eval": 4000 - summary["rows"]["rows_train"]}  # fmt: skip
-    assert set(summary["step_seconds"]) == {"generate", "ingest", "transform", "train",
-                                            "evaluate", "register", "deploy"}  # fmt: skip
+    assert set(summary["step_seconds"]) == {"generate", "ingest", "materialize", "transform",
+                                            "train", "evaluate", "register", "deploy"}  # fmt: skip
     assert summary["registered_version"] == 1
     assert all(seconds > 0 for seconds in summary["step_seconds"].values())
     metrics = summary["metrics"]
@@ -55,6 +55,16 @@ def test_run_summary(run):
     assert summary["deployment"] == "production"  # nothing served before: no canary
     assert Path(summary["served_model_path"]).name == "1"
     assert "eval AUC" in run["stdout"] and "PROMOTED" in run["stdout"]
+
+
+def test_run_materializes_the_feature_store_and_checks_it(run):
+    store = run["summary"]["feature_store"]
+    assert store["materialized"] == 1
+    assert store["repository"] == str(run["workdir"] / "feature_repo")
+    assert store["views"]["user_features"]["rows"] == 4000
+    assert store["point_in_time_rows"] > 0
+    assert set(store["point_in_time_mismatch"].values()) == {0.0}
+    assert f"feature store: {store['repository']}" in run["stdout"]
 
 
 def test_run_summary_has_the_retrieval_stage_measured_three_ways(run):
@@ -76,7 +86,7 @@ def test_run_summary_has_the_retrieval_stage_measured_three_ways(run):
 def test_console_shows_a_line_per_step_and_keeps_each_steps_log(run):
     lines = (run["stdout"] + run["stderr"]).splitlines()
     assert len(lines) < 40, "\n".join(lines)
-    steps = {"ingest", "transform", "train", "evaluate", "register", "deploy"}
+    steps = {"ingest", "materialize", "transform", "train", "evaluate", "register", "deploy"}
     for step in steps:
         log = run["workdir"] / "logs" / f"{step}.log"
         (line,) = [line for line in lines if line.split()[:1] == [step]]
