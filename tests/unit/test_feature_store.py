@@ -111,3 +111,14 @@ def test_two_values_of_one_user_at_one_instant_fail_the_check(tmp_path):
     folder = ingest(tmp_path / "raw.parquet", spec, tmp_path / "ingested").out_dir
     with pytest.raises(FeatureStoreError, match=r"different 'age' than the row logged"):
         materialize(folder, spec, tmp_path / "repo")
+
+
+def test_identical_entity_rows_each_get_the_answer(repo, ingested):
+    """Feast answers an entity row once however often it is asked (a server logs the same user
+    at the same instant for every row of a request); every copy gets the answer here."""
+    rows = pd.read_parquet(ingested / "eval.parquet").head(4)
+    asked = pd.concat([rows[["event_timestamp", "user_id", "item_id"]]] * 3, ignore_index=True)
+    found = point_in_time(repo, asked)
+    assert len(found) == 12
+    for name in ("history", "title", "price"):
+        np.testing.assert_array_equal(found[name].to_numpy(), np.tile(rows[name].to_numpy(), 3))

@@ -270,20 +270,23 @@ def point_in_time(repo: str | Path, rows: pd.DataFrame) -> pd.DataFrame:
 
     ``rows`` holds at least the event time and the entity keys; the answer has one row per input
     row, in order, with the looked-up features beside the input's other columns. A row whose
-    entity had no value yet at its time gets nulls (Feast's file store drops such rows; they are
-    put back here, so none is lost).
+    entity had no value yet at its time gets nulls (Feast's file store drops such rows, and
+    answers identical rows once; both are put back here, so none is lost).
     """
     views, time_name = read_views(repo)
     store = open_store(repo)
     keys = [view.key for view in views if view.key in rows.columns]
-    entity_df = rows[[time_name, *keys]].copy()
-    entity_df[_ROW] = np.arange(len(rows))
-    for key in keys:
-        entity_df[key] = entity_df[key].astype(str)
+    asked = rows[[time_name, *keys]].astype({key: str for key in keys})
+    # Feast answers identical entity rows (same ids, same instant) once; each is asked once here
+    # and every input row gets its answer.
+    group = asked.groupby([time_name, *keys], sort=False, dropna=False).ngroup().to_numpy()
+    _, first = np.unique(group, return_index=True)
+    entity_df = asked.iloc[first].copy()
+    entity_df[_ROW] = group[first]
     refs = [ref for view in views if view.key in keys for ref in view.refs]
     joined = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
     names = [ref.split(":", 1)[1] for ref in refs]
-    found = joined.set_index(_ROW)[names].reindex(np.arange(len(rows)))
+    found = joined.drop_duplicates(_ROW).set_index(_ROW)[names].reindex(group)
     out = rows.reset_index(drop=True).drop(columns=[n for n in names if n in rows.columns])
     return pd.concat([out, found.reset_index(drop=True)], axis=1)
 
