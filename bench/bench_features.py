@@ -6,8 +6,9 @@
    features (``user_features``), of the item features (``item_features``), and of one call of the
    model's serving signature on as many full raw rows; all side by side in one run.
 3. Over HTTP (``skewless serve --registry ... --feature-store ...``, sequential requests): p50/p99
-   of a request of 1 and 300 rows that sends only ids and context, next to the same rows sent
-   with every raw feature.
+   of a request of 1 and 300 rows that sends only ids and context (300 users and items, and the
+   usual ranking request: one user and 300 items), next to the same rows sent with every raw
+   feature.
 
 Writes bench/results/features.{json,md}. Usage: python bench/bench_features.py [--workdir DIR]
 [--rows 400000] [--calls 300]
@@ -133,6 +134,11 @@ def over_http(workdir: Path, calls: int) -> dict[str, Any]:
                                                   calls)  # fmt: skip
                 out[f"http_by_id_{size}"] = _timed(lambda b=by_id: _post(url, {"instances": b}),
                                                    calls)  # fmt: skip
+                # The usual ranking request: one user, many items (the user is read once).
+                one_user = [{**row, "user_id": by_id[0]["user_id"]} for row in by_id]
+                out[f"http_by_id_one_user_{size}"] = _timed(
+                    lambda b=one_user: _post(url, {"instances": b}), calls
+                )
             return out
         finally:
             server.terminate()
@@ -185,6 +191,7 @@ def render(results: dict[str, Any]) -> str:
             f"model_call_{size}": "model call (signature, raw rows)",
             f"http_full_{size}": "HTTP predict, every raw feature sent",
             f"http_by_id_{size}": "HTTP predict, ids and context only",
+            f"http_by_id_one_user_{size}": "HTTP predict, ids only, one user and many items",
         }
         for key, label in labels.items():
             row = ip.get(key) or http.get(key)

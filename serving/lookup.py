@@ -89,7 +89,12 @@ class FeatureLookup:
                 spec.features[view.key], [columns[view.key][row] for row in rows],
                 Violations(len(rows)),
             )  # fmt: skip
-            values, found = self.online.lookup(view, [str(i) for i in ids])
+            # Each distinct id is read once (a ranking request is one user and many items).
+            distinct, position = np.unique(np.asarray([str(i) for i in ids], dtype=object),
+                                           return_inverse=True)  # fmt: skip
+            once, found_once = self.online.lookup(view, list(distinct))
+            values = {name: [column[p] for p in position] for name, column in once.items()}
+            found = found_once[position]
             for index, row in enumerate(rows):
                 if not found[index]:
                     needed = [
