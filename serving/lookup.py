@@ -14,8 +14,8 @@ required one is a 400 naming the id; an optional one takes its default. A store 
 read is a 503 with ``Retry-After`` (:class:`skewless.features.store.StoreUnavailable`), never a
 guess.
 
-New values arrive at ``POST /push`` in the body Feast's own feature server takes
-(``{"push_source_name": "user_features_push", "df": {column: [values]}, "to":
+With ``--allow-push``, new values arrive at ``POST /push`` in the body Feast's own feature server
+takes (``{"push_source_name": "user_features_push", "df": {column: [values]}, "to":
 "online_and_offline"}``): checked by the contract's validator like any row, then written online
 (the next request sees them) and appended offline (the next training run's point-in-time join
 sees the same values).

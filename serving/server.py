@@ -143,6 +143,8 @@ class ServingConfig:
         feature_log: With a feature store, the file a sample of the scored rows' entity
             features is appended to, for ``skewless skew-report``.
         feature_log_sample: The share of rows logged there.
+        allow_push: Accept new feature values at ``POST /push`` (off by default: anyone who
+            reaches the port could otherwise rewrite what the model sees).
     """
 
     max_request_rows: int = DEFAULT_MAX_BATCH
@@ -157,6 +159,7 @@ class ServingConfig:
     feature_store: str | None = None
     feature_log: str | None = None
     feature_log_sample: float = DEFAULT_FEATURE_LOG_SAMPLE
+    allow_push: bool = False
 
 
 class RankingModel(kserve.Model):
@@ -493,8 +496,11 @@ class RankingModel(kserve.Model):
     async def push_features(
         self, body: bytes, headers: dict[str, str]
     ) -> tuple[int, dict[str, Any]]:
-        """``POST /push``: the HTTP status and JSON answer (400 naming the problem)."""
+        """``POST /push``: the HTTP status and JSON answer (400 naming the problem, 403 when
+        pushing is off)."""
         assert self.lookup is not None
+        if not self.config.allow_push:
+            return 403, {"error": "pushing features is off: start the server with --allow-push"}
         try:
             payload = json_object(body, headers)
             spec = self.routing.production.validator.spec

@@ -96,6 +96,14 @@ def test_features_the_request_sends_win_over_the_store(server, ingested):
     assert post(url, {"instances": [stored]})[1]["predictions"] != answer["predictions"]
 
 
+def test_pushing_is_off_unless_the_server_allows_it(server):
+    body = {"push_source_name": "user_features_push", "df": {"user_id": ["u1"]}}
+    status, answer, _ = post(f"{server['http']}/push", body)
+    assert (status, answer["error"]) == (
+        403, "pushing features is off: start the server with --allow-push"
+    )  # fmt: skip
+
+
 def test_an_id_the_store_does_not_know_is_a_400_naming_it(server, ingested):
     _, items = _latest(ingested)
     row = {"user_id": "u999999", "item_id": items.index[0], "hour": 1, "weekday": "Mon"}
@@ -136,7 +144,7 @@ def writable(trained, feature_repo, tmp_path_factory):
     repo, log = root / "feature_repo", root / "features.jsonl"
     shutil.copytree(feature_repo, repo)
     with serving(trained["model_dir"], "--feature-store", str(repo), "--feature-log", str(log),
-                 "--feature-log-sample", "1") as addresses:  # fmt: skip
+                 "--feature-log-sample", "1", "--allow-push") as addresses:  # fmt: skip
         yield {**addresses, "repo": repo, "log": log}
 
 

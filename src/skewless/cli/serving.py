@@ -54,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         feature_store=_feature_repo(args.feature_store),
         feature_log=feature_log or None,
         feature_log_sample=args.feature_log_sample,
+        allow_push=args.allow_push,
     )
     _check_ports(args.http_port, args.grpc_port)
     from skewless.features.store import FeatureStoreError
@@ -191,6 +192,12 @@ def add_commands(sub: Any) -> None:
         metavar="REPO",
         help="a feature repository (`skewless run` writes WORKDIR/feature_repo): requests may "
         "send only ids and context, the other features are read from its online store",
+    )
+    srv.add_argument(
+        "--allow-push",
+        action="store_true",
+        help="with --feature-store: accept new feature values at POST /push (off: anyone "
+        "reaching the port could rewrite what the model sees)",
     )
     srv.add_argument(
         "--feature-log",
