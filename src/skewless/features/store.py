@@ -216,7 +216,8 @@ def build_repository(
 ) -> dict[str, Any]:
     """Writes the offline tables, applies the feature views and materializes the online store.
 
-    A repository that exists is refreshed: its tables are rewritten from ``splits`` and every
+    A repository that exists is refreshed: the offline tables are an append-only record, so the
+    rows already there (earlier runs' and pushed values) are kept beside the new ones, and every
     entity's latest value is written online again (Feast's ``materialize``).
 
     Args:
@@ -245,6 +246,15 @@ def build_repository(
     first, last = None, None
     for view in views:
         table = tables[view.side]
+        if view.table(root).is_file():  # keep what is there: pushes land only in this table
+            kept = pd.read_parquet(view.table(root), columns=list(table.columns))
+            kept[time_name] = kept[time_name].astype(table[time_name].dtype)
+            table = (
+                pd.concat([kept, table], ignore_index=True)
+                .drop_duplicates([view.key, time_name], keep="last")
+                .sort_values([time_name, view.key], kind="stable")
+                .reset_index(drop=True)
+            )
         table.to_parquet(view.table(root), index=False)
         if len(table):
             low, high = table[time_name].min(), table[time_name].max()
