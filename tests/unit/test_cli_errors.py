@@ -38,6 +38,23 @@ def test_serve_with_a_missing_registry_file_creates_none(tmp_path: Path, capsys)
     assert not (tmp_path / "typo").exists()
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [["--feature-log", "f.jsonl"], ["--allow-push"], ["--feature-log-sample", "1"]],
+)
+def test_feature_store_flags_without_a_feature_store_are_refused(tmp_path: Path, capsys, flags):
+    assert main(["serve", "--model", str(tmp_path), *flags]) == 1
+    assert _one_line(capsys) == f"skewless serve: error: {flags[0]} needs --feature-store"
+
+
+def test_a_folder_that_is_not_a_feature_repository_is_one_clear_line(tmp_path: Path, capsys):
+    assert main(["serve", "--model", str(tmp_path), "--feature-store", str(tmp_path)]) == 1
+    assert _one_line(capsys).endswith(
+        f"--feature-store: {tmp_path} is not a feature repository written by the materialize "
+        "step (no feature_store.yaml and views.json)"
+    )
+
+
 def _one_line(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err, err

@@ -39,6 +39,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     request_log = args.request_log
     if request_log is None and args.registry and not remote:
         request_log = exposure_log_beside(args.registry)
+    if not args.feature_store:  # these flags act on the feature store: none is silently ignored
+        for flag, value in (("--feature-log", args.feature_log), ("--allow-push", args.allow_push),
+                            ("--feature-log-sample", args.feature_log_sample)):  # fmt: skip
+            if value not in (None, False):
+                raise CliError(f"{flag} needs --feature-store")
     feature_log = args.feature_log
     if feature_log is None and args.feature_store and request_log:
         feature_log = str(Path(request_log).with_name(FEATURE_LOG))
@@ -53,7 +58,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_max_mb=args.log_max_mb,
         feature_store=_feature_repo(args.feature_store),
         feature_log=feature_log or None,
-        feature_log_sample=args.feature_log_sample,
+        feature_log_sample=(
+            args.feature_log_sample
+            if args.feature_log_sample is not None
+            else DEFAULT_FEATURE_LOG_SAMPLE
+        ),
         allow_push=args.allow_push,
     )
     _check_ports(args.http_port, args.grpc_port)
@@ -208,7 +217,6 @@ def add_commands(sub: Any) -> None:
     srv.add_argument(
         "--feature-log-sample",
         type=_fraction,
-        default=DEFAULT_FEATURE_LOG_SAMPLE,
         help=f"share of rows written to the feature log ({DEFAULT_FEATURE_LOG_SAMPLE:g})",
     )
     srv.add_argument(
