@@ -33,7 +33,6 @@ from kserve.protocol.infer_type import (
 from skewless.contract.spec import FeatureSpec
 from skewless.serving.exposures import failures_logged
 from skewless.serving.exposures import request_id as new_request_id
-from skewless.serving.lookup import LOOKED_UP_HEADER
 from skewless.serving.protocol import (
     REQUEST_ID_HEADER,
     VERSION_HEADER,
@@ -179,11 +178,7 @@ class RecommendModel(kserve.Model):
         with failures_logged(logs, routing, role, loaded.version, started, unit):
             assert loaded.retriever is not None and loaded.query_validator is not None
             request, k, candidates = self._parse(payload, headers, loaded.query_validator)
-            looked_up = await ranking.looked_up(request, loaded.query_validator)
-            if looked_up is not None:
-                request, names = looked_up
-                if response_headers is not None:
-                    response_headers[LOOKED_UP_HEADER] = ",".join(names)
+            request = await ranking.looked_up(request, loaded.query_validator, response_headers)
             query, (error,) = loaded.query_validator.check([request])
             if error is not None:
                 raise RequestError(error)

@@ -427,13 +427,19 @@ class RankingModel(kserve.Model):
         raise RequestError("request needs 'instances' (a list of rows) or 'inputs' (columns)")
 
     async def looked_up(
-        self, request: RawRequest, validator: RequestValidator
-    ) -> tuple[RawRequest, list[str]] | None:
-        """The request with the features it leaves out read from the feature store, and their
-        names (None without a feature store)."""
+        self,
+        request: RawRequest,
+        validator: RequestValidator,
+        response_headers: dict[str, str] | None,
+    ) -> RawRequest:
+        """The request with the features it leaves out read from the feature store (as it is
+        without one); the answer's header names what was read. Ranking and recommend share it."""
         if self.lookup is None:
-            return None
-        return await asyncio.to_thread(self.lookup.fill, request, validator.spec)
+            return request
+        request, names = await asyncio.to_thread(self.lookup.fill, request, validator.spec)
+        if response_headers is not None:
+            response_headers[LOOKED_UP_HEADER] = ",".join(names)
+        return request
 
     def assign(
         self, payload: Any, headers: dict[str, str] | None
@@ -466,11 +472,7 @@ class RankingModel(kserve.Model):
         logs = self.logs
         with failures_logged(logs, routing, role, loaded.version, started, unit):
             request = self.raw_request(payload, headers, loaded.validator)
-            looked_up = await self.looked_up(request, loaded.validator)
-            if looked_up is not None:
-                request, names = looked_up
-                if response_headers is not None:
-                    response_headers[LOOKED_UP_HEADER] = ",".join(names)
+            request = await self.looked_up(request, loaded.validator, response_headers)
             # Values are checked with the rest of the batch, in one pass.
             probability, batch_rows, version = await self.batchers[role].submit(
                 request, request.rows
