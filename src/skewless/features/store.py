@@ -119,15 +119,6 @@ def entity_views(spec: FeatureSpec) -> list[EntityView]:
     return views
 
 
-def has_feature_store(spec: FeatureSpec) -> bool:
-    """The spec makes a feature store (an event time and a side with an id and features)."""
-    try:
-        entity_views(spec)
-    except FeatureStoreError:
-        return False
-    return True
-
-
 def _feast_objects(views: Sequence[EntityView], event_time: str) -> list[Any]:
     from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.types import Float32, String
@@ -189,15 +180,14 @@ def read_spec(repo: str | Path) -> FeatureSpec:
     return load_spec(path)
 
 
-def side_tables(spec: FeatureSpec, splits: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
+def _side_tables(
+    views: Sequence[EntityView], time_name: str, splits: Sequence[str | Path]
+) -> dict[str, pd.DataFrame]:
     """Per side, the offline table: key, event time and the side's raw features of every row.
 
     Each clean row is an observation of its user and its item at its event time; rows that
     repeat an entity's values at the same time are kept once.
     """
-    views = entity_views(spec)
-    assert spec.event_time is not None
-    time_name = spec.event_time.name
     tables = {}
     for view in views:
         columns = [view.key, time_name, *view.features]
@@ -241,7 +231,7 @@ def build_repository(
         )
     )
     (root / SPEC_FILE).write_text(spec.source_text)
-    tables = side_tables(spec, splits)
+    tables = _side_tables(views, time_name, splits)
     summary: dict[str, Any] = {"repository": str(root), "views": {}}
     first, last = None, None
     for view in views:
