@@ -121,11 +121,11 @@ def test_event_times_are_parsed_to_utc_and_bad_ones_quarantined(tmp_path: Path):
     )
     raw = pd.DataFrame(
         {
-            "id": ["a", "b", "c", "d", "e", "f"],
+            "id": ["a", "b", "c", "d", "e", "f", "g"],
             "at": ["2026-01-05T14:03:00Z", "2026-01-05 16:03:00+02:00", "2026-01-05T14:03:00",
-                   "1767621780", "yesterday", ""],
-            "x": [1.0] * 6,
-            "y": [0, 1, 0, 1, 0, 1],
+                   "1767621780", "yesterday", "", "1e12"],
+            "x": [1.0] * 7,
+            "y": [0, 1, 0, 1, 0, 1, 0],
         }
     )  # fmt: skip
     raw.to_csv(tmp_path / "raw.csv", index=False)
@@ -133,7 +133,16 @@ def test_event_times_are_parsed_to_utc_and_bad_ones_quarantined(tmp_path: Path):
     assert summary.summary["reason_counts"] == {
         "at: not an ISO 8601 time or seconds since the epoch": 1,
         "at: missing required value": 1,
+        "at: not a finite number of seconds": 1,
     }
+    # Numeric text follows the number column's rule, in the same words.
+    numbers = pd.DataFrame({"id": list("hijklmnopq"), "at": [1e12] + [1767621780.0] * 9,
+                            "x": [1.0] * 10, "y": [0, 1] * 5})  # fmt: skip
+    numbers.to_parquet(tmp_path / "numbers.parquet")
+    as_number = ingest(
+        tmp_path / "numbers.parquet", spec, tmp_path / "n", max_quarantine_fraction=1.0
+    )
+    assert as_number.summary["reason_counts"] == {"at: not a finite number of seconds": 1}
     clean = pd.concat(
         [pd.read_parquet(tmp_path / "out" / f"{s}.parquet") for s in ("train", "eval")]
     ).set_index("id")

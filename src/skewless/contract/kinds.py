@@ -436,17 +436,15 @@ class Timestamp(Kind):
             shown = column.to_numpy(zero_copy_only=False)
         elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
             seconds = _filled(column.cast(pa.float64(), safe=False), 0.0).to_numpy()
-            finite = np.isfinite(seconds) & (np.abs(seconds) < 1e11)  # within about 5,000 years
-            v.fail(~finite & ~missing, feature.name, "not a finite number of seconds", seconds)
-            times = pd.to_datetime(np.where(finite, seconds, 0.0), unit="s", utc=True)
+            times = self._epoch(feature, seconds, ~missing, v, seconds)
             shown = seconds
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
             missing = _blank(column)
             text = pd.Series(_filled(column, "").to_numpy(zero_copy_only=False), dtype=object)
             # Numeric text is epoch seconds, as a number column is (a CSV column mixing both is
             # text), and errors become NaT: a value's fate never depends on its neighbours.
-            seconds = pd.to_numeric(text.where(~missing, None), errors="coerce")
-            numeric = seconds.notna().to_numpy() & (seconds.abs() < 1e11).to_numpy()
+            seconds = pd.to_numeric(text.where(~missing, None), errors="coerce").to_numpy(float)
+            numeric = ~np.isnan(seconds)
             # Text with an offset and naive text (UTC) are parsed apart: in one call pandas gives
             # a naive value the offset of the value before it.
             offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)\s*$", regex=True).to_numpy()
@@ -454,9 +452,8 @@ class Timestamp(Kind):
             for group in (offset, ~offset):
                 rows = group & ~missing & ~numeric
                 iso[rows] = pd.to_datetime(text[rows], utc=True, format="ISO8601", errors="coerce")
-            epoch = pd.to_datetime(seconds.where(numeric, 0.0), unit="s", utc=True)
-            times = iso.where(~numeric, epoch)
             shown = text.to_numpy()
+            times = iso.where(~numeric, self._epoch(feature, seconds, numeric, v, shown))
         else:
             present = ~missing
             v.fail(present, feature.name, f"expected a time, got {_type_name(kind)}")
@@ -466,6 +463,18 @@ class Timestamp(Kind):
         v.fail(bad, feature.name, "not an ISO 8601 time or seconds since the epoch", shown)
         values = times.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
         return np.where(times.isna().to_numpy(), zero, values), missing
+
+    @staticmethod
+    def _epoch(
+        feature: Feature, seconds: np.ndarray, rows: np.ndarray, v: Violations, shown: Any
+    ) -> pd.Series:
+        """UTC times of epoch ``seconds`` at ``rows``: one rule for a number column and for
+        numeric text, so a value gets the same words either way."""
+        import pandas as pd
+
+        within = np.isfinite(seconds) & (np.abs(seconds) < 1e11)  # within about 5,000 years
+        v.fail(rows & ~within, feature.name, "not a finite number of seconds", shown)
+        return pd.Series(pd.to_datetime(np.where(rows & within, seconds, 0.0), unit="s", utc=True))
 
     def v2_datatype(self, feature: Feature) -> str:
         """ISO 8601 text."""
