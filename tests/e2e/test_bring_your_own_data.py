@@ -47,6 +47,9 @@ def test_spec_infer_then_run_with_that_spec_trains_on_the_users_data(tmp_path: P
     # the default gate, calibration included, without tuning.
     assert summary["gate"]["promote"] is True, summary["gate"]
     assert summary["train"]["hparams"]["batch_size"] == 128, summary["train"]["hparams"]
+    # No event time and no sides in the drafted spec: the feature store step says why it skipped.
+    assert summary["feature_store"]["materialized"] == 0
+    assert "no 'kind: timestamp' feature" in summary["feature_store"]["reason"]
     model_dirs = sorted((workdir / "models").glob("*/*/saved_model.pb"))
     assert model_dirs, list((workdir / "models").rglob("*"))[:20]
     signature = tf.saved_model.load(str(model_dirs[-1].parent)).signatures["serving_default"]

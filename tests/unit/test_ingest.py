@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from object_store import ObjectStore
+from support import public_taxi_csv
 
 from skewless.contract.spec import load_spec_text
 from skewless.data.ingest import IngestError, QuarantineLimitError, ingest
@@ -149,6 +150,25 @@ def test_event_times_are_parsed_to_utc_and_bad_ones_quarantined(tmp_path: Path):
     assert str(clean["at"].dtype) == "datetime64[us, UTC]"
     # An offset, no offset (UTC) and epoch seconds all name the same instant.
     assert set(clean["at"]) == {pd.Timestamp("2026-01-05T14:03:00Z")}
+
+
+def test_the_public_taxi_samples_epoch_seconds_are_event_times(tmp_path: Path):
+    """Data we did not generate: the Chicago taxi sample's trip_start_timestamp (epoch seconds,
+    read from CSV as numbers) as the event time: every row ingests, at the instant it names."""
+    spec = load_spec_text(
+        "features:\n  trip_start_timestamp: {kind: timestamp}\n"
+        "  trip_miles: {kind: numeric, min: 0}\n  big_tipper: {kind: label}\n"
+    )
+    taxi = public_taxi_csv(tmp_path)
+    summary = ingest(taxi, spec, tmp_path / "out").summary
+    assert (summary["rows_in"], summary["rows_quarantined"]) == (15_002, 0)
+    clean = pd.concat(
+        [pd.read_parquet(tmp_path / "out" / f"{s}.parquet") for s in ("train", "eval")]
+    )
+    raw = pd.read_csv(taxi, usecols=["trip_start_timestamp"])["trip_start_timestamp"]
+    want = pd.to_datetime(raw, unit="s", utc=True).astype("datetime64[us, UTC]")
+    assert sorted(clean["trip_start_timestamp"]) == sorted(want)
+    assert clean["trip_start_timestamp"].min() >= pd.Timestamp("2013-01-01", tz="UTC")
 
 
 def test_parquet_nulls_nan_and_wrong_types(tmp_path: Path):
