@@ -62,7 +62,7 @@ def _rows(workdir: Path, count: int) -> Any:
 def in_process(workdir: Path, calls: int) -> dict[str, Any]:
     import tensorflow as tf
 
-    from skewless.features.store import OnlineFeatures
+    from skewless.features.online import OnlineFeatures
     from skewless.serving.server import model_spec
 
     summary = json.loads((workdir / "run_summary.json").read_text())

@@ -39,20 +39,26 @@ def materialize(
     ingested: Input[Dataset],
     spec_yaml: str,
     feature_repo: str,
+    feature_online_store: str,
     feature_summary: Output[Artifact],
     feature_metrics: Output[Metrics],
 ):
     """Writes the feature store (Feast): offline tables, feature views, the online store.
 
-    Skipped (and says so) when ``feature_repo`` is empty or the spec has no event time and no
-    side with an id; then requests must carry every raw feature.
+    ``feature_repo`` is a folder or, on a cluster, a ``minio://`` folder in the pipeline's
+    object store; ``feature_online_store`` is "" (SQLite in the repository) or
+    ``redis://HOST:PORT`` (a cluster's). Skipped (and says so) when ``feature_repo`` is empty or
+    the spec has no event time and no side with an id; then requests must carry every raw
+    feature.
     """
     import json
 
     from skewless.contract.spec import load_spec_text
     from skewless.features.materialize import materialize as run_materialize
 
-    summary = run_materialize(ingested.path, load_spec_text(spec_yaml), feature_repo)
+    summary = run_materialize(
+        ingested.path, load_spec_text(spec_yaml), feature_repo, feature_online_store
+    )
     with open(feature_summary.path, "w") as out:
         json.dump(summary, out, indent=1)
     feature_metrics.log_metric("materialized", summary["materialized"])
@@ -226,10 +232,12 @@ def deploy(
     deploy_target: str,
     kserve_namespace: str,
     kserve_mode: str,
+    feature_repo: str,
 ) -> str:
     """Puts the gate-approved version into service (production, or a canary beside it).
 
-    Returns the deployment as JSON: role, version, canary share and artifact.
+    Returns the deployment as JSON: role, version, canary share and artifact. On KServe the
+    InferenceService serves by id from ``feature_repo`` (when given).
     """
     import json
 
@@ -246,5 +254,6 @@ def deploy(
             target=deploy_target,
             namespace=kserve_namespace,
             mode=kserve_mode,
+            feature_store=feature_repo,
         )
     )

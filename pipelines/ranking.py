@@ -62,6 +62,7 @@ def ranking_pipeline(
     kserve_namespace: str = "kubeflow",
     kserve_mode: str = "Standard",
     feature_repo: str = "",
+    feature_online_store: str = "",
 ):
     """Trains, evaluates and (if the gate passes) deploys a ranking model.
 
@@ -87,15 +88,23 @@ def ranking_pipeline(
         kserve_mode: KServe deployment mode, "Standard" or "Knative".
         feature_repo: Feature store (Feast repository) the materialize step writes: offline
             tables, feature views and the online store that ``skewless serve --feature-store``
-            reads; empty skips it (docs/feature-store.md).
+            reads: a folder, or on a cluster a ``minio://`` folder; empty skips it
+            (docs/feature-store.md). With ``deploy_target="kserve"`` the InferenceService
+            serves by id from it.
+        feature_online_store: "" for SQLite inside the repository, or ``redis://HOST:PORT`` (a
+            cluster's; a repository in the object store needs it).
     """
     ingest_task = ingest(
         data_uri=data_uri, spec_yaml=spec_yaml, max_quarantine_fraction=max_quarantine_fraction
     )
     _reads_object_store(ingest_task)
     materialize_task = materialize(
-        ingested=ingest_task.outputs["ingested"], spec_yaml=spec_yaml, feature_repo=feature_repo
+        ingested=ingest_task.outputs["ingested"],
+        spec_yaml=spec_yaml,
+        feature_repo=feature_repo,
+        feature_online_store=feature_online_store,
     )
+    _reads_object_store(materialize_task)
     transform_task = transform(
         ingested=ingest_task.outputs["ingested"], spec_yaml=spec_yaml, beam_args=beam_args
     )
@@ -136,6 +145,7 @@ def ranking_pipeline(
             deploy_target=deploy_target,
             kserve_namespace=kserve_namespace,
             kserve_mode=kserve_mode,
+            feature_repo=feature_repo,
         )
         _reads_object_store(deploy_task)
 

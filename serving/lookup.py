@@ -36,7 +36,7 @@ from skewless.contract.kinds import show
 from skewless.contract.spec import FeatureSpec
 from skewless.contract.validate import Violations, check_values
 from skewless.experiments.logs import AppendLog
-from skewless.features.store import OnlineFeatures
+from skewless.features.online import OnlineFeatures
 from skewless.serving.validation import RawRequest, RequestError
 
 LOOKED_UP_HEADER = "x-skewless-looked-up"

@@ -8,11 +8,14 @@ KFP reads the test pipeline's annotations as live types.
 """
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from kfp import local
+from redis_server import redis_server
 
 from skewless.data.generate import write_dataset
 from skewless.pipelines.ranking import PIPELINE_NAME, ranking_pipeline
@@ -22,6 +25,7 @@ TINY_HPARAMS = {"epochs": 1, "batch_size": 256, "cross_layers": 1, "deep_layers"
                 "deep_width": 32, "dropout": 0.0, "l2": 0.0, "patience": 1}  # fmt: skip
 LENIENT_GATE = {"min_auc": 0.0, "max_log_loss": 10.0, "max_calibration_error": 1.0,
                 "min_recall_lift": 0.0}  # fmt: skip
+REMOTE_REPO = "minio://mlpipeline/components/feature_repo"  # as `skewless submit` passes one
 
 
 class Task:
@@ -41,28 +45,33 @@ class Task:
         return self.executor_output["parameterValues"][name]
 
 
-def _run_chain(pipeline_root: Path, data_uri: str, model_repository: Path) -> dict[str, Task]:
+def _run_chain(
+    pipeline_root: Path, data_uri: str, model_repository: Path, feature_repo: str,
+    online_store: str = "",
+) -> dict[str, Task]:  # fmt: skip
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
     ranking_pipeline(data_uri=data_uri, model_repository=str(model_repository),
-                     hparams=TINY_HPARAMS, gate=LENIENT_GATE,
-                     feature_repo=str(model_repository.parent / "feature_repo"))  # fmt: skip
+                     hparams=TINY_HPARAMS, gate=LENIENT_GATE, feature_repo=feature_repo,
+                     feature_online_store=online_store)  # fmt: skip
     (run_dir,) = pipeline_root.iterdir()
     return {p.name: Task(p) for p in run_dir.iterdir() if p.is_dir()}
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, _object_store_server) -> dict[str, Any]:
-    """The chain twice into one repository: from a local file, then from the object store."""
+def run(tmp_path_factory: pytest.TempPathFactory, _object_store_server) -> Iterator[dict[str, Any]]:
+    """The chain twice into one repository: from a local file, then as on a cluster (data and
+    feature repository in the object store, the online store a Redis)."""
     root = tmp_path_factory.mktemp("kfp")
     data = write_dataset(2_000, 4, root / "raw.parquet", show_progress=False)
-    tasks = _run_chain(root / "runs", str(data), root / "models")
-    # The second run reads its data as a cluster step does (the steps inherit this environment).
-    with pytest.MonkeyPatch.context() as env:
+    tasks = _run_chain(root / "runs", str(data), root / "models", str(root / "feature_repo"))
+    # The second run's steps see the object store as cluster steps do (they inherit this
+    # environment).
+    with pytest.MonkeyPatch.context() as env, redis_server() as redis:
         for name, value in _object_store_server.environment().items():
             env.setenv(name, value)
         uri = _object_store_server.upload(data, "data/components/raw.parquet")
-        second = _run_chain(root / "runs-2", uri, root / "models")
-    return {"tasks": tasks, "second": second, "root": root, "data_uri": uri}
+        second = _run_chain(root / "runs-2", uri, root / "models", REMOTE_REPO, redis.url)
+        yield {"tasks": tasks, "second": second, "root": root, "data_uri": uri, "redis": redis}
 
 
 def test_every_component_ran(run):
@@ -86,6 +95,19 @@ def test_materialize_component(run):
     assert summary["views"]["user_features"]["rows"] == clean
     assert summary["views"]["item_features"]["rows"] == clean
     assert (Path(summary["repository"]) / "feature_store.yaml").is_file()
+
+
+def test_materialize_component_on_a_cluster_writes_the_object_store_and_redis(run, minio):
+    from skewless.features.online import OnlineFeatures
+
+    summary = json.loads(run["second"]["materialize"].path("feature_summary").read_text())
+    assert summary["repository"] == REMOTE_REPO and summary["online_store"] == run["redis"].url
+    assert set(summary["point_in_time_mismatch"].values()) == {0.0}
+    online = OnlineFeatures(REMOTE_REPO)
+    view = next(v for v in online.views if v.side == "user")
+    users = pd.read_parquet(run["root"] / "raw.parquet", columns=["user_id"])["user_id"]
+    values, found = online.lookup(view, list(users.unique()[:50]))
+    assert found.all() and all(isinstance(h, str) for h in values["history"])
 
 
 def test_ingest_component(run):

@@ -9,9 +9,9 @@ import pytest
 from skewless.contract.spec import load_spec_text
 from skewless.data.ingest import ingest
 from skewless.features.materialize import materialize
+from skewless.features.online import OnlineFeatures
 from skewless.features.store import (
     FeatureStoreError,
-    OnlineFeatures,
     entity_views,
     point_in_time,
 )

@@ -172,3 +172,27 @@ def test_a_change_waits_for_its_rollout_not_for_counters_that_never_meet():
     reads = cluster.reads
     deploy_role("ranking", uri="s3://b/2", version="2", role="production", canary_percent=0, **args)
     assert cluster.reads - reads <= 2
+
+
+def test_a_feature_store_gives_the_server_its_repository_and_the_object_store_keys():
+    from skewless.cli import IN_CLUSTER_FEATURE_REPO
+    from skewless.rollout.kserve import S3_SECRET
+
+    cluster = _Cluster()
+    args = {"namespace": "kubeflow", "mode": "Standard", "api": cluster, "timeout_seconds": 5}
+    deploy_role("ranking", uri="s3://b/1", version="1", role="production", canary_percent=0, **args)
+    assert "args" not in cluster.objects["ranking"]["spec"]["predictor"]["model"]
+    deploy_role("ranking", uri="s3://b/2", version="2", role="production", canary_percent=0,
+                feature_store=IN_CLUSTER_FEATURE_REPO, **args)  # fmt: skip
+    model = cluster.objects["ranking"]["spec"]["predictor"]["model"]
+    assert model["args"] == ["--feature-store", IN_CLUSTER_FEATURE_REPO]
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in model["env"]} == {
+        key: {"name": S3_SECRET, "key": key}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    }
+    # A rollback or canary from the CLI knows no feature store: the server keeps its own.
+    deploy_role("ranking", uri="s3://b/1", version="1", role="production", canary_percent=0, **args)
+    model = cluster.objects["ranking"]["spec"]["predictor"]["model"]
+    assert model["storageUri"] == "s3://b/1" and model["args"][1] == IN_CLUSTER_FEATURE_REPO
+    with pytest.raises(ClusterDeployError, match="not from a step's disk"):
+        inference_service("ranking", "kubeflow", "s3://b/1", feature_store="runs/feature_repo")

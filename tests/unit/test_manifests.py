@@ -192,11 +192,12 @@ def _kserve_objects() -> Iterator[dict[str, Any]]:
         yield from (o for o in _render(f"overlays/{overlay}") if o["kind"] in KSERVE_KINDS)
     yield inference_service("ranking", "kubeflow", "s3://b/m", mode="Knative", canary_percent=10)
     yield inference_service("ranking-candidate", "kubeflow", "s3://b/m", mode="Standard")
+    yield inference_service("ranking", "kubeflow", "s3://b/m", feature_store="minio://b/repo")
 
 
 def test_kserve_objects_validate_against_kserves_real_crd_schemas():
     objects = list(_kserve_objects())
-    assert len(objects) == 2 * len(OVERLAYS) + 2
+    assert len(objects) == 2 * len(OVERLAYS) + 3
     assert [e for obj in objects for e in _crd_errors(obj)] == []
     isvc = inference_service("ranking", "kubeflow", "s3://b/m")
     isvc["spec"]["predictor"]["canaryTrafficPercnt"] = 10  # a typo
@@ -212,8 +213,10 @@ def test_every_overlay_renders_and_every_object_validates(overlay: str):
     objects = _render(f"overlays/{overlay}")
     kinds = sorted(o["kind"] for o in objects)
     extra = ["CronJob", "PersistentVolumeClaim"] if overlay == "kind-experiment" else []
+    feature_store = ["Deployment", "NetworkPolicy", "PersistentVolumeClaim", "Service"]
     assert kinds == sorted(["InferenceService", "NetworkPolicy", "Role", "RoleBinding", "Secret",
-                            "ServiceAccount", "ServingRuntime", *extra])  # fmt: skip
+                            "ServiceAccount", "ServingRuntime", *feature_store,
+                            *extra])  # fmt: skip
     errors = [e for obj in objects for e in _validate(obj)]
     assert errors == []
     assert {o["metadata"].get("namespace") for o in objects} == {"kubeflow"}
@@ -286,9 +289,11 @@ def test_experiment_overlay_serves_from_the_model_registry_with_logs_on_a_volume
     # The arguments are ones `skewless serve` parses, and they mean what the overlay says.
     args = build_parser().parse_args([a.replace("{{.Name}}", "ranking") for a in container["args"]])
     assert (args.command, args.registry, args.name) == ("serve", IN_CLUSTER_REGISTRY, "ranking")
-    claim = _one(objects, "PersistentVolumeClaim")
     volume = next(v for v in runtime["volumes"] if "persistentVolumeClaim" in v)
-    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    name = volume["persistentVolumeClaim"]["claimName"]
+    (claim,) = [
+        o for o in objects if o["kind"] == "PersistentVolumeClaim" and o["metadata"]["name"] == name
+    ]
     mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
     assert Path(args.request_log).parent == Path(mount["mountPath"])
     assert container["envFrom"] == [
@@ -411,9 +416,57 @@ def _selects(selector: dict, labels: dict[str, str]) -> bool:
 def test_the_network_policy_covers_production_and_canary_pods():
     from skewless.rollout.kserve import candidate_name
 
-    (policy,) = [o for o in _render("base") if o["kind"] == "NetworkPolicy"]
+    (policy,) = [o for o in _render("base") if o["metadata"]["name"] == "skewless-model-server"]
     selector = policy["spec"]["podSelector"]
     label = "serving.kserve.io/inferenceservice"  # KServe labels the predictor pods with it
     for name in ("ranking", candidate_name("ranking")):
         assert _selects(selector, {label: name}), name
     assert not _selects(selector, {label: "some-other-model"})
+
+
+def test_the_feature_stores_redis_is_where_submit_points_pinned_non_root_and_namespace_only():
+    from skewless.cli import IN_CLUSTER_ONLINE_STORE
+
+    objects = _render("base")
+    deployment = _one(objects, "Deployment")
+    (service,) = [o for o in objects if o["kind"] == "Service"]
+    host, port = IN_CLUSTER_ONLINE_STORE.removeprefix("redis://").rsplit(":", 1)
+    meta = service["metadata"]
+    assert host == f"{meta['name']}.{meta['namespace']}.svc.cluster.local"
+    assert [p["port"] for p in service["spec"]["ports"]] == [int(port)]
+    pod = deployment["spec"]["template"]
+    assert _selects({"matchLabels": service["spec"]["selector"]}, pod["metadata"]["labels"])
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == "redis:7.2.16-alpine"  # a release, never a moving tag
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "/data" in {m["mountPath"] for m in container["volumeMounts"]}  # the one writable path
+    (policy,) = [o for o in objects if o["metadata"]["name"] == "feast-redis"
+                 and o["kind"] == "NetworkPolicy"]  # fmt: skip
+    assert _selects(policy["spec"]["podSelector"], pod["metadata"]["labels"])
+    assert policy["spec"]["ingress"] == [
+        {
+            "from": [{"podSelector": {}}],  # this namespace only
+            "ports": [{"port": int(port), "protocol": "TCP"}],
+        }
+    ]
+
+
+def test_a_server_with_a_feature_store_gets_arguments_skewless_serve_takes_and_its_keys():
+    """KServe v0.20.0 appends the InferenceService's args to the runtime's
+    (MergeRuntimeContainers); together they must parse as ``skewless serve``, and the keys it
+    reads must be the ones the base's Secret holds."""
+    from skewless.cli import IN_CLUSTER_FEATURE_REPO, build_parser
+    from skewless.rollout.kserve import S3_SECRET
+
+    objects = _render("base")
+    runtime = _one(objects, "ServingRuntime")["spec"]["containers"][0]["args"]
+    repo = IN_CLUSTER_FEATURE_REPO
+    isvc = inference_service("ranking", "kubeflow", "s3://b/m", feature_store=repo)
+    model = isvc["spec"]["predictor"]["model"]
+    args = build_parser().parse_args([a.replace("{{.Name}}", "ranking") for a in runtime]
+                                     + model["args"])  # fmt: skip
+    assert args.feature_store == IN_CLUSTER_FEATURE_REPO and args.model == "/mnt/models"
+    (secret,) = [o for o in objects if o["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == S3_SECRET
+    assert {e["valueFrom"]["secretKeyRef"]["key"] for e in model["env"]} == set(secret["data"])

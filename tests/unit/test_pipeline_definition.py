@@ -64,7 +64,7 @@ def test_hyperparameters_and_gate_travel_whole_and_are_rebuilt_with_their_defaul
 def test_exactly_the_steps_that_read_the_object_store_get_kfps_credentials():
     _spec, platform = yaml.safe_load_all(COMPILED_PATH.read_text())
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert sorted(executors) == ["exec-deploy", "exec-evaluate", "exec-ingest"]
+    assert sorted(executors) == ["exec-deploy", "exec-evaluate", "exec-ingest", "exec-materialize"]
     for name, config in executors.items():
         assert list(config) == ["secretAsEnv"], name
         (secret,) = config["secretAsEnv"]

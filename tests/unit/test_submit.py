@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 from kfp_api_standin import kfp_api_standin
 
-from skewless.cli import IN_CLUSTER_REGISTRY, main
+from skewless.cli import (
+    IN_CLUSTER_FEATURE_REPO,
+    IN_CLUSTER_ONLINE_STORE,
+    IN_CLUSTER_REGISTRY,
+    main,
+)
 
 
 def _platform(body: dict) -> dict:
@@ -35,6 +40,9 @@ def test_a_run_is_submitted_with_typed_parameters_and_the_credentials_mapping(ca
     assert run["runtime_config"]["parameters"] == {
         "data_uri": "minio://mlpipeline/data/interactions.parquet",
         "registry": IN_CLUSTER_REGISTRY,
+        # The feature store as every pod reaches it (manifests/base/feature-store.yaml).
+        "feature_repo": IN_CLUSTER_FEATURE_REPO,
+        "feature_online_store": IN_CLUSTER_ONLINE_STORE,
         "canary_percent": 20,
         "deploy_target": "kserve",
         # Hyperparameters and gate thresholds travel as one dict each (KFP struct parameters).

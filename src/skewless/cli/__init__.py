@@ -14,10 +14,21 @@ import sys
 from collections.abc import Callable, Sequence
 
 from skewless.cli import data, experiments, pipeline, registry, serving
-from skewless.cli.common import IN_CLUSTER_REGISTRY, CliError
+from skewless.cli.common import (
+    IN_CLUSTER_FEATURE_REPO,
+    IN_CLUSTER_ONLINE_STORE,
+    IN_CLUSTER_REGISTRY,
+    CliError,
+)
 from skewless.contract.spec import SpecError
 
-__all__ = ["IN_CLUSTER_REGISTRY", "build_parser", "main"]
+__all__ = [
+    "IN_CLUSTER_FEATURE_REPO",
+    "IN_CLUSTER_ONLINE_STORE",
+    "IN_CLUSTER_REGISTRY",
+    "build_parser",
+    "main",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

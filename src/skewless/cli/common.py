@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 IN_CLUSTER_REGISTRY = "http://model-registry-service.kubeflow.svc.cluster.local:8080"
+IN_CLUSTER_FEATURE_REPO = "minio://mlpipeline/skewless/feature_repo"
+"""Where a cluster run keeps its feature repository: KFP's own object store."""
+IN_CLUSTER_ONLINE_STORE = "redis://feast-redis.kubeflow.svc.cluster.local:6379"
+"""The Redis of manifests/feature-store (Service ``feast-redis`` in ``kubeflow``)."""
 """The Model Registry that `make cluster` installs, as pipeline pods reach it."""
 REGISTRY_HELP = "registry: a SQLite file, or a Kubeflow Model Registry URL (http[s]://host[:port])"
 DEFAULT_REGISTRY = "runs/default/models/registry.db"

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from skewless.cli.common import (
+    IN_CLUSTER_FEATURE_REPO,
+    IN_CLUSTER_ONLINE_STORE,
     IN_CLUSTER_REGISTRY,
     CliError,
     _add_spec,
@@ -166,6 +168,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     parameters = {
         "data_uri": args.data_uri,
         "registry": args.registry,
+        # The feature store every pod reaches (--param feature_repo= skips it).
+        "feature_repo": IN_CLUSTER_FEATURE_REPO,
+        "feature_online_store": IN_CLUSTER_ONLINE_STORE,
         **_pipeline_parameters(args.param),
     }
     if args.spec:

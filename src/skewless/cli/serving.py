@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -90,19 +91,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _feature_repo(path: str | None) -> str | None:
-    """A feature repository folder, checked before anything loads."""
-    if path is None:
+def _feature_repo(repo: str | None) -> str | None:
+    """A feature repository (a folder, or one in the object store), checked before anything
+    loads."""
+    if repo is None:
         return None
-    from skewless.features.store import CONFIG_FILE, VIEWS_FILE
+    from skewless.features.location import check
+    from skewless.features.store import FeatureStoreError
 
-    repo = Path(path)
-    if not (repo / CONFIG_FILE).is_file() or not (repo / VIEWS_FILE).is_file():
-        raise CliError(
-            f"--feature-store: {repo} is not a feature repository written by the materialize "
-            f"step (no {CONFIG_FILE} and {VIEWS_FILE})"
-        )
-    return str(repo)
+    try:
+        check(repo)
+    except FeatureStoreError as err:
+        raise CliError(f"--feature-store: {err}") from None
+    return repo
 
 
 def _check_ports(http_port: int, grpc_port: int) -> None:
@@ -199,8 +200,9 @@ def add_commands(sub: Any) -> None:
     srv.add_argument(
         "--feature-store",
         metavar="REPO",
-        help="a feature repository (`skewless run` writes WORKDIR/feature_repo): requests may "
-        "send only ids and context, the other features are read from its online store",
+        help="a feature repository (`skewless run` writes WORKDIR/feature_repo; on a cluster a "
+        "minio:// folder): requests may send only ids and context, the other features are read "
+        "from its online store",
     )
     srv.add_argument(
         "--allow-push",
@@ -232,7 +234,9 @@ def add_commands(sub: Any) -> None:
         "same times (exit 1 when a feature is skewed)",
     )
     skew.add_argument("--feature-log", required=True, help="the server's feature log")
-    skew.add_argument("--feature-store", required=True, metavar="REPO", help="feature repository")
+    skew.add_argument(
+        "--feature-store", required=True, metavar="REPO", help="feature repository (or minio://)"
+    )
     skew.add_argument(
         "--max-mismatch",
         type=_fraction,
@@ -248,13 +252,16 @@ def cmd_skew_report(args: argparse.Namespace) -> int:
     import json
 
     from skewless.experiments.logs import LogError
+    from skewless.features.location import readable
     from skewless.features.skew import skew_report
     from skewless.features.store import FeatureStoreError
 
     repo = _feature_repo(args.feature_store)
     assert repo is not None
     try:
-        report = skew_report(args.feature_log, repo, max_mismatch=args.max_mismatch)
+        with tempfile.TemporaryDirectory(prefix="skewless-skew-") as scratch:
+            local = readable(repo, Path(scratch))  # a remote repository: a copy
+            report = skew_report(args.feature_log, local, max_mismatch=args.max_mismatch)
     except LogError as err:
         raise CliError(f"--feature-log: {err}") from None
     except FeatureStoreError as err:

@@ -18,11 +18,13 @@ import pandas as pd
 
 from skewless.contract.spec import FeatureSpec
 from skewless.data.ingest import IngestedFolder
+from skewless.features import location
 from skewless.features.store import (
     FeatureStoreError,
     build_repository,
     entity_views,
     point_in_time,
+    redis_connection,
 )
 
 CHECK_ROWS = 2_000
@@ -45,15 +47,25 @@ def mismatch_rates(
     return rates
 
 
-def materialize(ingested: str | Path, spec: FeatureSpec, repo: str | Path) -> dict[str, Any]:
+def materialize(
+    ingested: str | Path, spec: FeatureSpec, repo: str | Path, online_store: str = ""
+) -> dict[str, Any]:
     """Writes the feature store at ``repo`` from ingestion's clean splits, then checks it.
+
+    Args:
+        ingested: Ingestion's output folder.
+        spec: The feature spec.
+        repo: The repository: a folder, or a folder in the object store (then ``online_store``
+            must name the Redis every pod reaches; the repository is uploaded once checked).
+        online_store: ``redis://HOST:PORT[/DB]``, or "" for SQLite inside the repository.
 
     Returns:
         The summary; ``materialized`` is 0 with the reason when there is nothing to write.
 
     Raises:
         FeatureStoreError: The point-in-time check found more than :data:`MAX_MISMATCH` of a
-            feature's values differing from the rows' own.
+            feature's values differing from the rows' own; an online store that is not Redis
+            or SQLite; a remote repository with an online store no other pod can read.
     """
     if not str(repo):
         print("materialize: skipped: no feature_repo given")
@@ -63,26 +75,35 @@ def materialize(ingested: str | Path, spec: FeatureSpec, repo: str | Path) -> di
     except FeatureStoreError as err:
         print(f"materialize: skipped: {err}")
         return {"materialized": 0, "reason": str(err)}
-    folder = IngestedFolder(ingested)
-    summary = build_repository(spec, [folder.train, folder.eval], repo)
-    assert spec.event_time is not None
-    keys = [view.key for view in views]
-    names = [name for view in views for name in view.features]
-    rows = pd.read_parquet(folder.eval, columns=[spec.event_time.name, *keys, *names])
-    sample = rows.sample(n=min(CHECK_ROWS, len(rows)), random_state=0) if len(rows) else rows
-    found = point_in_time(repo, sample[[spec.event_time.name, *keys]])
-    rates = mismatch_rates(sample.reset_index(drop=True), found, names)
-    summary.update(
-        materialized=1,
-        point_in_time_rows=len(sample),
-        point_in_time_mismatch=rates,
-    )
-    print(f"materialize: {summary}")
-    worst = max(rates, key=rates.__getitem__, default=None)
-    if worst is not None and rates[worst] > MAX_MISMATCH:
+    redis_connection(online_store)  # a malformed address fails before any work
+    if location.is_remote(repo) and not online_store:
         raise FeatureStoreError(
-            f"the feature store gives {rates[worst]:.1%} of sampled rows a different {worst!r} "
-            f"than the row logged (limit {MAX_MISMATCH:.0%}): two values of one entity at one "
-            "instant, or event times that do not order the data"
+            f"{repo}: a feature repository in an object store needs an online store every pod "
+            "reaches: give feature_online_store=redis://HOST:PORT (manifests/feature-store)"
         )
+    folder = IngestedFolder(ingested)
+    with location.writable(repo) as local:
+        summary = build_repository(spec, [folder.train, folder.eval], local, online_store)
+        summary["repository"] = str(repo)
+        assert spec.event_time is not None
+        keys = [view.key for view in views]
+        names = [name for view in views for name in view.features]
+        rows = pd.read_parquet(folder.eval, columns=[spec.event_time.name, *keys, *names])
+        sample = rows.sample(n=min(CHECK_ROWS, len(rows)), random_state=0) if len(rows) else rows
+        found = point_in_time(local, sample[[spec.event_time.name, *keys]])
+        rates = mismatch_rates(sample.reset_index(drop=True), found, names)
+        summary.update(
+            materialized=1,
+            online_store=online_store or "sqlite",
+            point_in_time_rows=len(sample),
+            point_in_time_mismatch=rates,
+        )
+        print(f"materialize: {summary}")
+        worst = max(rates, key=rates.__getitem__, default=None)
+        if worst is not None and rates[worst] > MAX_MISMATCH:  # nothing is uploaded
+            raise FeatureStoreError(
+                f"the feature store gives {rates[worst]:.1%} of sampled rows a different "
+                f"{worst!r} than the row logged (limit {MAX_MISMATCH:.0%}): two values of one "
+                "entity at one instant, or event times that do not order the data"
+            )
     return summary

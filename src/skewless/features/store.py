@@ -36,21 +36,53 @@ CONFIG_FILE = "feature_store.yaml"
 VIEWS_FILE = "views.json"  # what serving needs to know without the spec or Feast's registry
 SPEC_FILE = "spec.yaml"  # the spec the views were generated from
 DATA_DIR = "data"
+REGISTRY_FILE = f"{DATA_DIR}/registry.db"  # Feast's registry: the views as applied
 SIDES = ("user", "item")
 _ROW = "__skewless_row"
 
-_CONFIG = f"""\
-# Written by skewless (src/skewless/features/store.py); `feast -c <this folder> ...` reads it.
-project: {PROJECT}
-provider: local
-registry: {DATA_DIR}/registry.db
-online_store:
-  type: sqlite
-  path: {DATA_DIR}/online.db
-offline_store:
-  type: file
-entity_key_serialization_version: 3
-"""
+REDIS_SCHEME = "redis://"
+PUSHED_DIR = "pushed"  # values pushed to a repository in an object store, one file per push
+
+
+def _config(online_store: str) -> str:
+    """``feature_store.yaml``: the online store is SQLite in the repository, or a Redis."""
+    connection = redis_connection(online_store)
+    online = (
+        f"  type: sqlite\n  path: {DATA_DIR}/online.db\n"
+        if connection is None
+        else f'  type: redis\n  connection_string: "{connection}"\n'
+    )
+    return (
+        "# Written by skewless (src/skewless/features/store.py); `feast -c <this folder> ...` "
+        f"reads it.\nproject: {PROJECT}\nprovider: local\nregistry: {REGISTRY_FILE}\n"
+        f"online_store:\n{online}offline_store:\n  type: file\n"
+        "entity_key_serialization_version: 3\n"
+    )
+
+
+def redis_connection(online_store: str) -> str | None:
+    """Feast's Redis ``connection_string`` for ``redis://HOST:PORT[/DB]``; None for "" (SQLite).
+
+    Raises:
+        FeatureStoreError: Anything else, named.
+    """
+    if not online_store:
+        return None
+    address, _, db = online_store.removeprefix(REDIS_SCHEME).partition("/")
+    host, _, port = address.rpartition(":")
+    if (
+        not online_store.startswith(REDIS_SCHEME)
+        or not host
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+        or not (db == "" or db.isdigit())
+        or any(c in address for c in ",@ ")
+    ):
+        raise FeatureStoreError(
+            f"online store {online_store!r}: expected redis://HOST:PORT[/DB] (or nothing, for "
+            "SQLite inside the repository)"
+        )
+    return f"{host}:{int(port)},db={int(db or 0)}"
 
 
 class FeatureStoreError(ValueError):
@@ -201,8 +233,42 @@ def _side_tables(
     return tables
 
 
+def _recorded(root: Path, view: EntityView, like: pd.DataFrame) -> list[pd.DataFrame]:
+    """What a repository already holds of a view, oldest first: its offline table, then the
+    values pushed to it in an object store (:data:`PUSHED_DIR`), with ``like``'s columns."""
+    pushed = sorted((root / PUSHED_DIR / view.name).glob("*.parquet"))
+    frames = []
+    for path in [view.table(root), *pushed]:
+        if path.is_file():
+            frame = pd.read_parquet(path, columns=list(like.columns))
+            frames.append(frame.astype(like.dtypes.to_dict()))
+    return frames
+
+
+def _merged(view: EntityView, time_name: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One offline table from several: the last value of an entity at an instant wins."""
+    return (
+        pd.concat(frames, ignore_index=True)
+        .drop_duplicates([view.key, time_name], keep="last")
+        .sort_values([time_name, view.key], kind="stable")
+        .reset_index(drop=True)
+    )
+
+
+def include_pushed(repo: str | Path) -> None:
+    """Folds the pushed files of a repository copied from an object store into its offline
+    tables, so a point-in-time join sees every pushed value."""
+    root = Path(repo)
+    views, time_name = read_views(root)
+    for view in views:
+        if (root / PUSHED_DIR / view.name).is_dir():
+            table = pd.read_parquet(view.table(root))
+            frames = _recorded(root, view, table)
+            _merged(view, time_name, frames).to_parquet(view.table(root), index=False)
+
+
 def build_repository(
-    spec: FeatureSpec, splits: Sequence[str | Path], repo: str | Path
+    spec: FeatureSpec, splits: Sequence[str | Path], repo: str | Path, online_store: str = ""
 ) -> dict[str, Any]:
     """Writes the offline tables, applies the feature views and materializes the online store.
 
@@ -214,6 +280,8 @@ def build_repository(
         spec: The feature spec (with an event time and sides).
         splits: Clean splits (Parquet) from ingestion.
         repo: The repository folder.
+        online_store: ``redis://HOST:PORT[/DB]`` for a Redis online store (a cluster's), or
+            "" for SQLite inside the repository.
 
     Returns:
         The summary: rows and entities per view, the time range and the seconds taken.
@@ -224,7 +292,7 @@ def build_repository(
     time_name = spec.event_time.name
     root = Path(repo)
     (root / DATA_DIR).mkdir(parents=True, exist_ok=True)
-    (root / CONFIG_FILE).write_text(_CONFIG)
+    (root / CONFIG_FILE).write_text(_config(online_store))
     (root / VIEWS_FILE).write_text(
         json.dumps(
             {"event_time": time_name, "views": [dataclasses.asdict(v) for v in views]}, indent=1
@@ -235,16 +303,10 @@ def build_repository(
     summary: dict[str, Any] = {"repository": str(root), "views": {}}
     first, last = None, None
     for view in views:
-        table = tables[view.side]
-        if view.table(root).is_file():  # keep what is there: pushes land only in this table
-            kept = pd.read_parquet(view.table(root), columns=list(table.columns))
-            kept[time_name] = kept[time_name].astype(table[time_name].dtype)
-            table = (
-                pd.concat([kept, table], ignore_index=True)
-                .drop_duplicates([view.key, time_name], keep="last")
-                .sort_values([time_name, view.key], kind="stable")
-                .reset_index(drop=True)
-            )
+        # Keep what is there: pushed values exist only in the offline table (or, for a
+        # repository in an object store, in the pushed files).
+        table = _merged(view, time_name, [*_recorded(root, view, tables[view.side]),
+                                          tables[view.side]])  # fmt: skip
         table.to_parquet(view.table(root), index=False)
         if len(table):
             low, high = table[time_name].min(), table[time_name].max()
@@ -289,64 +351,3 @@ def point_in_time(repo: str | Path, rows: pd.DataFrame) -> pd.DataFrame:
     found = joined.drop_duplicates(_ROW).set_index(_ROW)[names].reindex(group)
     out = rows.reset_index(drop=True).drop(columns=[n for n in names if n in rows.columns])
     return pd.concat([out, found.reset_index(drop=True)], axis=1)
-
-
-class OnlineFeatures:
-    """Reads the online store for serving: one batched call per side and request."""
-
-    def __init__(self, repo: str | Path) -> None:
-        """Opens the repository (Feast's registry and online store)."""
-        self.repo = Path(repo)
-        self.views, self.event_time = read_views(self.repo)
-        self.store = open_store(self.repo)
-        self.fields = frozenset(name for view in self.views for name in view.features)
-
-    def sample_ids(self) -> dict[str, str]:
-        """One id per entity that the store knows (the latest row's), for examples."""
-        import pyarrow.parquet as pq
-
-        ids = {}
-        for view in self.views:
-            keys = pq.read_table(view.table(self.repo), columns=[view.key]).column(0)
-            if len(keys):
-                ids[view.key] = str(keys[len(keys) - 1])
-        return ids
-
-    def lookup(
-        self, view: EntityView, ids: Sequence[str]
-    ) -> tuple[dict[str, list[Any]], np.ndarray]:
-        """The latest values of ``view``'s features for ``ids``, and which ids were found.
-
-        Raises:
-            StoreUnavailable: The online store cannot be read (missing, locked, corrupt).
-        """
-        try:
-            answer = self.store.get_online_features(
-                features=view.refs, entity_rows=[{view.key: str(i)} for i in ids]
-            ).to_dict()
-        except Exception as err:  # any failure of the store is an outage to the caller
-            raise StoreUnavailable(
-                f"the feature store at {self.repo} cannot be read: {type(err).__name__}: {err}"
-            ) from None
-        values = {name: answer[name] for name in view.features}
-        found = np.zeros(len(ids), dtype=bool)
-        for column in values.values():
-            found |= np.array([value is not None for value in column], dtype=bool)
-        return values, found
-
-    def push(self, view: EntityView, frame: pd.DataFrame) -> None:
-        """Writes new values of ``view`` (its key, the event time and every feature) to the
-        online store and appends them to the offline table, so serving sees them at once and
-        the next training run's point-in-time join sees the same values.
-
-        Raises:
-            StoreUnavailable: The store cannot be written.
-        """
-        from feast.data_source import PushMode
-
-        try:
-            self.store.push(view.push_source, frame, to=PushMode.ONLINE_AND_OFFLINE)
-        except Exception as err:  # any failure of the store is an outage to the caller
-            raise StoreUnavailable(
-                f"the feature store at {self.repo} cannot be written: {type(err).__name__}: {err}"
-            ) from None

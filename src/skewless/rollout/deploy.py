@@ -237,6 +237,7 @@ def deploy_version(
     namespace: str = "kubeflow",
     mode: str = "Standard",
     timeout_seconds: float = 600,
+    feature_store: str = "",
 ) -> dict[str, Any]:
     """Puts a registered, gate-approved version into service.
 
@@ -244,7 +245,8 @@ def deploy_version(
     once. Otherwise it becomes the candidate taking ``canary_percent`` of requests beside
     production, until ``skewless promote`` (or a rollback) ends the canary. The registry records
     the decision; with ``target="kserve"`` the InferenceService follows it
-    (:func:`skewless.rollout.kserve.deploy_role`), and the step waits for it to be Ready.
+    (:func:`skewless.rollout.kserve.deploy_role`), and the step waits for it to be Ready; with a
+    ``feature_store`` (an object-store folder) it serves by id from that repository.
 
     Returns:
         ``{"role": "production" | "canary", "version", "canary_percent", "artifact"}`` (plus
@@ -282,5 +284,6 @@ def deploy_version(
         result["inference_service"] = deploy_role(
             model_name, namespace, result["artifact"], version=str(version), role=role,
             canary_percent=canary_percent, mode=mode, timeout_seconds=timeout_seconds,
+            feature_store=feature_store,
         )  # fmt: skip
     return result

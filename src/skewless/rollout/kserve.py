@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from skewless.data.storage import MINIO_SECRET_ENV, is_remote
 from skewless.image import IMAGE
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -30,6 +31,8 @@ RUNTIME = "skewless"
 MODEL_FORMAT = "skewless-ranking"
 READER_SERVICE_ACCOUNT = "skewless-model-reader"
 UID = 10001  # the image's user (Dockerfile)
+S3_SECRET = "skewless-s3"
+"""The object-store credentials in manifests/base (secretGenerator; keys as the environment)."""
 
 
 class ClusterDeployError(RuntimeError):
@@ -125,6 +128,7 @@ def inference_service(
     mode: str = "Standard",
     version: str = "",
     canary_percent: int | None = None,
+    feature_store: str = "",
 ) -> dict[str, Any]:
     """The InferenceService for one model version, served by our runtime.
 
@@ -136,6 +140,11 @@ def inference_service(
             autoscaling with scale to zero).
         version: Registry version, recorded as an annotation.
         canary_percent: Knative only: the share of traffic the new revision takes.
+        feature_store: A feature repository in the object store: the server reads it (with the
+            pipeline's object-store credentials) and looks features up by id in the Redis it
+            names (manifests/feature-store). Its arguments extend the runtime's (KServe v0.20.0
+            concatenates them: pkg/controller/v1beta1/inferenceservice/utils/utils.go,
+            MergeRuntimeContainers).
     """
     if mode not in MODES:
         raise ClusterDeployError(f"deployment mode {mode!r}: expected one of {list(MODES)}")
@@ -169,6 +178,17 @@ def inference_service(
             },
         },
     }
+    if feature_store:
+        if not is_remote(feature_store):
+            raise ClusterDeployError(
+                f"feature store {feature_store!r}: a model server pod reads a feature repository "
+                "from the object store (minio://...), not from a step's disk"
+            )
+        predictor["model"]["args"] = ["--feature-store", feature_store]
+        predictor["model"]["env"] = [
+            {"name": env, "valueFrom": {"secretKeyRef": {"name": S3_SECRET, "key": env}}}
+            for env in MINIO_SECRET_ENV.values()
+        ]
     if canary_percent is not None:
         predictor["canaryTrafficPercent"] = canary_percent
     return {
@@ -228,6 +248,7 @@ def apply_version(
     canary_percent: int | None = None,
     timeout_seconds: float = 600,
     api: Any = None,
+    feature_store: str = "",
 ) -> dict[str, Any]:
     """Creates the InferenceService, or patches its storage URI (and canary share), then waits.
 
@@ -240,6 +261,8 @@ def apply_version(
         canary_percent: Knative: share for the new revision; None rolls it out fully.
         timeout_seconds: How long to wait for Ready.
         api: A ``kubernetes.client.CustomObjectsApi`` (default: from in-cluster or kube config).
+        feature_store: The feature repository the server reads by id ("" for none; a patch
+            then leaves the server's arguments as they are).
 
     Returns:
         The InferenceService's status once Ready.
@@ -252,8 +275,9 @@ def apply_version(
 
     api = api or _api()
     desired = inference_service(
-        name, namespace, uri, mode=mode, version=version, canary_percent=canary_percent
-    )
+        name, namespace, uri, mode=mode, version=version, canary_percent=canary_percent,
+        feature_store=feature_store,
+    )  # fmt: skip
     before = _get(api, namespace, name)
     try:
         if before is None:
@@ -261,6 +285,8 @@ def apply_version(
             after = None
         else:
             model = {"storageUri": uri}
+            if feature_store:  # the args and env inference_service() gives the server
+                model.update({k: desired["spec"]["predictor"]["model"][k] for k in ("args", "env")})
             patch = {
                 "metadata": {"annotations": {VERSION_ANNOTATION: version}},
                 # A JSON merge patch: None deletes the field, which rolls the new revision out.
@@ -347,6 +373,7 @@ def deploy_role(
     mode: str,
     timeout_seconds: float = 600,
     api: Any = None,
+    feature_store: str = "",
 ) -> str:
     """Serves a version as production or as a canary, in the form ``mode`` supports.
 
@@ -360,9 +387,11 @@ def deploy_role(
     if role == "canary" and mode == "Standard":
         target = candidate_name(name)
         apply_version(target, namespace, uri, version=version, mode=mode,
-                      timeout_seconds=timeout_seconds, api=api)  # fmt: skip
+                      timeout_seconds=timeout_seconds, api=api,
+                      feature_store=feature_store)  # fmt: skip
         return target
     percent = canary_percent if role == "canary" else None
     apply_version(name, namespace, uri, version=version, mode=mode, canary_percent=percent,
-                  timeout_seconds=timeout_seconds, api=api)  # fmt: skip
+                  timeout_seconds=timeout_seconds, api=api,
+                  feature_store=feature_store)  # fmt: skip
     return name
