@@ -52,8 +52,12 @@ TFX_WHEEL := $(PUBLIC_DATA)/tfx-1.21.0-py3-none-any.whl
 $(TFX_WHEEL): | $(STAMP)
 	$(BIN)/pip download --quiet --no-deps --dest $(PUBLIC_DATA) tfx==1.21.0
 
+# Test files run in TEST_WORKERS processes (pytest-xdist), each file whole in one process so its
+# module fixtures (a pipeline run, a server) are built once; TEST_WORKERS=0 runs them in this one.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(TOOLS_STAMP) $(TFX_WHEEL) lint typecheck
-	SKEWLESS_CHECKOV=$(TOOLS)/bin/checkov SKEWLESS_PUBLIC_DATA=$(PUBLIC_DATA) $(BIN)/pytest -rs tests
+	SKEWLESS_CHECKOV=$(TOOLS)/bin/checkov SKEWLESS_PUBLIC_DATA=$(PUBLIC_DATA) \
+		$(BIN)/pytest -rs --durations=15 -n $(TEST_WORKERS) --dist loadfile tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
