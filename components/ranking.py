@@ -232,6 +232,7 @@ def deploy(
     deploy_target: str,
     kserve_namespace: str,
     kserve_mode: str,
+    kserve_runtime: str,
     feature_repo: str,
 ) -> str:
     """Puts the gate-approved version into service (production, or a canary beside it).
@@ -255,5 +256,6 @@ def deploy(
             namespace=kserve_namespace,
             mode=kserve_mode,
             feature_store=feature_repo,
+            runtime=kserve_runtime,
         )
     )

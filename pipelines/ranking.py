@@ -61,6 +61,7 @@ def ranking_pipeline(
     deploy_target: str = "local",
     kserve_namespace: str = "kubeflow",
     kserve_mode: str = "Standard",
+    kserve_runtime: str = "skewless",
     feature_repo: str = "",
     feature_online_store: str = "",
 ):
@@ -86,6 +87,9 @@ def ranking_pipeline(
             create/patch the InferenceService and wait for Ready).
         kserve_namespace: Namespace of the InferenceService.
         kserve_mode: KServe deployment mode, "Standard" or "Knative".
+        kserve_runtime: What serves a new InferenceService: "skewless" (our server) or
+            "tf-serving" (KServe's TF Serving runtime, on a layout the deploy step writes; no
+            serving by id). An existing InferenceService keeps its runtime.
         feature_repo: Feature store (Feast repository) the materialize step writes: offline
             tables, feature views and the online store that ``skewless serve --feature-store``
             reads: a folder, or on a cluster a ``minio://`` folder; empty skips it
@@ -145,6 +149,7 @@ def ranking_pipeline(
             deploy_target=deploy_target,
             kserve_namespace=kserve_namespace,
             kserve_mode=kserve_mode,
+            kserve_runtime=kserve_runtime,
             feature_repo=feature_repo,
         )
         _reads_object_store(deploy_task)

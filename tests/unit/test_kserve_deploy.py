@@ -196,3 +196,65 @@ def test_a_feature_store_gives_the_server_its_repository_and_the_object_store_ke
     assert model["storageUri"] == "s3://b/1" and model["args"][1] == IN_CLUSTER_FEATURE_REPO
     with pytest.raises(ClusterDeployError, match="not from a step's disk"):
         inference_service("ranking", "kubeflow", "s3://b/1", feature_store="runs/feature_repo")
+
+
+def test_tf_serving_serves_each_version_from_a_numbered_folder_of_its_own(minio, tmp_path):
+    """TF Serving reads ``<base>/<n>/saved_model.pb`` and serves the highest n: each version gets
+    a base holding only its own folder, a rollback points back at the older base, and a runtime
+    chosen at creation stays (the CLI's rollback does not name it)."""
+    from skewless.rollout import tf_serving
+
+    artifacts = {}
+    for version in ("1", "2"):
+        model = tmp_path / f"model{version}"
+        (model / "variables").mkdir(parents=True)
+        (model / "saved_model.pb").write_bytes(f"graph {version}".encode())
+        (model / "variables" / "variables.index").write_bytes(f"index {version}".encode())
+        artifacts[version] = minio.upload(model, f"v2/artifacts/run{version}/train/model")
+
+    def objects(prefix: str) -> dict[str, bytes]:
+        listed = minio.client.list_objects_v2(Bucket="mlpipeline", Prefix=prefix)
+        return {
+            o["Key"].removeprefix(prefix): minio.client.get_object(
+                Bucket="mlpipeline", Key=o["Key"]
+            )["Body"].read()
+            for o in listed.get("Contents", [])
+        }
+
+    cluster = _Cluster()
+    args = {"namespace": "kubeflow", "mode": "Standard", "api": cluster, "timeout_seconds": 5}
+    deploy_role("ranking", uri=artifacts["1"], version="1", role="production", canary_percent=0,
+                runtime="tf-serving", **args)  # fmt: skip
+    model = cluster.objects["ranking"]["spec"]["predictor"]["model"]
+    assert (model["runtime"], model["modelFormat"], model["protocolVersion"]) == (
+        "kserve-tensorflow-serving",
+        {"name": "tensorflow"},
+        "v1",
+    )
+    assert model["storageUri"] == "s3://mlpipeline/v2/artifacts/run1/train/model.tf-serving"
+    assert objects("v2/artifacts/run1/train/model.tf-serving/") == {
+        "1/saved_model.pb": b"graph 1", "1/variables/variables.index": b"index 1"
+    }  # fmt: skip
+    # The next version, then a rollback, as `skewless promote/rollback --kserve` send them.
+    deploy_role("ranking", uri=artifacts["2"], version="2", role="production", canary_percent=0,
+                **args)  # fmt: skip
+    model = cluster.objects["ranking"]["spec"]["predictor"]["model"]
+    assert model["runtime"] == "kserve-tensorflow-serving"
+    assert model["storageUri"] == "s3://mlpipeline/v2/artifacts/run2/train/model.tf-serving"
+    assert set(objects("v2/artifacts/run2/train/model.tf-serving/")) == {
+        "2/saved_model.pb", "2/variables/variables.index"
+    }  # fmt: skip
+    deploy_role("ranking", uri=artifacts["1"], version="1", role="production", canary_percent=0,
+                **args)  # fmt: skip
+    assert cluster.objects["ranking"]["spec"]["predictor"]["model"]["storageUri"].endswith(
+        "run1/train/model.tf-serving"
+    )
+    assert len(objects("v2/artifacts/run1/")) == 4  # the model and one copy, not two
+    with pytest.raises(ValueError, match="positive whole number"):
+        tf_serving.base_path(artifacts["1"], "latest")
+    with pytest.raises(ClusterDeployError, match="cannot look features up by id"):
+        inference_service("ranking", "kubeflow", "s3://b/m", runtime="tf-serving",
+                          feature_store="minio://b/repo")  # fmt: skip
+    with pytest.raises(ClusterDeployError, match="laying version 3 out for TF Serving"):
+        deploy_role("ranking-2", uri="minio://mlpipeline/missing", version="3", role="production",
+                    canary_percent=0, runtime="tf-serving", **args)  # fmt: skip

@@ -193,11 +193,12 @@ def _kserve_objects() -> Iterator[dict[str, Any]]:
     yield inference_service("ranking", "kubeflow", "s3://b/m", mode="Knative", canary_percent=10)
     yield inference_service("ranking-candidate", "kubeflow", "s3://b/m", mode="Standard")
     yield inference_service("ranking", "kubeflow", "s3://b/m", feature_store="minio://b/repo")
+    yield inference_service("ranking", "kubeflow", "s3://b/m.tf-serving", runtime="tf-serving")
 
 
 def test_kserve_objects_validate_against_kserves_real_crd_schemas():
     objects = list(_kserve_objects())
-    assert len(objects) == 2 * len(OVERLAYS) + 3
+    assert len(objects) == 2 * len(OVERLAYS) + 4
     assert [e for obj in objects for e in _crd_errors(obj)] == []
     isvc = inference_service("ranking", "kubeflow", "s3://b/m")
     isvc["spec"]["predictor"]["canaryTrafficPercnt"] = 10  # a typo
@@ -252,10 +253,11 @@ def test_knative_overlay_is_the_knative_inference_service():
     assert isvc == inference_service("ranking", "kubeflow", uri, mode="Knative")
 
 
-def test_tf_serving_overlay_uses_kserves_tensorflow_runtime():
-    model = _one(_render("overlays/tf-serving-runtime"), "InferenceService")["spec"]["predictor"]
-    assert model["model"]["modelFormat"] == {"name": "tensorflow"}
-    assert model["model"]["runtime"] == "kserve-tensorflow-serving"
+def test_tf_serving_overlay_is_the_tf_serving_inference_service_the_deploy_step_creates():
+    isvc = _one(_render("overlays/tf-serving-runtime"), "InferenceService")
+    uri = isvc["spec"]["predictor"]["model"]["storageUri"]
+    assert isvc == inference_service("ranking", "kubeflow", uri, runtime="tf-serving")
+    assert isvc["spec"]["predictor"]["model"]["runtime"] == "kserve-tensorflow-serving"
 
 
 def test_image_tag_is_defined_once():

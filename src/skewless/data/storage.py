@@ -208,3 +208,27 @@ def download(uri: str | Path, destination: str | Path) -> Path:
             raise StorageError(f"{join(uri, name)}: cannot be downloaded: {err}") from err
     staging.rename(target)
     return target
+
+
+def copy_folder(source: str | Path, target: str | Path, *, last: str = "") -> int:
+    """Copies every file under ``source`` to the same names under ``target`` (either may be in a
+    store or local); the file named ``last`` is written after all others, so a reader that waits
+    for it never sees a partial copy. Returns the files copied.
+
+    Raises:
+        StorageError: The source folder is missing or empty, or a file cannot be read or written.
+    """
+    target_fs, target_base = resolve(target)
+    files = list(iter_files(source))
+    files.sort(key=lambda item: item[0] == last)  # stable: ``last`` moves to the end
+    for name, blocks in files:
+        path = f"{target_base}/{name}"
+        try:
+            if isinstance(target_fs, pafs.LocalFileSystem):
+                target_fs.create_dir(str(PurePosixPath(path).parent), recursive=True)
+            with target_fs.open_output_stream(path) as out:
+                for block in blocks:
+                    out.write(block)
+        except OSError as err:
+            raise StorageError(f"{join(target, name)}: cannot be written: {err}") from err
+    return len(files)

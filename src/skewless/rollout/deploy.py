@@ -238,6 +238,7 @@ def deploy_version(
     mode: str = "Standard",
     timeout_seconds: float = 600,
     feature_store: str = "",
+    runtime: str = "skewless",
 ) -> dict[str, Any]:
     """Puts a registered, gate-approved version into service.
 
@@ -246,7 +247,8 @@ def deploy_version(
     production, until ``skewless promote`` (or a rollback) ends the canary. The registry records
     the decision; with ``target="kserve"`` the InferenceService follows it
     (:func:`skewless.rollout.kserve.deploy_role`), and the step waits for it to be Ready; with a
-    ``feature_store`` (an object-store folder) it serves by id from that repository.
+    ``feature_store`` (an object-store folder) it serves by id from that repository, and
+    ``runtime="tf-serving"`` serves a new InferenceService with KServe's TF Serving runtime.
 
     Returns:
         ``{"role": "production" | "canary", "version", "canary_percent", "artifact"}`` (plus
@@ -284,6 +286,6 @@ def deploy_version(
         result["inference_service"] = deploy_role(
             model_name, namespace, result["artifact"], version=str(version), role=role,
             canary_percent=canary_percent, mode=mode, timeout_seconds=timeout_seconds,
-            feature_store=feature_store,
+            feature_store=feature_store, runtime=runtime,
         )  # fmt: skip
     return result

@@ -21,8 +21,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from skewless.data.storage import MINIO_SECRET_ENV, is_remote
+from skewless.data.storage import MINIO_SECRET_ENV, StorageError, is_remote
 from skewless.image import IMAGE
+from skewless.rollout import tf_serving
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 MODES = ("Standard", "Knative")
@@ -31,6 +32,11 @@ RUNTIME = "skewless"
 MODEL_FORMAT = "skewless-ranking"
 READER_SERVICE_ACCOUNT = "skewless-model-reader"
 UID = 10001  # the image's user (Dockerfile)
+RUNTIMES = {
+    "skewless": (RUNTIME, MODEL_FORMAT, "v2"),  # `skewless serve`: validation, V1/V2, lookups
+    "tf-serving": (tf_serving.RUNTIME, tf_serving.MODEL_FORMAT, "v1"),
+}
+"""What may serve a version: the runtime, its model format and protocol."""
 S3_SECRET = "skewless-s3"
 """The object-store credentials in manifests/base (secretGenerator; keys as the environment)."""
 
@@ -129,8 +135,9 @@ def inference_service(
     version: str = "",
     canary_percent: int | None = None,
     feature_store: str = "",
+    runtime: str = "skewless",
 ) -> dict[str, Any]:
-    """The InferenceService for one model version, served by our runtime.
+    """The InferenceService for one model version, served by our runtime (or TF Serving).
 
     Args:
         name: InferenceService name (the model's name in its URLs).
@@ -145,9 +152,19 @@ def inference_service(
             names (manifests/feature-store). Its arguments extend the runtime's (KServe v0.20.0
             concatenates them: pkg/controller/v1beta1/inferenceservice/utils/utils.go,
             MergeRuntimeContainers).
+        runtime: ``skewless`` or ``tf-serving`` (:mod:`skewless.rollout.tf_serving`; ``uri``
+            is then the version's TF Serving base path).
     """
     if mode not in MODES:
         raise ClusterDeployError(f"deployment mode {mode!r}: expected one of {list(MODES)}")
+    if runtime not in RUNTIMES:
+        raise ClusterDeployError(f"runtime {runtime!r}: expected one of {list(RUNTIMES)}")
+    if feature_store and runtime != "skewless":
+        raise ClusterDeployError(
+            f"runtime {runtime!r} cannot look features up by id; serve with the skewless runtime "
+            "or without a feature store"
+        )
+    runtime_name, model_format, protocol = RUNTIMES[runtime]
     if canary_percent is not None and mode != "Knative":
         raise ClusterDeployError("canaryTrafficPercent exists only in Knative mode")
     knative = mode == "Knative"
@@ -168,9 +185,9 @@ def inference_service(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "model": {
-            "modelFormat": {"name": MODEL_FORMAT},
-            "runtime": RUNTIME,
-            "protocolVersion": "v2",
+            "modelFormat": {"name": model_format},
+            "runtime": runtime_name,
+            "protocolVersion": protocol,
             "storageUri": uri,
             "resources": {
                 "requests": {"cpu": "1", "memory": "2Gi"},
@@ -241,7 +258,7 @@ def _get(api: Any, namespace: str, name: str) -> dict[str, Any] | None:
 def apply_version(
     name: str,
     namespace: str,
-    uri: str,
+    artifact: str,
     *,
     version: str,
     mode: str = "Standard",
@@ -249,13 +266,16 @@ def apply_version(
     timeout_seconds: float = 600,
     api: Any = None,
     feature_store: str = "",
+    runtime: str = "skewless",
 ) -> dict[str, Any]:
     """Creates the InferenceService, or patches its storage URI (and canary share), then waits.
 
     Args:
         name: InferenceService name.
         namespace: Its namespace.
-        uri: Storage URI of the version to serve.
+        artifact: The version's artifact as the registry records it (``minio://`` for KFP's
+            store); the InferenceService gets the form KServe's storage initializer reads
+            (:func:`storage_uri`), for TF Serving the version's base path.
         version: Registry version (annotation).
         mode: ``Standard`` or ``Knative``.
         canary_percent: Knative: share for the new revision; None rolls it out fully.
@@ -263,6 +283,8 @@ def apply_version(
         api: A ``kubernetes.client.CustomObjectsApi`` (default: from in-cluster or kube config).
         feature_store: The feature repository the server reads by id ("" for none; a patch
             then leaves the server's arguments as they are).
+        runtime: What serves a new InferenceService (:data:`RUNTIMES`); an existing one keeps
+            the runtime it has, so a rollback from the CLI serves TF Serving's layout too.
 
     Returns:
         The InferenceService's status once Ready.
@@ -274,11 +296,14 @@ def apply_version(
     from kubernetes.client.exceptions import ApiException
 
     api = api or _api()
+    before = _get(api, namespace, name)
+    if before is not None:
+        runtime = _runtime_of(before)
+    uri = _served_uri(artifact, version, runtime)
     desired = inference_service(
         name, namespace, uri, mode=mode, version=version, canary_percent=canary_percent,
-        feature_store=feature_store,
+        feature_store=feature_store, runtime=runtime,
     )  # fmt: skip
-    before = _get(api, namespace, name)
     try:
         if before is None:
             api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, desired)
@@ -304,6 +329,23 @@ def apply_version(
             f"applying InferenceService {namespace}/{name}: {err.status} {err.reason}: {err.body}"
         ) from err
     return wait_ready(api, namespace, name, timeout_seconds, after=after)
+
+
+def _runtime_of(isvc: dict[str, Any]) -> str:
+    """Which of :data:`RUNTIMES` an existing InferenceService runs."""
+    name = isvc.get("spec", {}).get("predictor", {}).get("model", {}).get("runtime")
+    return next((key for key, (runtime, _, _) in RUNTIMES.items() if runtime == name), "skewless")
+
+
+def _served_uri(artifact: str, version: str, runtime: str) -> str:
+    """The storage URI that serves ``artifact`` with ``runtime``."""
+    if runtime != "tf-serving":
+        return storage_uri(artifact)
+    storage_uri(artifact)  # a local path fails here, before any copy
+    try:
+        return storage_uri(tf_serving.base_path(artifact, version))
+    except (StorageError, ValueError) as err:
+        raise ClusterDeployError(f"laying version {version} out for TF Serving: {err}") from None
 
 
 def _generation(obj: Any) -> Any:
@@ -374,24 +416,26 @@ def deploy_role(
     timeout_seconds: float = 600,
     api: Any = None,
     feature_store: str = "",
+    runtime: str = "skewless",
 ) -> str:
     """Serves a version as production or as a canary, in the form ``mode`` supports.
 
     ``uri`` is the artifact as the registry records it (``minio://`` for KFP's store); the
     InferenceService gets the form KServe's storage initializer reads (:func:`storage_uri`).
+    ``runtime`` serves a new InferenceService (an existing one keeps its own); ``feature_store``
+    lets it serve by id (:func:`apply_version`).
 
     Returns:
         The name of the InferenceService that now serves the version.
     """
-    uri = storage_uri(uri)
+    common: dict[str, Any] = {
+        "version": version, "mode": mode, "timeout_seconds": timeout_seconds, "api": api,
+        "feature_store": feature_store, "runtime": runtime,
+    }  # fmt: skip
     if role == "canary" and mode == "Standard":
         target = candidate_name(name)
-        apply_version(target, namespace, uri, version=version, mode=mode,
-                      timeout_seconds=timeout_seconds, api=api,
-                      feature_store=feature_store)  # fmt: skip
+        apply_version(target, namespace, uri, **common)
         return target
     percent = canary_percent if role == "canary" else None
-    apply_version(name, namespace, uri, version=version, mode=mode, canary_percent=percent,
-                  timeout_seconds=timeout_seconds, api=api,
-                  feature_store=feature_store)  # fmt: skip
+    apply_version(name, namespace, uri, canary_percent=percent, **common)
     return name
