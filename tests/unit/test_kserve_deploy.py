@@ -13,13 +13,8 @@ from typing import Any
 
 import pytest
 
-from skewless.rollout.kserve import (
-    ClusterDeployError,
-    deploy_role,
-    inference_service,
-    storage_uri,
-    wait_ready,
-)
+from skewless.rollout.kserve import deploy_role, wait_ready
+from skewless.rollout.kserve_objects import ClusterDeployError, inference_service, storage_uri
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -176,7 +171,7 @@ def test_a_change_waits_for_its_rollout_not_for_counters_that_never_meet():
 
 def test_a_feature_store_gives_the_server_its_repository_and_the_object_store_keys():
     from skewless.cli import IN_CLUSTER_FEATURE_REPO
-    from skewless.rollout.kserve import S3_SECRET
+    from skewless.rollout.kserve_objects import S3_SECRET
 
     cluster = _Cluster()
     args = {"namespace": "kubeflow", "mode": "Standard", "api": cluster, "timeout_seconds": 5}

@@ -36,7 +36,7 @@ import yaml
 from kserve import models as kserve_models
 
 from skewless.image import IMAGE
-from skewless.rollout.kserve import inference_service, serving_runtime
+from skewless.rollout.kserve_objects import inference_service, serving_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -416,7 +416,7 @@ def _selects(selector: dict, labels: dict[str, str]) -> bool:
 
 
 def test_the_network_policy_covers_production_and_canary_pods():
-    from skewless.rollout.kserve import candidate_name
+    from skewless.rollout.kserve_objects import candidate_name
 
     (policy,) = [o for o in _render("base") if o["metadata"]["name"] == "skewless-model-server"]
     selector = policy["spec"]["podSelector"]
@@ -459,7 +459,7 @@ def test_a_server_with_a_feature_store_gets_arguments_skewless_serve_takes_and_i
     (MergeRuntimeContainers); together they must parse as ``skewless serve``, and the keys it
     reads must be the ones the base's Secret holds."""
     from skewless.cli import IN_CLUSTER_FEATURE_REPO, build_parser
-    from skewless.rollout.kserve import S3_SECRET
+    from skewless.rollout.kserve_objects import S3_SECRET
 
     objects = _render("base")
     runtime = _one(objects, "ServingRuntime")["spec"]["containers"][0]["args"]

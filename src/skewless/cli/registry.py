@@ -90,7 +90,8 @@ def _apply_cluster(
     args: argparse.Namespace, registry: Any, version: int, role: str, percent: int
 ) -> None:
     """Makes the InferenceService follow a registry decision (``--kserve NAMESPACE``)."""
-    from skewless.rollout.kserve import ClusterDeployError, deploy_role
+    from skewless.rollout.kserve import deploy_role
+    from skewless.rollout.kserve_objects import ClusterDeployError
 
     try:
         served = deploy_role(
