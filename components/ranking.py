@@ -42,7 +42,7 @@ def materialize(
     feature_online_store: str,
     feature_summary: Output[Artifact],
     feature_metrics: Output[Metrics],
-):
+) -> str:
     """Writes the feature store (Feast): offline tables, feature views, the online store.
 
     ``feature_repo`` is a folder or, on a cluster, a ``minio://`` folder in the pipeline's
@@ -50,6 +50,8 @@ def materialize(
     ``redis://HOST:PORT`` (a cluster's). Skipped (and says so) when ``feature_repo`` is empty or
     the spec has no event time and no side with an id; then requests must carry every raw
     feature.
+
+    Returns the repository written ("" when skipped): what the deploy step serves by id from.
     """
     import json
 
@@ -64,6 +66,7 @@ def materialize(
     feature_metrics.log_metric("materialized", summary["materialized"])
     for name, rate in summary.get("point_in_time_mismatch", {}).items():
         feature_metrics.log_metric(f"mismatch_{name}", rate)
+    return str(summary["repository"]) if summary["materialized"] else ""
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -150,7 +150,8 @@ def ranking_pipeline(
             kserve_namespace=kserve_namespace,
             kserve_mode=kserve_mode,
             kserve_runtime=kserve_runtime,
-            feature_repo=feature_repo,
+            # The repository materialize wrote ("" when it skipped): never one it did not write.
+            feature_repo=materialize_task.outputs["Output"],
         )
         _reads_object_store(deploy_task)
 

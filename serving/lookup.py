@@ -36,7 +36,7 @@ from skewless.contract.kinds import show
 from skewless.contract.spec import FeatureSpec
 from skewless.contract.validate import Violations, check_values
 from skewless.experiments.logs import AppendLog
-from skewless.features.online import OnlineFeatures
+from skewless.features.online import OnlineFeatures, PushRefused
 from skewless.serving.validation import RawRequest, RequestError
 
 LOOKED_UP_HEADER = "x-skewless-looked-up"
@@ -177,7 +177,10 @@ class FeatureLookup:
                 )
             }
         )  # fmt: skip
-        self.online.push(view, table)
+        try:
+            self.online.push(view, table)
+        except PushRefused as err:
+            raise RequestError(str(err)) from None
         return {"pushed": count, "push_source_name": view.push_source}
 
 

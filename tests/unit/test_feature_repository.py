@@ -9,7 +9,7 @@ import pytest
 from skewless.contract.spec import load_spec_text
 from skewless.data.ingest import ingest
 from skewless.features.materialize import materialize
-from skewless.features.online import OnlineFeatures
+from skewless.features.online import OnlineFeatures, PushRefused
 from skewless.features.store import (
     FeatureStoreError,
     entity_views,
@@ -138,6 +138,11 @@ def test_a_new_run_keeps_pushed_values_in_the_offline_store(repo, ingested, defa
                            "age": [np.float32(70)], "country": ["JP"], "device": ["tablet"],
                            "history": ["tools"]})  # fmt: skip
     online.push(view, pushed.astype({"event_timestamp": "datetime64[us, UTC]"}))
+    # An older value than the one the online store holds is refused (it would reach the offline
+    # record only: skew), named by row.
+    older = pushed.assign(event_timestamp=[at - pd.Timedelta(days=1)], history=["old"])
+    with pytest.raises(PushRefused, match=r"df.event_timestamp\[0\]: 2026-12-31.* is older"):
+        online.push(view, older.astype({"event_timestamp": "datetime64[us, UTC]"}))
     materialize(ingested, default_spec, copy)  # the next run
     probe = pd.DataFrame({"user_id": ["u000001"], "event_timestamp": [at + pd.Timedelta(1, "s")]})
     assert point_in_time(copy, probe)["history"].tolist() == ["tools"]

@@ -14,7 +14,7 @@ from redis_server import redis_server
 
 from skewless.features.location import readable
 from skewless.features.materialize import materialize
-from skewless.features.online import OnlineFeatures
+from skewless.features.online import OnlineFeatures, PushRefused
 from skewless.features.store import (
     FeatureStoreError,
     StoreUnavailable,
@@ -51,7 +51,6 @@ def test_a_repository_in_the_object_store_serves_from_redis_what_sqlite_serves_l
         assert f'connection_string: "127.0.0.1:{redis.port},db=0"' in config
 
         served, reference = OnlineFeatures(REMOTE), OnlineFeatures(local)
-        assert served.repo != reference.repo
         rows = pd.read_parquet(ingested / "eval.parquet", columns=["user_id", "item_id"])
         for side, key in (("user", "user_id"), ("item", "item_id")):
             ids = [*rows[key].unique()[:200], f"{side}-never-seen"]
@@ -70,6 +69,10 @@ def test_a_repository_in_the_object_store_serves_from_redis_what_sqlite_serves_l
         served.push(user, pushed.astype({"event_timestamp": "datetime64[us, UTC]"}))
         values, _ = OnlineFeatures(REMOTE).lookup(user, ["u000001"])  # another replica
         assert values["history"] == ["tools"] and values["age"] == [70.0]
+        # Redis keeps an entity's newest value; an older push is refused, not half-stored.
+        older = pushed.assign(event_timestamp=[at - pd.Timedelta(days=1)], history=["old"])
+        with pytest.raises(PushRefused, match="is older than the value the online store holds"):
+            served.push(user, older.astype({"event_timestamp": "datetime64[us, UTC]"}))
         keys = [
             o["Key"]
             for o in minio.client.list_objects_v2(

@@ -250,6 +250,41 @@ def test_tf_serving_serves_each_version_from_a_numbered_folder_of_its_own(minio,
     with pytest.raises(ClusterDeployError, match="cannot look features up by id"):
         inference_service("ranking", "kubeflow", "s3://b/m", runtime="tf-serving",
                           feature_store="minio://b/repo")  # fmt: skip
+    # The pipeline passes its feature store to every deploy; TF Serving serves without it.
+    deploy_role("ranking", uri=artifacts["2"], version="2", role="production", canary_percent=0,
+                feature_store="minio://mlpipeline/skewless/feature_repo", **args)  # fmt: skip
+    assert "args" not in cluster.objects["ranking"]["spec"]["predictor"]["model"]
     with pytest.raises(ClusterDeployError, match="laying version 3 out for TF Serving"):
         deploy_role("ranking-2", uri="minio://mlpipeline/missing", version="3", role="production",
                     canary_percent=0, runtime="tf-serving", **args)  # fmt: skip
+
+
+def test_a_candidate_serves_as_production_does_and_hand_set_flags_survive_a_deploy():
+    from skewless.rollout.kserve import feature_store_of
+
+    repo = "minio://mlpipeline/skewless/feature_repo"
+    cluster = _Cluster()
+    args = {"namespace": "kubeflow", "mode": "Standard", "api": cluster, "timeout_seconds": 5}
+    deploy_role("ranking", uri="s3://b/1", version="1", role="production", canary_percent=0,
+                feature_store=repo, **args)  # fmt: skip
+    model = cluster.objects["ranking"]["spec"]["predictor"]["model"]
+    model["args"] = ["--allow-push", *model["args"]]  # set by hand with kubectl edit
+    model["env"].append({"name": "EXTRA", "value": "1"})
+    # `skewless canary --kserve` names no feature store: the new candidate reads production's.
+    deploy_role("ranking", uri="s3://b/2", version="2", role="canary", canary_percent=10, **args)
+    assert feature_store_of(cluster.objects["ranking-candidate"]) == repo
+    # The next pipeline deploy replaces our flag and variables, and keeps the hand-set ones.
+    deploy_role("ranking", uri="s3://b/3", version="3", role="production", canary_percent=0,
+                feature_store="minio://mlpipeline/other_repo", **args)  # fmt: skip
+    model = cluster.objects["ranking"]["spec"]["predictor"]["model"]
+    assert model["args"] == ["--allow-push", "--feature-store", "minio://mlpipeline/other_repo"]
+    assert [e["name"] for e in model["env"]] == ["EXTRA", "AWS_ACCESS_KEY_ID",
+                                                 "AWS_SECRET_ACCESS_KEY"]  # fmt: skip
+
+
+def test_a_bad_runtime_or_mode_is_refused_before_any_alias_moves(tmp_path):
+    from skewless.rollout.deploy import DeployError, deploy_version
+
+    with pytest.raises(DeployError, match="kserve runtime 'triton'"):
+        deploy_version(tmp_path, "ranking", 1, "run", target="kserve", runtime="triton")
+    assert not any(tmp_path.iterdir())  # no registry was even opened

@@ -79,7 +79,9 @@ def writable(repo: str | Path) -> Iterator[Path]:
             local.mkdir()
         yield local
         for file in sorted(p for p in local.rglob("*") if p.is_file()):
-            storage.upload(file, storage.join(repo, file.relative_to(local).as_posix()))
+            name = file.relative_to(local).as_posix()
+            if not name.startswith(f"{PUSHED_DIR}/"):  # already there, and never changed here
+                storage.upload(file, storage.join(repo, name))
 
 
 def readable(repo: str | Path, scratch: Path, *, offline: bool = True) -> Path:

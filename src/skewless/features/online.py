@@ -15,7 +15,17 @@ import numpy as np
 import pandas as pd
 
 from skewless.features import location
-from skewless.features.store import EntityView, StoreUnavailable, open_store, read_views
+from skewless.features.store import (
+    EntityView,
+    FeatureStoreError,
+    StoreUnavailable,
+    open_store,
+    read_views,
+)
+
+
+class PushRefused(FeatureStoreError):
+    """A push the store must not take; the message names the row and why."""
 
 
 class OnlineFeatures:
@@ -70,6 +80,29 @@ class OnlineFeatures:
             found |= np.array([value is not None for value in column], dtype=bool)
         return values, found
 
+    def older_than_stored(
+        self, view: EntityView, frame: pd.DataFrame
+    ) -> list[tuple[int, pd.Timestamp]]:
+        """Rows of ``frame`` older than their entity's value in the online store, with that
+        value's time (Feast answers it in whole seconds: a row in the same second passes)."""
+        from feast.online_response import TIMESTAMP_POSTFIX
+
+        try:
+            answer = self.store.get_online_features(
+                features=view.refs[:1], entity_rows=[{view.key: str(i)} for i in frame[view.key]]
+            ).to_dict(include_event_timestamps=True)
+        except Exception as err:  # any failure of the store is an outage to the caller
+            raise StoreUnavailable(
+                f"the feature store at {self.location} cannot be read: {type(err).__name__}: {err}"
+            ) from None
+        stored = answer[f"{view.features[0]}{TIMESTAMP_POSTFIX}"]
+        pushed = frame[self.event_time]
+        return [
+            (row, pd.Timestamp(seconds, unit="s", tz="UTC"))
+            for row, seconds in enumerate(stored)
+            if seconds and pushed.iloc[row] < pd.Timestamp(seconds, unit="s", tz="UTC")
+        ]
+
     def push(self, view: EntityView, frame: pd.DataFrame) -> None:
         """Writes new values of ``view`` (its key, the event time and every feature) to the
         online store and appends them to the offline record (the table, or for a remote
@@ -77,10 +110,23 @@ class OnlineFeatures:
         point-in-time join sees the same values.
 
         Raises:
+            PushRefused: A row is older than the value the online store holds for its entity
+                (Feast's Redis store would skip it, SQLite would serve it over a newer one; the
+                offline record would keep it either way).
             StoreUnavailable: The store cannot be written.
         """
         from feast.data_source import PushMode
 
+        older = self.older_than_stored(view, frame)
+        if older:
+            row, stored = older[0]
+            raise PushRefused(
+                f"df.{self.event_time}[{row}]: {frame[self.event_time].iloc[row].isoformat()} is "
+                f"older than the value the online store holds for {view.key} "
+                f"{frame[view.key].iloc[row]!r} (from {stored.isoformat()}); the online store "
+                "keeps each entity's latest value, so an older one would reach the offline "
+                "record only"
+            )
         try:
             if location.is_remote(self.location):  # the record is the store's, not this copy
                 location.record_push(self.location, view, frame)

@@ -233,16 +233,21 @@ def _side_tables(
     return tables
 
 
-def _recorded(root: Path, view: EntityView, like: pd.DataFrame) -> list[pd.DataFrame]:
-    """What a repository already holds of a view, oldest first: its offline table, then the
-    values pushed to it in an object store (:data:`PUSHED_DIR`), with ``like``'s columns."""
+def _recorded(
+    root: Path, view: EntityView, like: pd.DataFrame
+) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """What a repository already holds of a view, with ``like``'s columns: its offline table,
+    and the values pushed to it in an object store (:data:`PUSHED_DIR`), oldest first."""
+
+    def read(paths: list[Path]) -> list[pd.DataFrame]:
+        return [
+            pd.read_parquet(path, columns=list(like.columns)).astype(like.dtypes.to_dict())
+            for path in paths
+            if path.is_file()
+        ]
+
     pushed = sorted((root / PUSHED_DIR / view.name).glob("*.parquet"))
-    frames = []
-    for path in [view.table(root), *pushed]:
-        if path.is_file():
-            frame = pd.read_parquet(path, columns=list(like.columns))
-            frames.append(frame.astype(like.dtypes.to_dict()))
-    return frames
+    return read([view.table(root)]), read(pushed)
 
 
 def _merged(view: EntityView, time_name: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -262,9 +267,8 @@ def include_pushed(repo: str | Path) -> None:
     views, time_name = read_views(root)
     for view in views:
         if (root / PUSHED_DIR / view.name).is_dir():
-            table = pd.read_parquet(view.table(root))
-            frames = _recorded(root, view, table)
-            _merged(view, time_name, frames).to_parquet(view.table(root), index=False)
+            kept, pushed = _recorded(root, view, pd.read_parquet(view.table(root)))
+            _merged(view, time_name, [*kept, *pushed]).to_parquet(view.table(root), index=False)
 
 
 def build_repository(
@@ -304,9 +308,11 @@ def build_repository(
     first, last = None, None
     for view in views:
         # Keep what is there: pushed values exist only in the offline table (or, for a
-        # repository in an object store, in the pushed files).
-        table = _merged(view, time_name, [*_recorded(root, view, tables[view.side]),
-                                          tables[view.side]])  # fmt: skip
+        # repository in an object store, in the pushed files). At one entity and instant a
+        # pushed value wins, then the rows just ingested, then the table (include_pushed keeps
+        # the same order).
+        kept, pushed = _recorded(root, view, tables[view.side])
+        table = _merged(view, time_name, [*kept, tables[view.side], *pushed])
         table.to_parquet(view.table(root), index=False)
         if len(table):
             low, high = table[time_name].min(), table[time_name].max()

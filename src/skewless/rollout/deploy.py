@@ -261,6 +261,14 @@ def deploy_version(
     """
     if target not in ("local", "kserve"):
         raise DeployError(f"deploy target {target!r}: expected 'local' or 'kserve'")
+    if target == "kserve":  # checked before any alias moves
+        from skewless.rollout.kserve_objects import MODES, RUNTIMES
+
+        if runtime not in RUNTIMES or mode not in MODES:
+            raise DeployError(
+                f"kserve runtime {runtime!r} and mode {mode!r}: expected a runtime of "
+                f"{list(RUNTIMES)} and a mode of {list(MODES)}"
+            )
     store = open_registry(repository, registry)
     registered = store.get(model_name, version)
     reasons = "; ".join(registered.gate.get("reasons", []))

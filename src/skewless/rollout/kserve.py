@@ -109,6 +109,10 @@ def apply_version(
     before = _get(api, namespace, name)
     if before is not None:
         runtime = _runtime_of(before)
+    if feature_store and runtime != "skewless":
+        print(f"{namespace}/{name} runs {runtime}, which cannot look features up by id: it serves "
+              f"requests that carry every feature (the feature store is not used)")  # fmt: skip
+        feature_store = ""
     uri = _served_uri(artifact, version, runtime)
     desired = inference_service(
         name, namespace, uri, mode=mode, version=version, canary_percent=canary_percent,
@@ -119,9 +123,9 @@ def apply_version(
             api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, desired)
             after = None
         else:
-            model = {"storageUri": uri}
+            model: dict[str, Any] = {"storageUri": uri}
             if feature_store:  # the args and env inference_service() gives the server
-                model.update({k: desired["spec"]["predictor"]["model"][k] for k in ("args", "env")})
+                model.update(_with_server_settings(before, desired))
             patch = {
                 "metadata": {"annotations": {VERSION_ANNOTATION: version}},
                 # A JSON merge patch: None deletes the field, which rolls the new revision out.
@@ -139,6 +143,28 @@ def apply_version(
             f"applying InferenceService {namespace}/{name}: {err.status} {err.reason}: {err.body}"
         ) from err
     return wait_ready(api, namespace, name, timeout_seconds, after=after)
+
+
+def _with_server_settings(before: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """The ``args`` and ``env`` of ``desired``'s model merged into ``before``'s (a JSON merge
+    patch replaces lists whole): flags and variables set by hand stay, ours are replaced."""
+    had, want = (obj["spec"]["predictor"]["model"] for obj in (before, desired))
+    args, old_args = [], list(had.get("args", []))
+    while old_args:
+        arg = old_args.pop(0)
+        if arg in want["args"][::2]:  # our flag: drop it and its value
+            old_args = old_args[1:]
+        else:
+            args.append(arg)
+    ours = {item["name"] for item in want["env"]}
+    env = [item for item in had.get("env", []) if item.get("name") not in ours]
+    return {"args": [*args, *want["args"]], "env": [*env, *want["env"]]}
+
+
+def feature_store_of(isvc: dict[str, Any]) -> str:
+    """The feature repository an InferenceService's server reads ("" for none)."""
+    args = list(isvc.get("spec", {}).get("predictor", {}).get("model", {}).get("args", []))
+    return args[args.index("--feature-store") + 1] if "--feature-store" in args[:-1] else ""
 
 
 def _runtime_of(isvc: dict[str, Any]) -> str:
@@ -228,7 +254,8 @@ def deploy_role(
     ``uri`` is the artifact as the registry records it (``minio://`` for KFP's store); the
     InferenceService gets the form KServe's storage initializer reads (:func:`storage_uri`).
     ``runtime`` serves a new InferenceService (an existing one keeps its own); ``feature_store``
-    lets it serve by id (:func:`apply_version`).
+    lets it serve by id (:func:`apply_version`). A new Standard-mode candidate serves as
+    production does: its runtime, and its feature store unless one is given.
 
     Returns:
         The name of the InferenceService that now serves the version.
@@ -238,6 +265,11 @@ def deploy_role(
         "feature_store": feature_store, "runtime": runtime,
     }  # fmt: skip
     if role == "canary" and mode == "Standard":
+        common["api"] = api = api or _api()
+        production = _get(api, namespace, name)
+        if production is not None:  # a new candidate serves as production does
+            common["runtime"] = _runtime_of(production)
+            common["feature_store"] = feature_store or feature_store_of(production)
         target = candidate_name(name)
         apply_version(target, namespace, uri, **common)
         return target
