@@ -17,8 +17,10 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from kserve.errors import InvalidInput
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+from starlette.middleware import Middleware
 
 from skewless.features.store import StoreUnavailable
+from skewless.serving.fastpath import V1Predict
 from skewless.serving.protocol import media_type
 
 if TYPE_CHECKING:
@@ -29,7 +31,8 @@ FEEDBACK_PATH = "/v1/feedback"
 
 
 def limit_app(max_body_mb: float) -> None:
-    """Sets the request body limit on KServe's FastAPI app and removes its schema and docs pages.
+    """Sets the request body limit on KServe's FastAPI app, removes its schema and docs pages and
+    puts V1 predict on its short path (:mod:`skewless.serving.fastpath`).
 
     KServe's app is a module global (``kserve.model_server.app``); FastAPI builds its middleware,
     including the body limit, at the first request, so this must run before it.
@@ -41,6 +44,9 @@ def limit_app(max_body_mb: float) -> None:
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     if not any(m.cls is BinaryHeaderCheck for m in app.user_middleware):
         app.add_middleware(BinaryHeaderCheck)
+    if not any(m.cls is V1Predict for m in app.user_middleware):
+        # Last in the list is innermost: every other middleware still wraps V1 predict.
+        app.user_middleware.append(Middleware(V1Predict))
     app.openapi_url = None
     _drop_routes(app, _DOC_PATHS)
 
