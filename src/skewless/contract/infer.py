@@ -55,7 +55,7 @@ def _sample(path: Path, rows: int) -> pd.DataFrame:
         raise InferError(f"data file not found: {path}")
     try:
         if suffix == ".csv":
-            from skewless.data.ingest import IngestError, csv_header
+            from skewless.data.raw import IngestError, csv_header
 
             try:
                 header = csv_header(str(path))

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from skewless.contract.spec import FeatureSpec
-from skewless.data.ingest import read_column_batches
+from skewless.data.raw import read_column_batches
 from skewless.evaluation import metrics
 from skewless.retrieval.artifact import has_retrieval
 from skewless.retrieval.evaluate import recall_metrics

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec
-from skewless.data.ingest import read_column_batches
+from skewless.data.raw import read_column_batches
 from skewless.model.hparams import HParams
 from skewless.model.transform import analysis_columns, id_space, raw_feature_spec, raw_signature
 
