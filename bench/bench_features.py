@@ -63,7 +63,7 @@ def in_process(workdir: Path, calls: int) -> dict[str, Any]:
     import tensorflow as tf
 
     from skewless.features.online import OnlineFeatures
-    from skewless.serving.server import model_spec
+    from skewless.serving.loading import model_spec
 
     summary = json.loads((workdir / "run_summary.json").read_text())
     online = OnlineFeatures(workdir / "feature_repo")

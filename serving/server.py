@@ -23,15 +23,12 @@ KServe spawns REST worker processes and hands each a pickled copy of the model; 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import gc
 import os
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,23 +38,19 @@ import numpy as np
 from kserve.protocol.infer_type import InferRequest
 
 from skewless.contract.kinds import kind_of
-from skewless.contract.spec import SPEC_ASSET, FeatureSpec, load_spec
-from skewless.experiments.logs import DEFAULT_LOG_MAX_MB
 from skewless.registry import open_registry
 from skewless.registry.core import Registry, Traffic
-from skewless.retrieval.artifact import has_retrieval
 from skewless.serving.app import (
-    ReadOnlyRepository,
     add_feedback_route,
     add_push_route,
-    configure_logging,
     limit_app,
 )
-from skewless.serving.batching import DEFAULT_BATCH_ROWS, MicroBatcher
+from skewless.serving.batching import MicroBatcher
+from skewless.serving.config import ServingConfig
 from skewless.serving.exposures import NO_LOG, ExperimentLogs, failures_logged
 from skewless.serving.exposures import request_id as new_request_id
+from skewless.serving.loading import ModelLoadError, load_version
 from skewless.serving.lookup import (
-    DEFAULT_FEATURE_LOG_SAMPLE,
     LOOKED_UP_HEADER,
     FeatureLog,
     FeatureLookup,
@@ -67,7 +60,6 @@ from skewless.serving.protocol import (
     REQUEST_ID_HEADER,
     VERSION_HEADER,
     check_content_type,
-    example_curl,
     experiment_unit,
     json_object,
     prediction_response,
@@ -75,91 +67,12 @@ from skewless.serving.protocol import (
 )
 from skewless.serving.routing import LoadedVersion, Routing
 from skewless.serving.validation import (
-    DEFAULT_ITEM_FIELD,
-    DEFAULT_MAX_BATCH,
-    DEFAULT_MAX_BODY_MB,
-    DEFAULT_UNIT_FIELD,
     RawRequest,
     RequestError,
     RequestValidator,
 )
 
 LOAD_WAIT_SECONDS = 600.0  # how long a request waits for a worker still loading the model
-
-
-class ModelLoadError(RuntimeError):
-    """The model folder cannot be served; the message names it and why."""
-
-
-def resolve_model_dir(model: str | Path) -> Path:
-    """A local SavedModel folder for a path or a storage URI (s3://, gs://, hdfs://, file://).
-
-    URIs are copied to a temporary folder with pyarrow's filesystems, which read credentials the
-    usual way (AWS_* environment variables, GOOGLE_APPLICATION_CREDENTIALS, ...).
-    """
-    text = str(model)
-    if "://" in text and not text.startswith("file://"):
-        import pyarrow.fs
-
-        target = Path(tempfile.mkdtemp(prefix="skewless-model-"))
-        pyarrow.fs.copy_files(text, str(target))
-        path = target
-    else:
-        path = Path(text.removeprefix("file://"))
-    if not (path / "saved_model.pb").is_file():
-        raise FileNotFoundError(f"{model} is not an exported SavedModel folder (no saved_model.pb)")
-    return path
-
-
-def model_spec(model_dir: str | Path) -> FeatureSpec:
-    """The feature spec stored inside an exported model."""
-    path = Path(model_dir) / SPEC_ASSET
-    if not path.is_file():
-        raise FileNotFoundError(f"{model_dir} has no {SPEC_ASSET}; was it exported by skewless?")
-    return load_spec(path)
-
-
-@dataclasses.dataclass(frozen=True)
-class ServingConfig:
-    """How a :class:`RankingModel` admits and batches requests.
-
-    Attributes:
-        max_request_rows: Largest accepted rows in one request.
-        max_batch_rows: Most rows the batcher puts in one model call.
-        max_wait_ms: Extra wait for more requests when a batch already holds several (a lone
-            request never waits).
-        watch_seconds: How often a registry-backed model checks whether its aliases moved.
-        request_log: File to append one exposure (a JSON line) per request to, with outcomes
-            (``POST /v1/feedback``) beside it (None: no log, and feedback is off).
-        max_body_mb: Largest request body; a larger one is refused with 413 before it is read
-            whole (the most rows a request may carry fit in well under the default).
-        unit_field: The feature whose value (in the first row) is a request's randomization unit
-            for a canary, unless the ``x-experiment-unit`` header names one.
-        item_field: The feature naming the item of each row (logged with its score).
-        log_max_mb: Size past which the exposure and feedback logs rotate (nothing is deleted).
-        feature_store: A feature repository (the pipeline's materialize step writes one):
-            requests may leave out the user and item features it holds
-            (:mod:`skewless.serving.lookup`).
-        feature_log: With a feature store, the file a sample of the scored rows' entity
-            features is appended to, for ``skewless skew-report``.
-        feature_log_sample: The share of rows logged there.
-        allow_push: Accept new feature values at ``POST /push`` (off by default: anyone who
-            reaches the port could otherwise rewrite what the model sees).
-    """
-
-    max_request_rows: int = DEFAULT_MAX_BATCH
-    max_batch_rows: int = DEFAULT_BATCH_ROWS
-    max_wait_ms: float = 1.0
-    watch_seconds: float = 1.0
-    request_log: str | None = None
-    max_body_mb: float = DEFAULT_MAX_BODY_MB
-    unit_field: str = DEFAULT_UNIT_FIELD
-    item_field: str = DEFAULT_ITEM_FIELD
-    log_max_mb: float = DEFAULT_LOG_MAX_MB
-    feature_store: str | None = None
-    feature_log: str | None = None
-    feature_log_sample: float = DEFAULT_FEATURE_LOG_SAMPLE
-    allow_push: bool = False
 
 
 class RankingModel(kserve.Model):
@@ -207,51 +120,11 @@ class RankingModel(kserve.Model):
         for loaded in (current.production, current.candidate) if current else ():
             if loaded is not None and version is not None and loaded.version == str(version):
                 return loaded
-        import tensorflow as tf
-
-        if version is None:
-            assert self.model_dir is not None
-            label, model_dir = self.model_dir.name, self.model_dir
-        else:
-            assert self.registry is not None
-            label = str(version)
-            # A remote artifact (the object store, on a cluster) is downloaded here, then
-            # verified; a local one is read in place and nothing is created.
-            download_to = Path(tempfile.gettempdir()) / (
-                f"skewless-{self.name}-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            )
-            model_dir = self.registry.verified_artifact(self.name, version, download_to=download_to)
-        try:
-            saved_model = tf.saved_model.load(str(model_dir))
-        except (OSError, ValueError) as err:  # TensorFlow's words for a file it cannot parse
-            reason = str(err).splitlines()[0][:200]
-            raise ModelLoadError(
-                f"{model_dir}: not a SavedModel TensorFlow can load ({reason})"
-            ) from None
-        spec = model_spec(model_dir)
-        lookup = self.lookup.fields if self.lookup is not None else frozenset()
-        validator = RequestValidator(spec, max_batch=self.config.max_request_rows, lookup=lookup)
-        retriever = query_validator = None
-        if has_retrieval(model_dir):
-            from skewless.retrieval.retriever import Retriever
-            from skewless.serving.recommend import MAX_QUERIES, query_spec
-
-            retriever = Retriever(model_dir)
-            query_validator = RequestValidator(
-                query_spec(spec), max_batch=MAX_QUERIES, lookup=lookup
-            )
-        loaded = LoadedVersion(
-            label, model_dir, saved_model, saved_model.signatures["serving_default"], validator,
-            retriever, query_validator,
+        return load_version(
+            self.name, version, model_dir=self.model_dir, registry=self.registry,
+            max_request_rows=self.config.max_request_rows,
+            lookup=self.lookup.fields if self.lookup is not None else frozenset(),
         )  # fmt: skip
-        # Printed, not logged: it happens before kserve configures logging, and in each worker.
-        print(
-            f"skewless: loaded model {self.name!r} version {label} from {model_dir} "
-            f"in process {os.getpid()}",
-            file=sys.stderr,
-            flush=True,
-        )
-        return loaded
 
     def _route(self, traffic: Traffic, current: Routing | None) -> Routing:
         if self.registry is not None and traffic.production is None:
@@ -516,73 +389,3 @@ class RankingModel(kserve.Model):
         if self.logs is None:
             return 501, {"error": NO_LOG}
         return await self.logs.outcomes(body, content_type)
-
-
-def serve(
-    model: str | Path | None = None,
-    *,
-    registry: str | Path | None = None,
-    name: str = "ranking",
-    http_port: int = 8080,
-    grpc_port: int = 8081,
-    workers: int = 1,
-    config: ServingConfig | None = None,
-    announce: bool = False,
-    access_log: bool = False,
-    log_format: str = "text",
-    allow_model_management: bool = False,
-) -> None:
-    """Starts the model server in the foreground; SIGTERM or Ctrl-C drains and stops it.
-
-    Args:
-        model: Exported SavedModel folder or storage URI.
-        registry: Instead of ``model``: a registry file; serves ``name``'s production version
-            and follows the alias (rollbacks and promotions apply without a restart).
-        name: Model name in the URL paths.
-        http_port: REST port.
-        grpc_port: gRPC port.
-        workers: REST worker processes, each with its own copy of the model.
-        config: Admission and batching settings.
-        announce: Print a ready-to-paste curl command first.
-        access_log: Log a line (and KServe's latency lines) per request. Off by default: at
-            thousands of requests per second the lines cost throughput and fill disks; errors,
-            4xx summaries and start-up are logged either way.
-        log_format: ``text``, or ``json`` (one JSON object per line, for a log collector).
-        allow_model_management: Answer the V2 model repository's load and unload (REST and
-            gRPC); off by default, since anyone who reaches the port could unload the model.
-    """
-    from skewless.serving.recommend import RECOMMEND_NAME, RecommendModel
-
-    if name == RECOMMEND_NAME:
-        raise ModelLoadError(
-            f"model name {name!r} is reserved for the two-stage endpoint; pick another --name"
-        )
-    configure_logging(access_log=access_log, log_format=log_format)
-    if registry is not None:
-        ranking = RankingModel(name, None, config, registry=registry)
-    else:
-        assert model is not None, "give a model or a registry"
-        ranking = RankingModel(name, resolve_model_dir(model), config)
-    ranking.load()
-    if announce:
-        lookup = ranking.lookup
-        print(
-            example_curl(
-                name, http_port, ranking.validator.spec,
-                by_id=lookup.online.sample_ids() if lookup else None,
-                looked_up=lookup.fields if lookup else frozenset(),
-            ),
-            flush=True,
-        )  # fmt: skip
-    server = kserve.ModelServer(
-        http_port=http_port,
-        grpc_port=grpc_port,
-        workers=workers,
-        enable_latency_logging=access_log,
-    )
-    if not allow_model_management:
-        server.model_repository_extension = ReadOnlyRepository(server.registered_models)
-    models: list[kserve.Model] = [ranking]
-    if ranking.routing.production.retriever is not None:
-        models.append(RecommendModel(ranking))
-    server.start(models)

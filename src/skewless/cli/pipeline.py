@@ -115,7 +115,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     if not summary["served_model_path"]:
         raise CliError("no production model to serve: the gate has never promoted one")
-    from skewless.serving.server import ServingConfig, serve
+    from skewless.serving.config import ServingConfig
+    from skewless.serving.main import serve
 
     registry = Path(args.workdir) / "models" / "registry.db"
     store = summary["feature_store"] or {}

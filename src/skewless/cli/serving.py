@@ -32,7 +32,8 @@ from skewless.serving.validation import (
 def cmd_serve(args: argparse.Namespace) -> int:
     """``skewless serve``: a KServe model server for an exported model."""
     from skewless.registry import is_model_registry_url
-    from skewless.serving.server import ServingConfig, serve
+    from skewless.serving.config import ServingConfig
+    from skewless.serving.main import serve
 
     remote = bool(args.registry) and is_model_registry_url(args.registry)
     if args.registry and not remote:
@@ -68,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     _check_ports(args.http_port, args.grpc_port)
     from skewless.features.store import FeatureStoreError
-    from skewless.serving.server import ModelLoadError
+    from skewless.serving.loading import ModelLoadError
 
     try:
         serve(

@@ -1,0 +1,58 @@
+"""How ``skewless serve`` admits, batches, logs and looks features up: :class:`ServingConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from skewless.experiments.logs import DEFAULT_LOG_MAX_MB
+from skewless.serving.batching import DEFAULT_BATCH_ROWS
+from skewless.serving.lookup import DEFAULT_FEATURE_LOG_SAMPLE
+from skewless.serving.validation import (
+    DEFAULT_ITEM_FIELD,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_MB,
+    DEFAULT_UNIT_FIELD,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    """How a :class:`RankingModel` admits and batches requests.
+
+    Attributes:
+        max_request_rows: Largest accepted rows in one request.
+        max_batch_rows: Most rows the batcher puts in one model call.
+        max_wait_ms: Extra wait for more requests when a batch already holds several (a lone
+            request never waits).
+        watch_seconds: How often a registry-backed model checks whether its aliases moved.
+        request_log: File to append one exposure (a JSON line) per request to, with outcomes
+            (``POST /v1/feedback``) beside it (None: no log, and feedback is off).
+        max_body_mb: Largest request body; a larger one is refused with 413 before it is read
+            whole (the most rows a request may carry fit in well under the default).
+        unit_field: The feature whose value (in the first row) is a request's randomization unit
+            for a canary, unless the ``x-experiment-unit`` header names one.
+        item_field: The feature naming the item of each row (logged with its score).
+        log_max_mb: Size past which the exposure and feedback logs rotate (nothing is deleted).
+        feature_store: A feature repository (the pipeline's materialize step writes one):
+            requests may leave out the user and item features it holds
+            (:mod:`skewless.serving.lookup`).
+        feature_log: With a feature store, the file a sample of the scored rows' entity
+            features is appended to, for ``skewless skew-report``.
+        feature_log_sample: The share of rows logged there.
+        allow_push: Accept new feature values at ``POST /push`` (off by default: anyone who
+            reaches the port could otherwise rewrite what the model sees).
+    """
+
+    max_request_rows: int = DEFAULT_MAX_BATCH
+    max_batch_rows: int = DEFAULT_BATCH_ROWS
+    max_wait_ms: float = 1.0
+    watch_seconds: float = 1.0
+    request_log: str | None = None
+    max_body_mb: float = DEFAULT_MAX_BODY_MB
+    unit_field: str = DEFAULT_UNIT_FIELD
+    item_field: str = DEFAULT_ITEM_FIELD
+    log_max_mb: float = DEFAULT_LOG_MAX_MB
+    feature_store: str | None = None
+    feature_log: str | None = None
+    feature_log_sample: float = DEFAULT_FEATURE_LOG_SAMPLE
+    allow_push: bool = False

@@ -1,0 +1,83 @@
+"""``skewless serve``: KServe's model server with our models, started in the foreground."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kserve
+
+from skewless.serving.app import ReadOnlyRepository, configure_logging
+from skewless.serving.config import ServingConfig
+from skewless.serving.loading import ModelLoadError, resolve_model_dir
+from skewless.serving.protocol import example_curl
+from skewless.serving.server import RankingModel
+
+
+def serve(
+    model: str | Path | None = None,
+    *,
+    registry: str | Path | None = None,
+    name: str = "ranking",
+    http_port: int = 8080,
+    grpc_port: int = 8081,
+    workers: int = 1,
+    config: ServingConfig | None = None,
+    announce: bool = False,
+    access_log: bool = False,
+    log_format: str = "text",
+    allow_model_management: bool = False,
+) -> None:
+    """Starts the model server in the foreground; SIGTERM or Ctrl-C drains and stops it.
+
+    Args:
+        model: Exported SavedModel folder or storage URI.
+        registry: Instead of ``model``: a registry file; serves ``name``'s production version
+            and follows the alias (rollbacks and promotions apply without a restart).
+        name: Model name in the URL paths.
+        http_port: REST port.
+        grpc_port: gRPC port.
+        workers: REST worker processes, each with its own copy of the model.
+        config: Admission and batching settings.
+        announce: Print a ready-to-paste curl command first.
+        access_log: Log a line (and KServe's latency lines) per request. Off by default: at
+            thousands of requests per second the lines cost throughput and fill disks; errors,
+            4xx summaries and start-up are logged either way.
+        log_format: ``text``, or ``json`` (one JSON object per line, for a log collector).
+        allow_model_management: Answer the V2 model repository's load and unload (REST and
+            gRPC); off by default, since anyone who reaches the port could unload the model.
+    """
+    from skewless.serving.recommend import RECOMMEND_NAME, RecommendModel
+
+    if name == RECOMMEND_NAME:
+        raise ModelLoadError(
+            f"model name {name!r} is reserved for the two-stage endpoint; pick another --name"
+        )
+    configure_logging(access_log=access_log, log_format=log_format)
+    if registry is not None:
+        ranking = RankingModel(name, None, config, registry=registry)
+    else:
+        assert model is not None, "give a model or a registry"
+        ranking = RankingModel(name, resolve_model_dir(model), config)
+    ranking.load()
+    if announce:
+        lookup = ranking.lookup
+        print(
+            example_curl(
+                name, http_port, ranking.validator.spec,
+                by_id=lookup.online.sample_ids() if lookup else None,
+                looked_up=lookup.fields if lookup else frozenset(),
+            ),
+            flush=True,
+        )  # fmt: skip
+    server = kserve.ModelServer(
+        http_port=http_port,
+        grpc_port=grpc_port,
+        workers=workers,
+        enable_latency_logging=access_log,
+    )
+    if not allow_model_management:
+        server.model_repository_extension = ReadOnlyRepository(server.registered_models)
+    models: list[kserve.Model] = [ranking]
+    if ranking.routing.production.retriever is not None:
+        models.append(RecommendModel(ranking))
+    server.start(models)
