@@ -128,3 +128,14 @@ class JsonHandler(BaseHTTPRequestHandler):
     def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length", 0))
         return json.loads(self.rfile.read(length)) if length else {}
+
+
+def user_values(at: str, history: str = "tools") -> Any:
+    """One push of user u000001's features (age 70, JP, tablet) at time ``at``, as a frame."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.DataFrame(
+        {"user_id": ["u000001"], "event_timestamp": [pd.Timestamp(at)], "age": [np.float32(70)],
+         "country": ["JP"], "device": ["tablet"], "history": [history]}
+    ).astype({"event_timestamp": "datetime64[us, UTC]"})  # fmt: skip

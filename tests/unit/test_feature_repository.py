@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from support import user_values
 
 from skewless.contract.spec import load_spec_text
 from skewless.data.ingest import ingest
@@ -134,15 +135,11 @@ def test_a_new_run_keeps_pushed_values_in_the_offline_store(repo, ingested, defa
     online = OnlineFeatures(copy)
     view = next(v for v in online.views if v.side == "user")
     at = pd.Timestamp("2027-01-01T00:00:00Z")
-    pushed = pd.DataFrame({"user_id": ["u000001"], "event_timestamp": [at],
-                           "age": [np.float32(70)], "country": ["JP"], "device": ["tablet"],
-                           "history": ["tools"]})  # fmt: skip
-    online.push(view, pushed.astype({"event_timestamp": "datetime64[us, UTC]"}))
+    online.push(view, user_values("2027-01-01T00:00:00Z"))
     # An older value than the one the online store holds is refused (it would reach the offline
     # record only: skew), named by row.
-    older = pushed.assign(event_timestamp=[at - pd.Timedelta(days=1)], history=["old"])
     with pytest.raises(PushRefused, match=r"df.event_timestamp\[0\]: 2026-12-31.* is older"):
-        online.push(view, older.astype({"event_timestamp": "datetime64[us, UTC]"}))
+        online.push(view, user_values("2026-12-31T00:00:00Z", history="old"))
     materialize(ingested, default_spec, copy)  # the next run
     probe = pd.DataFrame({"user_id": ["u000001"], "event_timestamp": [at + pd.Timedelta(1, "s")]})
     assert point_in_time(copy, probe)["history"].tolist() == ["tools"]

@@ -7,10 +7,10 @@ repository goes through pyarrow's S3 client to the S3 server standing in for KFP
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 from redis_server import redis_server
+from support import user_values
 
 from skewless.features.location import readable
 from skewless.features.materialize import materialize
@@ -63,16 +63,12 @@ def test_a_repository_in_the_object_store_serves_from_redis_what_sqlite_serves_l
         # A push through one server reaches Redis at once, and the object store's record...
         user = next(v for v in served.views if v.side == "user")
         at = pd.Timestamp("2027-01-01T00:00:00Z")
-        pushed = pd.DataFrame({"user_id": ["u000001"], "event_timestamp": [at],
-                               "age": [np.float32(70)], "country": ["JP"], "device": ["tablet"],
-                               "history": ["tools"]})  # fmt: skip
-        served.push(user, pushed.astype({"event_timestamp": "datetime64[us, UTC]"}))
+        served.push(user, user_values("2027-01-01T00:00:00Z"))
         values, _ = OnlineFeatures(REMOTE).lookup(user, ["u000001"])  # another replica
         assert values["history"] == ["tools"] and values["age"] == [70.0]
         # Redis keeps an entity's newest value; an older push is refused, not half-stored.
-        older = pushed.assign(event_timestamp=[at - pd.Timedelta(days=1)], history=["old"])
         with pytest.raises(PushRefused, match="is older than the value the online store holds"):
-            served.push(user, older.astype({"event_timestamp": "datetime64[us, UTC]"}))
+            served.push(user, user_values("2026-12-31T00:00:00Z", history="old"))
         keys = [
             o["Key"]
             for o in minio.client.list_objects_v2(
