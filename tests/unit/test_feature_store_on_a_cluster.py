@@ -86,6 +86,13 @@ def test_a_repository_in_the_object_store_serves_from_redis_what_sqlite_serves_l
         assert point_in_time(again, probe)["history"].tolist() == ["tools"]
         assert OnlineFeatures(REMOTE).lookup(user, ["u000001"])[0]["history"] == ["tools"]
 
+        # A pushed object that is not a table is one clear error for a report, not a traceback.
+        broken = "skewless/feature_repo/pushed/user_features/9-x.parquet"
+        minio.client.put_object(Bucket="mlpipeline", Key=broken, Body=b"not parquet")
+        with pytest.raises(FeatureStoreError, match="a pushed file cannot be read"):
+            readable(REMOTE, tmp_path / "broken")
+        minio.client.delete_object(Bucket="mlpipeline", Key=broken)
+
         redis.stop()  # an outage is an error the server turns into a 503, never an answer
         with pytest.raises(StoreUnavailable, match="cannot be read"):
             served.lookup(user, ["u000001"])

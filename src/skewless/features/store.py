@@ -262,12 +262,24 @@ def _merged(view: EntityView, time_name: str, frames: list[pd.DataFrame]) -> pd.
 
 def include_pushed(repo: str | Path) -> None:
     """Folds the pushed files of a repository copied from an object store into its offline
-    tables, so a point-in-time join sees every pushed value."""
+    tables, so a point-in-time join sees every pushed value.
+
+    Raises:
+        FeatureStoreError: A pushed file is not a table of the view's columns.
+    """
+    import pyarrow as pa
+
     root = Path(repo)
     views, time_name = read_views(root)
     for view in views:
         if (root / PUSHED_DIR / view.name).is_dir():
-            kept, pushed = _recorded(root, view, pd.read_parquet(view.table(root)))
+            try:
+                kept, pushed = _recorded(root, view, pd.read_parquet(view.table(root)))
+            except (OSError, ValueError, KeyError, pa.ArrowException) as err:
+                raise FeatureStoreError(
+                    f"{root / PUSHED_DIR / view.name}: a pushed file cannot be read with the "
+                    f"offline table ({type(err).__name__}: {str(err)[:200]})"
+                ) from None
             _merged(view, time_name, [*kept, *pushed]).to_parquet(view.table(root), index=False)
 
 
