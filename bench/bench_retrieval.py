@@ -58,7 +58,8 @@ def _queries(model: Path, run_dir: Path | None, count: int) -> np.ndarray:
 def _catalogue_embeddings(model: Path, items: int) -> tuple[Any, np.ndarray, float]:
     import tensorflow as tf
 
-    from skewless.data.generate import catalogue, make_world
+    from skewless.data.generate import catalogue
+    from skewless.data.world import make_world
     from skewless.retrieval.artifact import CANDIDATE_DIRNAME, RETRIEVAL_DIRNAME, SIGNATURE
     from skewless.retrieval.towers import embed_items
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from skewless.data import generate
+from skewless.data import world as planted
 from skewless.data.ingest import ingest
 from skewless.evaluation import metrics
 
@@ -44,7 +45,7 @@ def test_event_times_agree_with_the_context_and_advance_a_week_per_chunk(monkeyp
     assert str(times.dt.tz) == "UTC"
     assert (times.dt.hour == rows["hour"]).all()
     assert (times.dt.day_name().str[:3] == rows["weekday"]).all()
-    week = (times - pd.Timestamp(generate.EPOCH, tz="UTC")).dt.days // 7
+    week = (times - pd.Timestamp(planted.EPOCH, tz="UTC")).dt.days // 7
     assert week.tolist() == [0] * 500 + [1] * 500 + [2] * 500
 
 
@@ -84,11 +85,11 @@ def test_planted_model_has_signal_and_the_oracle_matches_it():
 
 def test_price_sensitivity_falls_with_age():
     ages = np.array([18, 25, 40, 55, 70])
-    np.testing.assert_allclose(generate.price_sensitivity(ages), [1.0, 1.0, 0.6, 0.2, 0.2])
+    np.testing.assert_allclose(planted.price_sensitivity(ages), [1.0, 1.0, 0.6, 0.2, 0.2])
 
 
 def test_exposure_is_skewed_and_follows_the_users_preferences():
-    world = generate.make_world(2)
+    world = planted.make_world(2)
     frame = pd.concat(generate.iter_chunks(40_000, 2))
     counts = frame["item_id"].value_counts()
     # Popularity: the top 1% of the catalogue gets far more than 1% of the impressions.

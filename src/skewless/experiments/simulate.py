@@ -4,7 +4,7 @@ Each simulated request is one user (a randomization unit) in one context asking 
 score ``candidates`` random items, the top-ranked one being shown; or, two-stage
 (``recommend=True``), asking the server's ``recommend`` endpoint for its best item out of the
 ``candidates`` it retrieves from the whole catalogue. The click on the shown item is drawn from
-the planted true click probability (:func:`skewless.data.generate.click_logit`, through
+the planted true click probability (:func:`skewless.data.world.click_logit`, through
 :func:`skewless.data.generate.impressions`), then sent to the server's ``POST /v1/feedback``
 with the request id the prediction answered with. Because the truth is known, the simulator also
 reports each variant's expected click rate, which the experiment's measured rate should match.
@@ -27,14 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from skewless.data.generate import (
-    CATEGORIES,
-    DEVICES,
-    MAX_HISTORY,
-    N_USERS,
-    impressions,
-    make_world,
-)
+from skewless.data.generate import impressions
+from skewless.data.world import CATEGORIES, DEVICES, MAX_HISTORY, N_USERS, make_world
 
 
 class SimulationError(RuntimeError):
