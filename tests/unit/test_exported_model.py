@@ -11,9 +11,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from skewless.contract.spec import SPEC_ASSET, load_spec
+from skewless.model.network import build_model
 from skewless.model.train import (
     HParams,
-    build_model,
     export_model,
     fit_model,
     load_transformed,

@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec
 from skewless.model.hparams import HParams
-from skewless.model.train import embed_features, model_inputs
+from skewless.model.network import embed_features, model_inputs
 from skewless.model.transform import raw_signature
 from skewless.retrieval import index as ann
 from skewless.retrieval.artifact import (

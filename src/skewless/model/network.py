@@ -1,0 +1,145 @@
+"""The ranking network built from the feature spec: embeddings per id, pooled sequences, crosses,
+and a deep-and-cross (DCN-v2) head; the retrieval towers reuse the same embedding layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from skewless.contract.spec import FeatureSpec
+from skewless.model.hparams import HParams
+from skewless.model.transform import id_space
+
+
+class CrossLayer(tf.keras.layers.Layer):
+    """One DCN-v2 cross layer: ``x0 * (W x + b) + x``."""
+
+    def build(self, input_shape: Any) -> None:
+        """Creates the full-rank weight matrix."""
+        width = int(input_shape[-1])
+        self.dense = tf.keras.layers.Dense(width, kernel_initializer="glorot_uniform")
+        self.dense.build(input_shape)
+
+    def call(self, x0: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+        """Applies the cross."""
+        return x0 * self.dense(x) + x
+
+
+def _id_outputs(spec: FeatureSpec, names: set[str] | None) -> list[tuple[str, int | None, int]]:
+    """(name, spec embedding width, sequence length) of the id-valued transformed outputs.
+
+    ``names`` picks features (crosses only when None: a tower sees no cross of two sides).
+    """
+    out = [
+        (f.name, f.embedding_dim, f.sequence_length)
+        for f in spec.model_inputs
+        if f.is_ids and (names is None or f.name in names)
+    ]
+    if names is None:
+        out += [(c.name, c.embedding_dim, spec.cross_length(c)) for c in spec.crosses]
+    return out
+
+
+def _is_cross(spec: FeatureSpec, name: str) -> bool:
+    return any(c.name == name for c in spec.crosses)
+
+
+class SequencePool(tf.keras.layers.Layer):
+    """Pools a padded sequence's embeddings (id 0 is padding): mean, sum and log(1 + length).
+
+    Both mean and sum are kept because they answer different questions: the mean says what a
+    user's history is like, the sum how many times something occurs (e.g. how many history
+    entries match the item's categories), which a mean divides away.
+    """
+
+    def call(self, ids: tf.Tensor, embedded: tf.Tensor) -> tf.Tensor:
+        """Returns ``[mean, sum, log1p(count)]`` concatenated on the last axis."""
+        mask = tf.cast(tf.not_equal(ids, 0), embedded.dtype)
+        count = tf.reduce_sum(mask, axis=1, keepdims=True)
+        total = tf.reduce_sum(embedded * tf.expand_dims(mask, -1), axis=1)
+        return tf.concat([total / tf.maximum(count, 1.0), total, tf.math.log1p(count)], axis=-1)
+
+
+def embed_features(
+    spec: FeatureSpec,
+    vocabulary_size: Any,
+    hparams: HParams,
+    *,
+    names: set[str] | None = None,
+    linear: bool = False,
+) -> tuple[dict[str, tf.keras.Input], tf.Tensor]:
+    """Keras inputs for transformed features and their embedded, pooled concatenation.
+
+    Args:
+        spec: The feature spec.
+        vocabulary_size: ``tft_output.vocabulary_size_by_name``.
+        hparams: Hyperparameters (embedding width where the spec sets none, L2).
+        names: Only these features (no crosses), as a retrieval tower takes; None: every model
+            input and cross, as the ranker takes.
+        linear: Embeddings of width 1 (the logistic-regression baseline).
+    """
+    layers = tf.keras.layers
+    regularizer = tf.keras.regularizers.L2(hparams.l2) if hparams.l2 > 0 else None
+    inputs: dict[str, tf.keras.Input] = {}
+    pieces: list[tf.Tensor] = []
+    for name, spec_dim, length in _id_outputs(spec, names):
+        shape = (length,) if length > 1 or _is_cross(spec, name) else ()
+        ids = inputs[name] = tf.keras.Input(shape=shape, dtype="int32", name=name)
+        embedding = layers.Embedding(
+            id_space(spec, name, vocabulary_size),
+            1 if linear else (spec_dim or hparams.embedding_dim),
+            embeddings_regularizer=regularizer,
+            name=f"embed_{name}",
+        )
+        embedded = embedding(ids)
+        if len(ids.shape) == 1:
+            pieces.append(embedded)
+        else:
+            pieces.append(SequencePool(name=f"pool_{name}")(ids, embedded))
+    for feature in spec.model_inputs:
+        if not feature.is_ids and (names is None or feature.name in names):
+            inputs[feature.name] = tf.keras.Input(shape=(), dtype="float32", name=feature.name)
+            pieces.append(layers.Reshape((1,))(inputs[feature.name]))
+    features = pieces[0] if len(pieces) == 1 else layers.Concatenate(name="features")(pieces)
+    return inputs, features
+
+
+def build_model(
+    spec: FeatureSpec, vocabulary_size: Any, hparams: HParams, *, linear: bool = False
+) -> tf.keras.Model:
+    """The ranking network over transformed features; outputs one logit per row.
+
+    Args:
+        spec: The feature spec.
+        vocabulary_size: ``tft_output.vocabulary_size_by_name``.
+        hparams: Hyperparameters.
+        linear: Build the logistic-regression baseline instead: one weight per id and per numeric
+            input (embeddings of width 1), no hidden layers.
+    """
+    layers = tf.keras.layers
+    inputs, features = embed_features(spec, vocabulary_size, hparams, linear=linear)
+    if linear:
+        logit = layers.Dense(1, name="logit")(features)
+    else:
+        cross = features
+        for _ in range(hparams.cross_layers):
+            cross = CrossLayer()(features, cross)
+        deep = features
+        for depth in range(hparams.deep_layers):
+            deep = layers.Dense(max(hparams.deep_width >> depth, 8), activation="relu")(deep)
+            if hparams.dropout:
+                deep = layers.Dropout(hparams.dropout, seed=hparams.seed)(deep)
+        logit = layers.Dense(1, name="logit")(layers.Concatenate()([cross, deep]))
+    logit = layers.Reshape((), name="logit_flat")(logit)
+    return tf.keras.Model(inputs=inputs, outputs=logit, name="linear" if linear else "dcn")
+
+
+def model_inputs(transformed: dict[str, tf.Tensor], names: Any) -> dict[str, tf.Tensor]:
+    """The transform's outputs named ``names``, ids as int32 (what the Keras inputs take)."""
+    return {
+        name: tf.cast(transformed[name], tf.int32)
+        if transformed[name].dtype == tf.int64
+        else transformed[name]
+        for name in names
+    }
