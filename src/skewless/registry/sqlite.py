@@ -9,7 +9,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from skewless.registry.core import _RECORD_FIELDS, Registry, RegistryError
+from skewless.registry.core import Registry, RegistryError
+from skewless.registry.versions import _RECORD_FIELDS
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
