@@ -58,7 +58,7 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest
 from skewless.serving.app import configure_logging
-from skewless.serving.protocol import prediction_response
+from skewless.serving.protocol import prediction_response, request_columns
 from skewless.serving.server import RankingModel
 
 class NoOp(kserve.Model):
@@ -75,7 +75,7 @@ class NoOp(kserve.Model):
 
 class Naive(RankingModel):
     async def predict(self, payload, headers=None, response_headers=None):
-        request = self.raw_request(payload, headers, self.validator)
+        request = request_columns(payload, headers, self.validator)
         (result,), _ = self.score("production", [request])
         if isinstance(result, Exception):
             raise InvalidInput(str(result))

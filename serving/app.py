@@ -8,6 +8,7 @@ refused request is one short log line (:class:`RefusedRequestFilter`), and logs 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -20,8 +21,10 @@ from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from starlette.middleware import Middleware
 
 from skewless.features.store import StoreUnavailable
+from skewless.serving.exposures import NO_LOG
 from skewless.serving.fastpath import V1Predict
-from skewless.serving.protocol import media_type
+from skewless.serving.protocol import json_object, media_type
+from skewless.serving.validation import RequestError
 
 if TYPE_CHECKING:
     from skewless.serving.server import RankingModel
@@ -62,7 +65,10 @@ def add_feedback_route(model: RankingModel) -> None:
     from kserve.model_server import app
 
     async def feedback(request: Request) -> ORJSONResponse:
-        status, body = await model.record_feedback(
+        # 501 when this server keeps no exposure log: there is nothing to join outcomes to.
+        if model.logs is None:
+            return ORJSONResponse(status_code=501, content={"error": NO_LOG})
+        status, body = await model.logs.outcomes(
             await request.body(), media_type(dict(request.headers))
         )
         return ORJSONResponse(status_code=status, content=body)
@@ -79,8 +85,21 @@ def add_push_route(model: RankingModel) -> None:
     from skewless.serving.lookup import PUSH_PATH
 
     async def push(request: Request) -> ORJSONResponse:
-        status, body = await model.push_features(await request.body(), dict(request.headers))
-        return ORJSONResponse(status_code=status, content=body)
+        # 403 when pushing is off; 400 naming the problem; else what was written.
+        lookup = model.lookup
+        assert lookup is not None
+        if not model.config.allow_push:
+            return ORJSONResponse(
+                status_code=403,
+                content={"error": "pushing features is off: start the server with --allow-push"},
+            )
+        try:
+            payload = json_object(await request.body(), dict(request.headers))
+            spec = model.routing.production.validator.spec
+            written = await asyncio.to_thread(lookup.push, payload, spec)
+        except RequestError as err:
+            return ORJSONResponse(status_code=400, content={"error": str(err)[:500]})
+        return ORJSONResponse(status_code=200, content=written)
 
     _drop_routes(app, {PUSH_PATH})
     app.add_api_route(PUSH_PATH, push, methods=["POST"], include_in_schema=False)

@@ -18,9 +18,7 @@ import orjson
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from skewless.contract.spec import FeatureSpec
-from skewless.serving.validation import (
-    RequestError,
-)
+from skewless.serving.validation import RawRequest, RequestError, RequestValidator
 
 JSON_TYPES = ("application/json", "application/cloudevents+json")
 BATCH_ROWS_HEADER = "x-skewless-batch-rows"
@@ -173,3 +171,22 @@ def example_curl(
             f"{curl} -i {url} -d '{json.dumps({'instances': [row]})}'\n"
         )
     return text
+
+
+def request_columns(
+    payload: Any, headers: dict[str, str] | None, validator: RequestValidator
+) -> RawRequest:
+    """The model-input columns of a V1 or V2 request, shape checked (values not yet)."""
+    from kserve.protocol.infer_type import InferRequest
+
+    if isinstance(payload, InferRequest):
+        check_content_type(headers)
+        return validator.shape_columns(v2_columns(payload), "inputs")
+    payload = json_object(payload, headers)
+    if "instances" in payload and "inputs" in payload:
+        raise RequestError("request has both 'instances' and 'inputs': send one of them")
+    if "instances" in payload:
+        return validator.shape_rows(payload["instances"], "instances")
+    if "inputs" in payload:
+        return validator.shape_columns(payload["inputs"], "inputs")
+    raise RequestError("request needs 'instances' (a list of rows) or 'inputs' (columns)")

@@ -47,7 +47,7 @@ from skewless.serving.app import (
 )
 from skewless.serving.batching import MicroBatcher
 from skewless.serving.config import ServingConfig
-from skewless.serving.exposures import NO_LOG, ExperimentLogs, failures_logged
+from skewless.serving.exposures import ExperimentLogs, failures_logged
 from skewless.serving.exposures import request_id as new_request_id
 from skewless.serving.loading import ModelLoadError, load_version
 from skewless.serving.lookup import (
@@ -59,11 +59,9 @@ from skewless.serving.protocol import (
     BATCH_ROWS_HEADER,
     REQUEST_ID_HEADER,
     VERSION_HEADER,
-    check_content_type,
     experiment_unit,
-    json_object,
     prediction_response,
-    v2_columns,
+    request_columns,
 )
 from skewless.serving.routing import LoadedVersion, Routing
 from skewless.serving.validation import (
@@ -283,22 +281,6 @@ class RankingModel(kserve.Model):
                     start += request.rows
         return results, loaded.version
 
-    def raw_request(
-        self, payload: Any, headers: dict[str, str] | None, validator: RequestValidator
-    ) -> RawRequest:
-        """The model-input columns of a V1 or V2 request, shape checked (values not yet)."""
-        if isinstance(payload, InferRequest):
-            check_content_type(headers)
-            return validator.shape_columns(v2_columns(payload), "inputs")
-        payload = json_object(payload, headers)
-        if "instances" in payload and "inputs" in payload:
-            raise RequestError("request has both 'instances' and 'inputs': send one of them")
-        if "instances" in payload:
-            return validator.shape_rows(payload["instances"], "instances")
-        if "inputs" in payload:
-            return validator.shape_columns(payload["inputs"], "inputs")
-        raise RequestError("request needs 'instances' (a list of rows) or 'inputs' (columns)")
-
     async def looked_up(
         self,
         request: RawRequest,
@@ -344,7 +326,7 @@ class RankingModel(kserve.Model):
         routing, role, loaded, unit = self.assign(payload, headers)
         logs = self.logs
         with failures_logged(logs, routing, role, loaded.version, started, unit):
-            request = self.raw_request(payload, headers, loaded.validator)
+            request = request_columns(payload, headers, loaded.validator)
             request = await self.looked_up(request, loaded.validator, response_headers)
             # Values are checked with the rest of the batch, in one pass.
             probability, batch_rows, version = await self.batchers[role].submit(
@@ -367,25 +349,3 @@ class RankingModel(kserve.Model):
             if request_id is not None:
                 response_headers[REQUEST_ID_HEADER] = request_id
         return prediction_response(self.name, payload, probability, request_id)
-
-    async def push_features(
-        self, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, dict[str, Any]]:
-        """``POST /push``: the HTTP status and JSON answer (400 naming the problem, 403 when
-        pushing is off)."""
-        assert self.lookup is not None
-        if not self.config.allow_push:
-            return 403, {"error": "pushing features is off: start the server with --allow-push"}
-        try:
-            payload = json_object(body, headers)
-            spec = self.routing.production.validator.spec
-            return 200, await asyncio.to_thread(self.lookup.push, payload, spec)
-        except RequestError as err:
-            return 400, {"error": str(err)[:500]}
-
-    async def record_feedback(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
-        """``POST /v1/feedback``: the HTTP status and JSON answer (501 when this server keeps no
-        exposure log, so there is nothing to join outcomes to)."""
-        if self.logs is None:
-            return 501, {"error": NO_LOG}
-        return await self.logs.outcomes(body, content_type)
