@@ -170,7 +170,7 @@ def test_skew_report_finds_the_feature_a_client_sent_stale_and_passes_the_rest(w
 
 
 def test_pushed_values_are_served_at_once_and_land_offline_for_training(writable, ingested):
-    from skewless.features.store import point_in_time
+    from skewless.features.offline import point_in_time
 
     users, items = _latest(ingested)
     user, item = users.index[2], items.index[2]

@@ -10,11 +10,11 @@ from support import user_values
 from skewless.contract.spec import load_spec_text
 from skewless.data.ingest import ingest
 from skewless.features.materialize import materialize
+from skewless.features.offline import point_in_time
 from skewless.features.online import OnlineFeatures, PushRefused
 from skewless.features.store import (
     FeatureStoreError,
     entity_views,
-    point_in_time,
 )
 
 USER = ["age", "country", "device", "history"]

@@ -14,11 +14,11 @@ from support import user_values
 
 from skewless.features.location import readable
 from skewless.features.materialize import materialize
+from skewless.features.offline import point_in_time
 from skewless.features.online import OnlineFeatures, PushRefused
 from skewless.features.store import (
     FeatureStoreError,
     StoreUnavailable,
-    point_in_time,
     redis_connection,
 )
 

@@ -19,11 +19,11 @@ import pandas as pd
 from skewless.contract.spec import FeatureSpec
 from skewless.data.ingest import IngestedFolder
 from skewless.features import location
+from skewless.features.offline import point_in_time
 from skewless.features.store import (
     FeatureStoreError,
     build_repository,
     entity_views,
-    point_in_time,
     redis_connection,
 )
 

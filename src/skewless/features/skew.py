@@ -22,7 +22,8 @@ from skewless.contract.spec import FeatureSpec
 from skewless.data.stats import FeatureStats, drift
 from skewless.experiments.logs import read_records
 from skewless.features.materialize import mismatch_rates
-from skewless.features.store import FeatureStoreError, point_in_time, read_spec, read_views
+from skewless.features.offline import point_in_time
+from skewless.features.store import FeatureStoreError, read_spec, read_views
 
 DEFAULT_MAX_MISMATCH = 0.01
 
