@@ -26,6 +26,7 @@ class V1Predict:
         """Wraps ``app`` (the rest of FastAPI's stack)."""
         self.app = app
         self.endpoint: Any = None
+        self.searched = False  # the routes are walked once, found or not
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Answers V1 predict; passes everything else (and unknown layouts) through."""
@@ -59,8 +60,10 @@ class V1Predict:
         await response(scope, receive, send)
 
     def _find(self, app: Any) -> Any:
-        """KServe's ``V1Endpoints.predict`` that ``app`` routes to (looked up once)."""
-        if self.endpoint is None:
+        """KServe's ``V1Endpoints.predict`` that ``app`` routes to (looked up once; None when it
+        has none, and every request then takes the routed path)."""
+        if not self.searched:
+            self.searched = True
             from kserve.protocol.rest.v1_endpoints import V1Endpoints
 
             routes = list(app.router.routes)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 import pyarrow
@@ -167,12 +167,22 @@ def upload(local: str | Path, uri: str | Path) -> int:
     if not source.is_file():
         raise StorageError(f"file not found: {source}")
     filesystem, path = resolve(uri)
+    try:
+        with source.open("rb") as handle:
+            return _write(filesystem, path, uri, iter(lambda: handle.read(1 << 20), b""))
+    except OSError as err:  # the local file, read
+        raise StorageError(f"{source}: cannot be read: {err}") from err
+
+
+def _write(filesystem: pafs.FileSystem, path: str, uri: str | Path, blocks: Iterable[bytes]) -> int:
+    """Writes ``blocks`` to ``path`` in ``filesystem`` (``uri`` names it in errors); returns
+    the bytes written."""
     written = 0
     try:
         if isinstance(filesystem, pafs.LocalFileSystem):
             filesystem.create_dir(str(PurePosixPath(path).parent), recursive=True)
-        with source.open("rb") as handle, filesystem.open_output_stream(path) as out:
-            for block in iter(lambda: handle.read(1 << 20), b""):
+        with filesystem.open_output_stream(path) as out:
+            for block in blocks:
                 out.write(block)
                 written += len(block)
     except OSError as err:
@@ -222,13 +232,5 @@ def copy_folder(source: str | Path, target: str | Path, *, last: str = "") -> in
     files = list(iter_files(source))
     files.sort(key=lambda item: item[0] == last)  # stable: ``last`` moves to the end
     for name, blocks in files:
-        path = f"{target_base}/{name}"
-        try:
-            if isinstance(target_fs, pafs.LocalFileSystem):
-                target_fs.create_dir(str(PurePosixPath(path).parent), recursive=True)
-            with target_fs.open_output_stream(path) as out:
-                for block in blocks:
-                    out.write(block)
-        except OSError as err:
-            raise StorageError(f"{join(target, name)}: cannot be written: {err}") from err
+        _write(target_fs, f"{target_base}/{name}", join(target, name), blocks)
     return len(files)

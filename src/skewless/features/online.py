@@ -58,6 +58,25 @@ class OnlineFeatures:
                 ids[view.key] = str(keys[len(keys) - 1])
         return ids
 
+    def _online(
+        self, view: EntityView, refs: list[str], ids: Any, *, timestamps: bool = False
+    ) -> dict[str, list[Any]]:
+        """Feast's online answer for ``refs`` of ``view``'s entities ``ids``, by name (and each
+        value's time in seconds, ``<name>__ts``, with ``timestamps``).
+
+        Raises:
+            StoreUnavailable: The online store cannot be read (missing, locked, corrupt).
+        """
+        try:
+            answer: dict[str, list[Any]] = self.store.get_online_features(
+                features=refs, entity_rows=[{view.key: str(i)} for i in ids]
+            ).to_dict(include_event_timestamps=timestamps)
+        except Exception as err:  # any failure of the store is an outage to the caller
+            raise StoreUnavailable(
+                f"the feature store at {self.location} cannot be read: {type(err).__name__}: {err}"
+            ) from None
+        return answer
+
     def lookup(
         self, view: EntityView, ids: Sequence[str]
     ) -> tuple[dict[str, list[Any]], np.ndarray]:
@@ -66,14 +85,7 @@ class OnlineFeatures:
         Raises:
             StoreUnavailable: The online store cannot be read (missing, locked, corrupt).
         """
-        try:
-            answer = self.store.get_online_features(
-                features=view.refs, entity_rows=[{view.key: str(i)} for i in ids]
-            ).to_dict()
-        except Exception as err:  # any failure of the store is an outage to the caller
-            raise StoreUnavailable(
-                f"the feature store at {self.location} cannot be read: {type(err).__name__}: {err}"
-            ) from None
+        answer = self._online(view, view.refs, ids)
         values = {name: answer[name] for name in view.features}
         found = np.zeros(len(ids), dtype=bool)
         for column in values.values():
@@ -87,14 +99,7 @@ class OnlineFeatures:
         value's time (Feast answers it in whole seconds: a row in the same second passes)."""
         from feast.online_response import TIMESTAMP_POSTFIX
 
-        try:
-            answer = self.store.get_online_features(
-                features=view.refs[:1], entity_rows=[{view.key: str(i)} for i in frame[view.key]]
-            ).to_dict(include_event_timestamps=True)
-        except Exception as err:  # any failure of the store is an outage to the caller
-            raise StoreUnavailable(
-                f"the feature store at {self.location} cannot be read: {type(err).__name__}: {err}"
-            ) from None
+        answer = self._online(view, view.refs[:1], frame[view.key], timestamps=True)
         stored = answer[f"{view.features[0]}{TIMESTAMP_POSTFIX}"]
         pushed = frame[self.event_time]
         return [

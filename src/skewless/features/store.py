@@ -231,21 +231,18 @@ def _side_tables(
     return tables
 
 
-def _recorded(
-    root: Path, view: EntityView, like: pd.DataFrame
-) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
-    """What a repository already holds of a view, with ``like``'s columns: its offline table,
-    and the values pushed to it in an object store (:data:`PUSHED_DIR`), oldest first."""
+def _read_like(paths: list[Path], like: pd.DataFrame) -> list[pd.DataFrame]:
+    """The tables at ``paths`` that exist, with ``like``'s columns and types."""
+    return [
+        pd.read_parquet(path, columns=list(like.columns)).astype(like.dtypes.to_dict())
+        for path in paths
+        if path.is_file()
+    ]
 
-    def read(paths: list[Path]) -> list[pd.DataFrame]:
-        return [
-            pd.read_parquet(path, columns=list(like.columns)).astype(like.dtypes.to_dict())
-            for path in paths
-            if path.is_file()
-        ]
 
-    pushed = sorted((root / PUSHED_DIR / view.name).glob("*.parquet"))
-    return read([view.table(root)]), read(pushed)
+def _pushed_files(root: Path, view: EntityView) -> list[Path]:
+    """The values pushed to a repository in an object store (:data:`PUSHED_DIR`), oldest first."""
+    return sorted((root / PUSHED_DIR / view.name).glob("*.parquet"))
 
 
 def _merged(view: EntityView, time_name: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -272,13 +269,14 @@ def include_pushed(repo: str | Path) -> None:
     for view in views:
         if (root / PUSHED_DIR / view.name).is_dir():
             try:
-                kept, pushed = _recorded(root, view, pd.read_parquet(view.table(root)))
+                table = pd.read_parquet(view.table(root))
+                pushed = _read_like(_pushed_files(root, view), table)
             except (OSError, ValueError, KeyError, pa.ArrowException) as err:
                 raise FeatureStoreError(
                     f"{root / PUSHED_DIR / view.name}: a pushed file cannot be read with the "
                     f"offline table ({type(err).__name__}: {str(err)[:200]})"
                 ) from None
-            _merged(view, time_name, [*kept, *pushed]).to_parquet(view.table(root), index=False)
+            _merged(view, time_name, [table, *pushed]).to_parquet(view.table(root), index=False)
 
 
 def build_repository(
@@ -321,7 +319,8 @@ def build_repository(
         # repository in an object store, in the pushed files). At one entity and instant a
         # pushed value wins, then the rows just ingested, then the table (include_pushed keeps
         # the same order).
-        kept, pushed = _recorded(root, view, tables[view.side])
+        kept = _read_like([view.table(root)], tables[view.side])
+        pushed = _read_like(_pushed_files(root, view), tables[view.side])
         table = _merged(view, time_name, [*kept, tables[view.side], *pushed])
         table.to_parquet(view.table(root), index=False)
         if len(table):

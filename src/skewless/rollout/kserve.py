@@ -145,10 +145,16 @@ def apply_version(
     return wait_ready(api, namespace, name, timeout_seconds, after=after)
 
 
+def _model(isvc: dict[str, Any]) -> dict[str, Any]:
+    """An InferenceService's ``spec.predictor.model`` (empty when it has none)."""
+    model: dict[str, Any] = isvc.get("spec", {}).get("predictor", {}).get("model", {})
+    return model
+
+
 def _with_server_settings(before: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
     """The ``args`` and ``env`` of ``desired``'s model merged into ``before``'s (a JSON merge
     patch replaces lists whole): flags and variables set by hand stay, ours are replaced."""
-    had, want = (obj["spec"]["predictor"]["model"] for obj in (before, desired))
+    had, want = _model(before), _model(desired)
     args, old_args = [], list(had.get("args", []))
     while old_args:
         arg = old_args.pop(0)
@@ -163,13 +169,13 @@ def _with_server_settings(before: dict[str, Any], desired: dict[str, Any]) -> di
 
 def feature_store_of(isvc: dict[str, Any]) -> str:
     """The feature repository an InferenceService's server reads ("" for none)."""
-    args = list(isvc.get("spec", {}).get("predictor", {}).get("model", {}).get("args", []))
+    args = list(_model(isvc).get("args", []))
     return args[args.index("--feature-store") + 1] if "--feature-store" in args[:-1] else ""
 
 
 def _runtime_of(isvc: dict[str, Any]) -> str:
     """Which of :data:`RUNTIMES` an existing InferenceService runs."""
-    name = isvc.get("spec", {}).get("predictor", {}).get("model", {}).get("runtime")
+    name = _model(isvc).get("runtime")
     return next((key for key, (runtime, _, _) in RUNTIMES.items() if runtime == name), "skewless")
 
 
