@@ -120,3 +120,20 @@ def test_upload_puts_a_file_where_the_cluster_steps_read_it(minio, tmp_path: Pat
     assert "file not found" in capsys.readouterr().err
     assert main(["upload", str(local), "elsewhere.csv"]) == 1
     assert "expected an object-store URI" in capsys.readouterr().err
+
+
+def test_the_documented_overrides_reach_the_run(capsys):
+    """docs/cluster.md: `--param kserve_runtime=tf-serving`, and `--param feature_repo=` to skip
+    the feature store."""
+    with kfp_api_standin() as api:
+        code = main([
+            "submit", "--host", api.url,
+            "--data-uri", "minio://mlpipeline/data/interactions.parquet",
+            "--param", "kserve_runtime=tf-serving", "--param", "feature_repo=",
+        ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (run,) = api.runs
+    parameters = run["runtime_config"]["parameters"]
+    assert parameters["kserve_runtime"] == "tf-serving"
+    assert parameters["feature_repo"] == ""
+    assert parameters["feature_online_store"] == IN_CLUSTER_ONLINE_STORE
