@@ -67,7 +67,6 @@ def embed_features(
     hparams: HParams,
     *,
     names: set[str] | None = None,
-    linear: bool = False,
 ) -> tuple[dict[str, tf.keras.Input], tf.Tensor]:
     """Keras inputs for transformed features and their embedded, pooled concatenation.
 
@@ -77,7 +76,6 @@ def embed_features(
         hparams: Hyperparameters (embedding width where the spec sets none, L2).
         names: Only these features (no crosses), as a retrieval tower takes; None: every model
             input and cross, as the ranker takes.
-        linear: Embeddings of width 1 (the logistic-regression baseline).
     """
     layers = tf.keras.layers
     regularizer = tf.keras.regularizers.L2(hparams.l2) if hparams.l2 > 0 else None
@@ -88,7 +86,7 @@ def embed_features(
         ids = inputs[name] = tf.keras.Input(shape=shape, dtype="int32", name=name)
         embedding = layers.Embedding(
             id_space(spec, name, vocabulary_size),
-            1 if linear else (spec_dim or hparams.embedding_dim),
+            spec_dim or hparams.embedding_dim,
             embeddings_regularizer=regularizer,
             name=f"embed_{name}",
         )
@@ -105,34 +103,27 @@ def embed_features(
     return inputs, features
 
 
-def build_model(
-    spec: FeatureSpec, vocabulary_size: Any, hparams: HParams, *, linear: bool = False
-) -> tf.keras.Model:
+def build_model(spec: FeatureSpec, vocabulary_size: Any, hparams: HParams) -> tf.keras.Model:
     """The ranking network over transformed features; outputs one logit per row.
 
     Args:
         spec: The feature spec.
         vocabulary_size: ``tft_output.vocabulary_size_by_name``.
         hparams: Hyperparameters.
-        linear: Build the logistic-regression baseline instead: one weight per id and per numeric
-            input (embeddings of width 1), no hidden layers.
     """
     layers = tf.keras.layers
-    inputs, features = embed_features(spec, vocabulary_size, hparams, linear=linear)
-    if linear:
-        logit = layers.Dense(1, name="logit")(features)
-    else:
-        cross = features
-        for _ in range(hparams.cross_layers):
-            cross = CrossLayer()(features, cross)
-        deep = features
-        for depth in range(hparams.deep_layers):
-            deep = layers.Dense(max(hparams.deep_width >> depth, 8), activation="relu")(deep)
-            if hparams.dropout:
-                deep = layers.Dropout(hparams.dropout, seed=hparams.seed)(deep)
-        logit = layers.Dense(1, name="logit")(layers.Concatenate()([cross, deep]))
+    inputs, features = embed_features(spec, vocabulary_size, hparams)
+    cross = features
+    for _ in range(hparams.cross_layers):
+        cross = CrossLayer()(features, cross)
+    deep = features
+    for depth in range(hparams.deep_layers):
+        deep = layers.Dense(max(hparams.deep_width >> depth, 8), activation="relu")(deep)
+        if hparams.dropout:
+            deep = layers.Dropout(hparams.dropout, seed=hparams.seed)(deep)
+    logit = layers.Dense(1, name="logit")(layers.Concatenate()([cross, deep]))
     logit = layers.Reshape((), name="logit_flat")(logit)
-    return tf.keras.Model(inputs=inputs, outputs=logit, name="linear" if linear else "dcn")
+    return tf.keras.Model(inputs=inputs, outputs=logit, name="dcn")
 
 
 def model_inputs(transformed: dict[str, tf.Tensor], names: Any) -> dict[str, tf.Tensor]:

@@ -7,8 +7,8 @@ and trains a deep-and-cross network from memory. The exported SavedModel carries
 * ``serving_default``: raw features as named ``[batch]`` tensors -> ``probability`` and ``logit``;
 * ``serve_tf_examples``: serialized ``tf.Example`` protos (key ``examples``) -> the same outputs.
 
-A logistic-regression baseline on the same transformed features is trained alongside so every run
-reports how much the deep model adds.
+A logistic-regression baseline on the same transformed features (:mod:`skewless.model.baseline`) is
+fitted alongside so every run reports how much the deep model adds.
 """
 
 from __future__ import annotations
@@ -228,15 +228,14 @@ def train(
         "hparams": dataclasses.asdict(hparams),
     }
     if train_baseline:
+        from skewless.model.baseline import fit_baseline_scores
+
         started = time.perf_counter()
-        baseline = build_model(spec, tft_output.vocabulary_size_by_name, hparams, linear=True)
-        # A convex model takes large steps safely; this keeps the baseline cheap beside the DCN.
-        linear_hparams = dataclasses.replace(
-            hparams, batch_size=4 * hparams.batch_size, learning_rate=0.02
-        )
-        fit_model(baseline, train_xy, eval_xy, linear_hparams, None)
         summary["baseline_eval_auc"] = metrics.roc_auc(
-            eval_xy[1], predict_logits(baseline, eval_xy[0])
+            eval_xy[1],
+            fit_baseline_scores(
+                train_xy, eval_xy[0], spec, tft_output.vocabulary_size_by_name, hparams.l2
+            ),
         )
         timings["baseline_seconds"] = time.perf_counter() - started
 
