@@ -21,7 +21,9 @@ import numpy as np
 from skewless.contract.features import FeatureSpec
 from skewless.model.transform import id_space
 
-MAX_ITERATIONS = 300
+# At scikit-learn's default tolerance L-BFGS converged in 87 iterations on the default data (400k
+# rows) and 53 on the taxi sample; a tighter 1e-5 took 132 and moved eval AUC by 3e-5.
+MAX_ITERATIONS = 200
 
 
 def design_matrix(
@@ -93,6 +95,6 @@ def fit_baseline_scores(
     features, labels = train
     x = design_matrix(features, spec, vocabulary_size)
     penalty: dict[str, Any] = {"C": 1.0 / (2.0 * l2 * len(labels))} if l2 > 0 else {"C": np.inf}
-    model = LogisticRegression(max_iter=MAX_ITERATIONS, tol=1e-5, **penalty)
+    model = LogisticRegression(max_iter=MAX_ITERATIONS, **penalty)
     model.fit(x, labels)
     return np.asarray(model.decision_function(design_matrix(evaluation, spec, vocabulary_size)))

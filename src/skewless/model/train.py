@@ -76,6 +76,28 @@ def load_transformed(
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}, np.concatenate(labels)
 
 
+class _EvalMetrics(tf.keras.callbacks.Callback):
+    """Adds ``val_loss`` and ``val_auc`` to each epoch's logs from one pass over the eval split.
+
+    The AUC is exact (:func:`skewless.evaluation.metrics.roc_auc`, as evaluation reports it), and
+    no training step pays for it: Keras's ``AUC`` metric updated 1,000 thresholds on every batch,
+    a sixth of each step's time at 400k rows.
+    """
+
+    def __init__(self, evaluation: tuple[dict[str, np.ndarray], np.ndarray]) -> None:
+        super().__init__()
+        self.evaluation = evaluation
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        from skewless.evaluation import metrics
+
+        features, labels = self.evaluation
+        logits = predict_logits(self.model, features)
+        if logs is not None:
+            logs["val_loss"] = metrics.log_loss(labels, 0.5 + 0.5 * np.tanh(logits / 2))  # sigmoid
+            logs["val_auc"] = metrics.roc_auc(labels, logits)
+
+
 def fit_model(
     model: tf.keras.Model,
     train: tuple[dict[str, np.ndarray], np.ndarray],
@@ -96,12 +118,12 @@ def fit_model(
     model.compile(
         optimizer=tf.keras.optimizers.Adam(hparams.learning_rate),
         loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
-        metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc", num_thresholds=1000)],
     )
     callbacks: list[Any] = [
+        _EvalMetrics(evaluation),  # first: the callbacks after it read what it adds
         tf.keras.callbacks.EarlyStopping(
             monitor="val_auc", mode="max", patience=hparams.patience, restore_best_weights=True
-        )
+        ),
     ]
     if log_dir is not None:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0))
@@ -111,10 +133,8 @@ def fit_model(
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
-    eval_dataset = tf.data.Dataset.from_tensor_slices(evaluation).batch(8192)
     history = model.fit(
         dataset,
-        validation_data=eval_dataset,
         epochs=hparams.epochs,
         callbacks=callbacks,
         shuffle=False,  # the dataset is shuffled above, per epoch
