@@ -4,8 +4,8 @@ Two processes on free localhost ports run ``python -m skewless.model.distributed
 pods would; the chief's exported model must score the eval split about as well as the model that
 single-process training (:func:`skewless.model.train.train`) exports from the same rows, with the
 same hyperparameters and global batch. Measured on 3,000 rows (docs/distributed.md): AUC 0.675
-distributed vs 0.679 single-process; the tolerance below is several times that gap, and well
-below the AUC's own sampling error on ~600 eval rows.
+distributed vs 0.679 single-process; the tolerance below is several times that gap, and within
+the AUC's own sampling error on ~600 eval rows.
 """
 
 from __future__ import annotations
