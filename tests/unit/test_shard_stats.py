@@ -99,10 +99,13 @@ def test_merging_the_shards_statistics_gives_the_wholes(tmp_path_factory, rows, 
 
     expected = json.loads((tmp / "whole" / "stats.json").read_text())
     _same(json.loads((tmp / "merged" / "stats.json").read_text()), expected)
-    assert merged["shards"] == len(shards)
-    assert merged["rows_train"] + merged["rows_eval"] == sum(
-        expected[s]["rows"] for s in ("train", "eval")
-    )
+    assert merged["shards"] == [str(shard) for shard in shards]
+    # The shards' counts and quarantine reasons add up to the whole's.
+    whole = json.loads((tmp / "whole" / "ingest_summary.json").read_text())
+    counts = ("rows_in", "rows_clean", "rows_quarantined", "rows_train", "rows_eval",
+              "quarantined_fraction", "reason_counts")  # fmt: skip
+    assert {k: merged[k] for k in counts} == {k: whole[k] for k in counts}
+    assert merged["rows_train"] == expected["train"]["rows"]
     # The merged folder is a shard like any other: merging it with nothing changes nothing.
     merge_stats([tmp / "merged"], SPEC, tmp / "again")
     _same(json.loads((tmp / "again" / "stats.json").read_text()), expected)

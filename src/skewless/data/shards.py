@@ -4,7 +4,8 @@ Each ingestion writes, beside the readable ``stats.json``, ``stats_state.json.gz
 of every accumulator of :mod:`skewless.data.stats` (moments with their sum of squared deviations,
 the HyperLogLog registers, the value counters with their error). :func:`merge_stats` reads the
 states of shard folders, merges them and writes ``stats.json`` and the merged state into one
-folder, which is then a shard like any other (merges nest) and a ``--baseline-stats`` for drift.
+folder, with the shards' ingestion counts added up in ``ingest_summary.json``; that folder is then a
+shard like any other (merges nest) and a ``--baseline-stats`` for drift.
 
 Merging ``A`` and ``B`` gives what ingesting ``A + B`` in one go gives: counts, missing counts,
 min, max and distinct-count estimates exactly, mean and std up to float rounding (Chan et al.'s
@@ -146,21 +147,48 @@ def read_state(folder: str | Path, spec: FeatureSpec) -> dict[str, SplitStats]:
     return splits
 
 
+COUNTS = ("rows_in", "rows_clean", "rows_quarantined", "rows_train", "rows_eval")
+
+
+def _summed_counts(folders: Sequence[str | Path]) -> dict[str, Any]:
+    """The shards' ingestion counts and quarantine reasons, added up."""
+    totals: dict[str, Any] = dict.fromkeys(COUNTS, 0)
+    reasons: Counter[str] = Counter()
+    for folder in folders:
+        path = IngestedFolder(folder).summary
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ShardMergeError(f"{path}: cannot be read: {err}") from None
+        for key in COUNTS:
+            totals[key] += summary[key]
+        reasons.update(summary["reason_counts"])
+    totals["quarantined_fraction"] = (
+        totals["rows_quarantined"] / totals["rows_in"] if totals["rows_in"] else 0.0
+    )
+    totals["reason_counts"] = dict(sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
+    return totals
+
+
 def merge_stats(
     folders: Sequence[str | Path], spec: FeatureSpec, out_dir: str | Path
 ) -> dict[str, Any]:
     """Merges the statistics of ingestion folders (one per shard) into ``out_dir``.
 
     Args:
-        folders: Output folders of ``skewless validate``, one per shard, all under ``spec``.
+        folders: Output folders of ``skewless validate`` (or of this function), one per shard,
+            all under ``spec``.
         spec: The feature spec the shards were ingested under.
-        out_dir: Receives ``stats.json`` and ``stats_state.json.gz`` of the union.
+        out_dir: Receives ``stats.json`` and ``stats_state.json.gz`` of the union, and an
+            ``ingest_summary.json`` with the shards' counts and quarantine reasons added up.
 
     Returns:
-        ``{"shards": n, "rows_train": ..., "rows_eval": ..., "stats": path}``.
+        That summary: ``shards``, ``rows_in``, ``rows_clean``, ``rows_quarantined``,
+        ``rows_train``, ``rows_eval``, ``quarantined_fraction``, ``reason_counts``, ``stats``.
 
     Raises:
-        ShardMergeError: No folder given, a folder without state, or another spec's shard.
+        ShardMergeError: No folder given, a folder without state or summary, or another spec's
+            shard.
     """
     if not folders:
         raise ShardMergeError("no shard folders to merge")
@@ -169,8 +197,9 @@ def merge_stats(
         for name, stats in read_state(folder, spec).items():
             merged[name].merge(stats)
     out = IngestedFolder(out_dir)
+    summary = {"shards": [str(folder) for folder in folders], **_summed_counts(folders)}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     out.stats.write_text(json.dumps({name: s.to_dict() for name, s in merged.items()}, indent=1))
     write_state(out.stats_state, spec, merged)
-    return {"shards": len(folders), "rows_train": merged["train"].rows,
-            "rows_eval": merged["eval"].rows, "stats": str(out.stats)}  # fmt: skip
+    out.summary.write_text(json.dumps(summary, indent=1))
+    return {**summary, "stats": str(out.stats)}
