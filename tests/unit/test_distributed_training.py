@@ -39,7 +39,9 @@ def _eval_auc(model_dir: str | Path, eval_rows: pd.DataFrame, spec) -> float:
 def test_two_workers_train_a_model_as_good_as_one_process(
     tmp_path: Path, ingested: Path, transform_dir: Path, trained: dict, default_spec
 ):
-    ports = [free_port(), free_port()]
+    ports = {free_port()}
+    while len(ports) < 2:  # two free ports, never the same one twice
+        ports.add(free_port())
     cluster = {"worker": [f"localhost:{port}" for port in ports]}
     workers = []
     with tempfile.TemporaryDirectory() as logs:
