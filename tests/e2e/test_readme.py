@@ -158,6 +158,21 @@ class Walk:
         out = self.cwd / argv[argv.index("--out") + 1]
         assert json.loads((out / "ingest_summary.json").read_text())["rows_in"] == int(ROWS)
 
+    def _skewless_stats(self, argv: list[str], command: str) -> None:
+        # Each shard validated apart, as one KFP task or one machine each would.
+        out = argv[argv.index("--out") + 1]
+        shards = [a for a in argv[3:] if not a.startswith("--") and a != out]
+        rows = 0
+        for seed, shard in enumerate(shards, start=20):
+            data = f"{shard}.parquet"
+            self.skewless(["skewless", "generate", "--rows", ROWS, "--seed", str(seed),
+                           "--out", data, "--quiet"])  # fmt: skip
+            self.skewless(["skewless", "validate", "--data", data, "--out", shard, "--quiet"])
+            rows += json.loads((self.cwd / shard / "ingest_summary.json").read_text())["rows_clean"]
+        assert json.loads(self.skewless(argv))["shards"] == shards
+        merged = json.loads((self.cwd / out / "stats.json").read_text())
+        assert merged["train"]["rows"] + merged["eval"]["rows"] == rows
+
     def _skewless_analyze(self, argv: list[str], command: str) -> None:
         # The README passes Flink options after --; a local Beam runner stands in for Flink.
         beam = argv.index("--")

@@ -14,6 +14,10 @@
 - ``checkov`` reports no failed check on the rendered manifests, nor on the Dockerfile.
 - The base's objects equal what the deploy step creates, and the image tag is the one in
   src/skewless/image.py.
+- The training overlay's TFJob has the structure of the Training Operator v1.8.1 CRD (its
+  ``openAPIV3Schema``, checked by hand against ``manifests/base/crds/kubeflow.org_tfjobs.yaml``
+  of kubeflow/training-operator at tag v1.8.1, which is not in the shared data yet) and its
+  workers run ``python -m skewless.model.distributed`` with arguments it parses.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from skewless.rollout.kserve_objects import inference_service, serving_runtime
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 OVERLAYS = ["kind-standard", "kind-knative", "tf-serving-runtime", "kind-experiment"]
+# What the training overlay adds to the base.
+TRAINING_KINDS = ("TFJob", "PersistentVolumeClaim", "NetworkPolicy")
 KSERVE_KINDS = {"InferenceService": "V1beta1InferenceService",
                 "ServingRuntime": "V1alpha1ServingRuntime"}  # fmt: skip
 
@@ -360,6 +366,29 @@ def _predictor_pod(objects: tuple[dict[str, Any], ...]) -> dict[str, Any]:
     }
 
 
+def _training_workers() -> dict[str, Any]:
+    """The TFJob's worker pods as the batch Job they behave like, for checkov (which reads no
+    CRD): the replicas' pod template, with the TFJob's justified skips."""
+    tfjob = _one(_render("overlays/kind-training"), "TFJob")
+    worker = tfjob["spec"]["tfReplicaSpecs"]["Worker"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "skewless-ranker-worker",
+            "namespace": "kubeflow",
+            "annotations": tfjob["metadata"]["annotations"],
+        },
+        "spec": {
+            "parallelism": worker["replicas"],
+            "template": {
+                **worker["template"],
+                "spec": {**worker["template"]["spec"], "restartPolicy": "Never"},
+            },
+        },
+    }
+
+
 def test_checkov_finds_no_failed_check(tmp_path: Path):
     checkov = os.environ.get("SKEWLESS_CHECKOV") or shutil.which("checkov")
     assert checkov, "checkov is needed: `make test` installs it in .venv-tools"
@@ -367,6 +396,11 @@ def test_checkov_finds_no_failed_check(tmp_path: Path):
         objects = _render(f"overlays/{overlay}")
         documents = [*objects, _predictor_pod(objects)]
         (tmp_path / f"{overlay}.yaml").write_text(yaml.safe_dump_all(documents))
+    base = _render("base")
+    training = [o for o in _render("overlays/kind-training") if o not in base]
+    (tmp_path / "kind-training.yaml").write_text(
+        yaml.safe_dump_all([*training, _training_workers()])
+    )
     result = subprocess.run(
         [checkov, "--directory", str(tmp_path), "--framework", "kubernetes", "--output", "json",
          "--compact", "--skip-download"],
@@ -472,3 +506,68 @@ def test_a_server_with_a_feature_store_gets_arguments_skewless_serve_takes_and_i
     (secret,) = [o for o in objects if o["kind"] == "Secret"]
     assert secret["metadata"]["name"] == S3_SECRET
     assert {e["valueFrom"]["secretKeyRef"]["key"] for e in model["env"]} == set(secret["data"])
+
+
+# The fields of kubeflow.org/v1 TFJob's spec and of a replica spec in the CRD's openAPIV3Schema at
+# kubeflow/training-operator v1.8.1 (manifests/base/crds/kubeflow.org_tfjobs.yaml); the CRD must
+# be placed in the shared data for a full schema test, as KServe's are.
+TFJOB_SPEC_FIELDS = {"enableDynamicWorker", "runPolicy", "successPolicy", "tfReplicaSpecs"}
+TFJOB_RUN_POLICY_FIELDS = {"activeDeadlineSeconds", "backoffLimit", "cleanPodPolicy",
+                           "schedulingPolicy", "suspend", "ttlSecondsAfterFinished"}  # fmt: skip
+TFJOB_REPLICA_FIELDS = {"replicas", "restartPolicy", "template"}
+
+
+def test_the_training_job_is_a_tfjob_whose_workers_run_the_distributed_entry_point():
+    from skewless.model.distributed import build_parser
+
+    objects = _render("overlays/kind-training")
+    base = _render("base")
+    assert sorted(o["kind"] for o in objects) == sorted([*(o["kind"] for o in base),
+                                                         *TRAINING_KINDS])  # fmt: skip
+    assert [e for o in objects if o["kind"] != "TFJob" for e in _validate(o)] == []
+    assert {o["metadata"].get("namespace") for o in objects} == {"kubeflow"}
+
+    job = _one(objects, "TFJob")
+    assert job["apiVersion"] == "kubeflow.org/v1"
+    assert set(job["spec"]) <= TFJOB_SPEC_FIELDS
+    assert set(job["spec"]["runPolicy"]) <= TFJOB_RUN_POLICY_FIELDS
+    assert list(job["spec"]["tfReplicaSpecs"]) == ["Worker"]  # worker 0 is the chief
+    worker = job["spec"]["tfReplicaSpecs"]["Worker"]
+    assert set(worker) <= TFJOB_REPLICA_FIELDS and worker["replicas"] == 2
+    assert worker["restartPolicy"] in ("Always", "OnFailure", "Never", "ExitCode")
+    pod = worker["template"]["spec"]
+    # The operator's webhook (pkg/webhooks/tensorflow at v1.8.1) wants a container named so.
+    (container,) = pod["containers"]
+    assert container["name"] == "tensorflow" and container["image"] == IMAGE
+    # A pod spec as Kubernetes validates it: the CRD embeds the PodTemplateSpec schema.
+    pod_errors = _validate(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "worker", "namespace": "kubeflow"},
+            "spec": pod,
+        }
+    )
+    assert pod_errors == []  # fmt: skip
+
+    assert container["command"] == ["python", "-m", "skewless.model.distributed"]
+    args = build_parser().parse_args(container["args"])
+    json.loads(args.hparams)
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "training"]
+    for path in (args.train, args.eval, args.transform, args.out):
+        assert Path(path).is_relative_to(mount["mountPath"]), path
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "training"]
+    claim_name = volume["persistentVolumeClaim"]["claimName"]
+    (claim,) = [o for o in objects if o["kind"] == "PersistentVolumeClaim"
+                and o["metadata"]["name"] == claim_name]  # fmt: skip
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # workers on different nodes
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert set(container["resources"]) == {"requests", "limits"}
+    # The workers reach each other on the operator's port (2222), and nothing else reaches them.
+    (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy" and o not in base]
+    labels = worker["template"]["metadata"]["labels"]
+    assert _selects(policy["spec"]["podSelector"], labels)
+    ((rule,),) = [r["from"] for r in policy["spec"]["ingress"]]
+    assert _selects(rule["podSelector"], labels) and set(rule) == {"podSelector"}
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": 2222, "protocol": "TCP"}]

@@ -1,4 +1,4 @@
-"""``skewless generate``, ``upload``, ``validate``, ``analyze`` and ``spec infer``: data in."""
+"""``skewless generate``, ``upload``, ``validate``, ``stats merge``, ``analyze``, ``spec infer``."""
 
 from __future__ import annotations
 
@@ -65,6 +65,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
     )
     _print_json(result.summary)
+    return 0
+
+
+def cmd_stats_merge(args: argparse.Namespace) -> int:
+    """``skewless stats merge``: the statistics of shards ingested apart, as one."""
+    from skewless.data.shards import merge_stats
+
+    _print_json(merge_stats(args.shards, load_spec(args.spec), args.out))
     return 0
 
 
@@ -144,6 +152,18 @@ def add_commands(sub: Any) -> None:
     )
     val.add_argument("--quiet", action="store_true", help="no progress bar")
     val.set_defaults(func=cmd_validate)
+
+    stats = sub.add_parser("stats", help="work with ingestion statistics")
+    stats_sub = stats.add_subparsers(dest="stats_command", required=True, metavar="ACTION")
+    merge = stats_sub.add_parser(
+        "merge",
+        help="merge the statistics of shards validated apart (one output folder per shard)",
+        description="Example: skewless stats merge out/shard-0 out/shard-1 --out out/all",
+    )
+    merge.add_argument("shards", nargs="+", help="`skewless validate` output folders")
+    _add_spec(merge)
+    merge.add_argument("--out", required=True, help="folder for the merged stats.json")
+    merge.set_defaults(func=cmd_stats_merge)
 
     ana = sub.add_parser(
         "analyze",

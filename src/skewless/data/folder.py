@@ -44,6 +44,12 @@ class IngestedFolder:
         return self._file("stats.json")
 
     @property
+    def stats_state(self) -> Path:
+        """Every statistics accumulator's full state, so shards merge
+        (:mod:`skewless.data.shards`)."""
+        return self._file("stats_state.json.gz")
+
+    @property
     def summary(self) -> Path:
         """Counts, reasons, timings and drift."""
         return self._file("ingest_summary.json")

@@ -12,6 +12,7 @@ Output folder::
 
     train.parquet  eval.parquet  quarantine.parquet
     stats.json            per-split statistics (see skewless.data.stats)
+    stats_state.json.gz   their accumulators' full state, so shards merge (skewless.data.shards)
     ingest_summary.json   counts, reasons, timings, drift (when a baseline is given)
 """
 
@@ -35,6 +36,7 @@ from skewless.data import stats as stats_lib
 from skewless.data import storage
 from skewless.data.folder import SPLITS, IngestedFolder, IngestResult
 from skewless.data.raw import IngestError, _Malformed, count_rows, read_chunks
+from skewless.data.shards import write_state
 from skewless.progress import Progress
 
 DEFAULT_CHUNK_ROWS = 100_000
@@ -287,6 +289,7 @@ def ingest(
     stats_doc = {split: split_stats[split].to_dict() for split in SPLITS}
     files = IngestedFolder(out)
     files.stats.write_text(json.dumps(stats_doc, indent=1))
+    write_state(files.stats_state, spec, split_stats)
     elapsed = time.perf_counter() - started
     summary: dict[str, Any] = {
         "data": source,

@@ -1,8 +1,14 @@
 """Streaming per-feature statistics of a data split, and drift between two such summaries.
 
 Every accumulator here has bounded memory whatever the row count: numeric moments are merged per
-chunk (Chan et al.), distinct counts use HyperLogLog, and value counters are pruned to their most
-frequent entries once they grow past a cap (the counts are then flagged approximate).
+chunk (Chan et al.), distinct counts use HyperLogLog, and value counters are Misra-Gries summaries:
+exact until they pass a cap, then reduced to their most frequent entries, each count low by at most
+``count_error`` (never more than ``value_total / (COUNTER_PRUNE_TO + 1)``).
+
+Every accumulator also merges with another of its kind (``merge``), so the statistics of shards
+ingested apart merge into those of the whole (see :mod:`skewless.data.shards`): exactly for counts,
+missing counts, min, max and the HyperLogLog registers, up to float rounding for mean and variance,
+and within ``count_error`` for value counts once a counter has been reduced.
 """
 
 from __future__ import annotations
@@ -36,18 +42,26 @@ class Moments:
 
     def update(self, values: np.ndarray) -> None:
         """Merges a chunk of finite values."""
-        n = int(values.size)
-        if n == 0:
+        if values.size == 0:
             return
-        chunk_mean = float(values.mean())
-        chunk_m2 = float(((values - chunk_mean) ** 2).sum())
-        total = self.count + n
-        delta = chunk_mean - self.mean
-        self.mean += delta * n / total
-        self.m2 += chunk_m2 + delta * delta * self.count * n / total
+        chunk = Moments()
+        chunk.count = int(values.size)
+        chunk.mean = float(values.mean())
+        chunk.m2 = float(((values - chunk.mean) ** 2).sum())
+        chunk.min, chunk.max = float(values.min()), float(values.max())
+        self.merge(chunk)
+
+    def merge(self, other: Moments) -> None:
+        """Adds another stream's moments (Chan et al.'s parallel update: exact up to rounding)."""
+        if other.count == 0:
+            return
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        self.mean += delta * other.count / total
+        self.m2 += other.m2 + delta * delta * self.count * other.count / total
         self.count = total
-        self.min = min(self.min, float(values.min()))
-        self.max = max(self.max, float(values.max()))
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
 
     def to_dict(self) -> dict[str, float | None]:
         """Summary as JSON-ready numbers (None when empty)."""
@@ -81,6 +95,10 @@ class HyperLogLog:
         rank = (64 - bit_length + 1).astype(np.uint8)
         np.maximum.at(self.registers, index, rank)
 
+    def merge(self, other: HyperLogLog) -> None:
+        """Adds another sketch of the same precision: the union's registers, exactly."""
+        np.maximum(self.registers, other.registers, out=self.registers)
+
     def estimate(self) -> int:
         """The distinct-count estimate, with the small-range correction."""
         m = self.registers.size
@@ -93,13 +111,25 @@ class HyperLogLog:
 
 
 class ValueCounter:
-    """Counts values, pruning to the most frequent once past :data:`COUNTER_CAP` entries."""
+    """Counts values; past ``cap`` entries, a Misra-Gries reduction to at most ``keep``.
 
-    def __init__(self) -> None:
+    A reduction subtracts the ``keep + 1``-th largest count from every count and drops those left
+    at zero or below, so each reduction removes at least ``keep + 1`` times what it subtracts from
+    any one value: every count is low by at most ``error`` (the sum subtracted), and ``error`` is
+    at most ``total / (keep + 1)``, also after merges (Agarwal et al., "Mergeable summaries").
+    """
+
+    def __init__(self, cap: int = COUNTER_CAP, keep: int = COUNTER_PRUNE_TO) -> None:
         """Starts empty."""
         self.counts: Counter[str] = Counter()
         self.total = 0
-        self.approximate = False
+        self.error = 0
+        self.cap, self.keep = cap, keep
+
+    @property
+    def approximate(self) -> bool:
+        """True once a reduction has dropped counts."""
+        return self.error > 0
 
     def update(self, values: pd.Series) -> None:
         """Adds a chunk of values."""
@@ -107,13 +137,27 @@ class ValueCounter:
             return
         self.total += int(values.size)
         self.counts.update(values.value_counts().to_dict())
-        if len(self.counts) > COUNTER_CAP:
-            self.counts = Counter(dict(self.counts.most_common(COUNTER_PRUNE_TO)))
-            self.approximate = True
+        self._reduce()
+
+    def merge(self, other: ValueCounter) -> None:
+        """Adds another counter's counts (its error adds to this one's)."""
+        self.total += other.total
+        self.error += other.error
+        self.counts.update(other.counts)
+        self._reduce()
+
+    def _reduce(self) -> None:
+        if len(self.counts) <= self.cap:
+            return
+        cut = sorted(self.counts.values(), reverse=True)[self.keep]
+        self.counts = Counter({v: n - cut for v, n in self.counts.items() if n > cut})
+        self.error += cut
 
     def top(self) -> list[list[Any]]:
-        """The most frequent values with their counts."""
-        return [[value, count] for value, count in self.counts.most_common(TOP_VALUES_KEPT)]
+        """The most frequent values with their counts (ties by value, so any order of merges and
+        chunks lists the same values)."""
+        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
+        return [[value, count] for value, count in ranked[:TOP_VALUES_KEPT]]
 
 
 class FeatureStats:
@@ -170,7 +214,22 @@ class FeatureStats:
             out["top_values"] = self.values.top()
             out["value_total"] = self.values.total
             out["approximate"] = self.values.approximate
+            out["count_error"] = self.values.error
         return out
+
+    def merge(self, other: FeatureStats) -> None:
+        """Adds the statistics of the same feature over other rows."""
+        self.count += other.count
+        self.imputed += other.imputed
+        # The same feature has the same accumulators on both sides.
+        if self.moments is not None and other.moments is not None:
+            self.moments.merge(other.moments)
+        if self.lengths is not None and other.lengths is not None:
+            self.lengths.merge(other.lengths)
+        if self.distinct is not None and other.distinct is not None:
+            self.distinct.merge(other.distinct)
+        if self.values is not None and other.values is not None:
+            self.values.merge(other.values)
 
 
 class SplitStats:
@@ -188,6 +247,12 @@ class SplitStats:
         for name, stats in self.features.items():
             mask = imputed.get(name)
             stats.update(frame[name], int(mask.sum()) if mask is not None else 0)
+
+    def merge(self, other: SplitStats) -> None:
+        """Adds the statistics of the same split over other rows (another shard's)."""
+        self.rows += other.rows
+        for name, stats in self.features.items():
+            stats.merge(other.features[name])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""

@@ -1,0 +1,210 @@
+"""Training the ranker across processes or machines: ``MultiWorkerMirroredStrategy``.
+
+Every worker runs the same program, ``python -m skewless.model.distributed``, and learns the cluster
+and its own place in it from ``TF_CONFIG`` (a Kubeflow TFJob sets it in each pod; locally, set it
+by hand; see docs/distributed.md). Each worker applies the transform graph to the splits as
+single-process training does (:func:`skewless.model.train.load_transformed`), then builds and fits
+the same network inside the strategy's scope (:func:`~skewless.model.network.build_model`,
+:func:`~skewless.model.train.fit_model`): each global batch is split across the workers and their
+gradients are all-reduced every step, so the model is the one-process model's, with the same
+global batch size. The chief (worker 0 when the cluster names no chief) exports the SavedModel
+(:func:`~skewless.model.train.export_model`, the transform inside) and writes the training
+summary; the other workers save into scratch folders they then remove, since saving a distributed
+model takes every worker.
+
+The distributed path trains the ranker only: the linear baseline and the retrieval towers stay in
+single-process training (:func:`skewless.model.train.train`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skewless.contract.spec import FeatureSpec, SpecError, load_spec
+from skewless.model.hparams import HParams
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerRole:
+    """This process's place in ``TF_CONFIG``'s cluster."""
+
+    task_type: str
+    index: int
+    workers: int
+    has_chief: bool = False
+
+    @property
+    def is_chief(self) -> bool:
+        """The chief writes the model: the ``chief`` task, or worker 0 when there is none."""
+        if self.has_chief:
+            return self.task_type == "chief"
+        return self.task_type == "worker" and self.index == 0
+
+
+def worker_role(tf_config: str | None) -> WorkerRole:
+    """Reads ``TF_CONFIG`` (None or empty: a lone worker, the chief).
+
+    Raises:
+        ValueError: ``TF_CONFIG`` is not JSON with a ``cluster`` and a ``task``.
+    """
+    if not tf_config:
+        return WorkerRole("worker", 0, 1)
+    try:
+        config = json.loads(tf_config)
+        task, cluster = config["task"], config["cluster"]
+        workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+        has_chief = bool(cluster.get("chief"))
+        return WorkerRole(str(task["type"]), int(task["index"]), workers, has_chief)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"TF_CONFIG is not a cluster and a task as TensorFlow reads it: {err}"
+        ) from None
+
+
+def train_distributed(
+    train_data: str | Path,
+    eval_data: str | Path,
+    transform_dir: str | Path,
+    spec: FeatureSpec,
+    out_dir: str | Path,
+    hparams: HParams | None = None,
+) -> dict[str, Any]:
+    """Trains the ranking model as one worker of ``TF_CONFIG``'s cluster; the chief exports it.
+
+    Args:
+        train_data: Clean training rows (Parquet), the same on every worker.
+        eval_data: Clean eval rows (Parquet), for early stopping and the reported AUC.
+        transform_dir: Output of :func:`skewless.model.transform.analyze`.
+        spec: The feature spec.
+        out_dir: The chief writes ``model/`` (the SavedModel), ``logs/`` and
+            ``training_summary.json`` here; other workers leave nothing behind.
+        hparams: Hyperparameters (defaults when None); ``batch_size`` is the global batch.
+
+    Returns:
+        The training summary (the chief also writes it), with ``workers`` and ``is_chief``.
+    """
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from skewless.evaluation import metrics
+    from skewless.model.network import build_model, model_inputs
+    from skewless.model.train import (
+        MODEL_DIRNAME,
+        auto_batch_size,
+        export_model,
+        fit_model,
+        load_transformed,
+    )
+
+    role = worker_role(os.environ.get("TF_CONFIG"))
+    hparams = hparams or HParams()
+    tf.keras.utils.set_random_seed(hparams.seed)
+    # Made before any other TensorFlow work, as the strategy requires.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    out = Path(out_dir)
+    started = time.perf_counter()
+    tft_output = tft.TFTransformOutput(str(transform_dir))
+    train_xy = load_transformed(train_data, spec, tft_output)
+    eval_xy = load_transformed(eval_data, spec, tft_output)
+    transform_seconds = time.perf_counter() - started
+    if hparams.batch_size == 0:
+        hparams = dataclasses.replace(hparams, batch_size=auto_batch_size(len(train_xy[1])))
+    # Only the chief logs and exports; another worker's files go to a scratch folder.
+    own = out if role.is_chief else out / f".worker-{role.task_type}-{role.index}"
+    own.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with strategy.scope():
+        model = build_model(spec, tft_output.vocabulary_size_by_name, hparams)
+        history = fit_model(
+            model, train_xy, eval_xy, hparams, own / "logs" if role.is_chief else None
+        )
+    fit_seconds = time.perf_counter() - started
+    model_dir = export_model(model, tft_output, spec, own / MODEL_DIRNAME)
+    # The model called directly, not model.predict, which would split the rows across workers.
+    names = sorted(model.input)
+    eval_logits = np.concatenate([
+        np.asarray(model(model_inputs({k: v[i : i + 8192] for k, v in eval_xy[0].items()}, names),
+                         training=False)).reshape(-1)
+        for i in range(0, len(eval_xy[1]), 8192)
+    ])  # fmt: skip
+    summary: dict[str, Any] = {
+        "workers": role.workers,
+        "is_chief": role.is_chief,
+        "rows_train": len(train_xy[1]),
+        "rows_eval": len(eval_xy[1]),
+        "epochs_run": len(history.get("loss", [])),
+        "history": history,
+        "eval_auc": metrics.roc_auc(eval_xy[1], eval_logits),
+        "hparams": dataclasses.asdict(hparams),
+        "timings": {
+            "transform_seconds": round(transform_seconds, 3),
+            "fit_seconds": round(fit_seconds, 3),
+        },
+        "model_dir": str(model_dir) if role.is_chief else None,
+    }
+    if role.is_chief:
+        (out / "training_summary.json").write_text(json.dumps(summary, indent=1))
+    else:
+        shutil.rmtree(own, ignore_errors=True)
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of one worker (a TFJob's pods pass them; tests parse the manifest's)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m skewless.model.distributed",
+        description="Train the ranker as one worker of TF_CONFIG's cluster "
+        "(MultiWorkerMirroredStrategy); the chief exports the model.",
+    )
+    parser.add_argument(
+        "--train", required=True, help="clean train.parquet (every worker reads it)"
+    )
+    parser.add_argument("--eval", required=True, help="clean eval.parquet")
+    parser.add_argument("--transform", required=True, help="the transform graph (skewless analyze)")
+    parser.add_argument("--spec", default=None, help="feature spec YAML (default: the shipped one)")
+    parser.add_argument("--out", required=True, help="the chief writes model/ and its summary here")
+    parser.add_argument(
+        "--hparams", default="{}", help='hyperparameters as a JSON object, e.g. {"epochs": 3}'
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m skewless.model.distributed``: one worker's entry point (a TFJob pod runs it)."""
+    from skewless.config import from_overrides
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        worker_role(os.environ.get("TF_CONFIG"))
+        try:
+            overrides = json.loads(args.hparams)
+        except json.JSONDecodeError:
+            overrides = None
+        if not isinstance(overrides, dict):
+            raise ValueError(f"--hparams: expected a JSON object, got {args.hparams!r}")
+        hparams = from_overrides(HParams, overrides, "--hparams")
+        spec = load_spec(args.spec)
+        for name in ("train", "eval", "transform"):
+            if not Path(getattr(args, name)).exists():
+                raise ValueError(f"--{name}: {getattr(args, name)} not found")
+    except (ValueError, SpecError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    summary = train_distributed(args.train, args.eval, args.transform, spec, args.out, hparams)
+    print(json.dumps({k: summary[k] for k in ("workers", "is_chief", "eval_auc", "timings")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
