@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,32 @@ def load_transformed(
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}, np.concatenate(labels)
 
 
+def shuffled_batches(data: Any, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Batches of ``data`` (arrays with rows first, nested) in a new random order each epoch.
+
+    The order is a permutation of row numbers drawn in NumPy, and each batch gathers its rows:
+    memory holds the arrays once. A ``shuffle`` buffer as long as the data held every row again
+    as separate tensors (several times the arrays' size) and refilled it at each epoch's start.
+    """
+    rows = len(tf.nest.flatten(data)[0])
+    tensors = tf.nest.map_structure(tf.constant, data)
+    rng = np.random.default_rng(seed)
+
+    def batch_rows() -> Iterator[np.ndarray]:
+        order = rng.permutation(rows)  # drawn anew each time the dataset is iterated
+        for start in range(0, rows, batch_size):
+            yield order[start : start + batch_size]
+
+    return (
+        tf.data.Dataset.from_generator(batch_rows, output_signature=tf.TensorSpec([None], tf.int64))
+        .map(
+            lambda index: tf.nest.map_structure(lambda t: tf.gather(t, index), tensors),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
 class _EvalMetrics(tf.keras.callbacks.Callback):
     """Adds ``val_loss`` and ``val_auc`` to each epoch's logs from one pass over the eval split.
 
@@ -127,14 +154,8 @@ def fit_model(
     ]
     if log_dir is not None:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0))
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(train)
-        .shuffle(len(train[1]), seed=hparams.seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
     history = model.fit(
-        dataset,
+        shuffled_batches(train, batch_size, hparams.seed),
         epochs=hparams.epochs,
         callbacks=callbacks,
         shuffle=False,  # the dataset is shuffled above, per epoch
