@@ -35,11 +35,10 @@ def _step_of(process: psutil.Process) -> str | None:
             command = candidate.cmdline()
         except psutil.Error:
             continue
-        for argument in command:
-            # The executor's arguments may arrive as one shell string.
-            words = argument.split()
-            if STEP_FLAG in words and words.index(STEP_FLAG) + 1 < len(words):
-                return words[words.index(STEP_FLAG) + 1]
+        # The executor's arguments arrive as separate words or inside one shell string.
+        words = " ".join(command).split()
+        if STEP_FLAG in words and words.index(STEP_FLAG) + 1 < len(words):
+            return words[words.index(STEP_FLAG) + 1]
     return None
 
 

@@ -560,7 +560,7 @@ def test_the_training_job_is_a_tfjob_whose_workers_run_the_distributed_entry_poi
     claim_name = volume["persistentVolumeClaim"]["claimName"]
     (claim,) = [o for o in objects if o["kind"] == "PersistentVolumeClaim"
                 and o["metadata"]["name"] == claim_name]  # fmt: skip
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # workers on different nodes
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]  # kind: one node, per-node mode
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert set(container["resources"]) == {"requests", "limits"}

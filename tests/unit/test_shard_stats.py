@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import math
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from skewless.cli import main
 from skewless.contract.spec import load_spec_text
+from skewless.data.folder import IngestedFolder
 from skewless.data.ingest import IngestError, ingest
 from skewless.data.shards import ShardMergeError, merge_stats
 from skewless.data.stats import ValueCounter
@@ -144,3 +146,26 @@ def test_a_shard_of_another_spec_or_without_state_is_one_clear_line(tmp_path: Pa
     assert main(["stats", "merge", *shards, "--spec", spec, "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing: no stats_state.json.gz" in err[0], err
+
+
+def test_a_shard_twice_an_out_among_the_shards_or_a_damaged_file_is_refused(tmp_path: Path):
+    rows = [{"user": "u1", "age": "30", "country": "US", "tags": "a", "title": "hat",
+             "score": "", "clicked": "1"}]  # fmt: skip
+    ingest(_write(tmp_path / "a.parquet", rows, 0), SPEC, tmp_path / "a")
+    ingest(_write(tmp_path / "b.parquet", rows, 1), SPEC, tmp_path / "b")
+    with pytest.raises(ShardMergeError, match="given twice would count twice"):
+        merge_stats([tmp_path / "a", tmp_path / "b", tmp_path / "a" / "."], SPEC, tmp_path / "o")
+    with pytest.raises(ShardMergeError, match="is one of the shards"):
+        merge_stats([tmp_path / "a", tmp_path / "b"], SPEC, tmp_path / "b")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ShardMergeError, match="is a file, not a folder"):
+        merge_stats([tmp_path / "a", tmp_path / "b"], SPEC, tmp_path / "file")
+    summary = IngestedFolder(tmp_path / "b").summary
+    summary.write_text('{"rows_in": 1}')
+    with pytest.raises(ShardMergeError, match="not an ingestion summary"):
+        merge_stats([tmp_path / "a", tmp_path / "b"], SPEC, tmp_path / "o")
+    with gzip.open(IngestedFolder(tmp_path / "a").stats_state, "wt") as out:
+        json.dump({"format": 1, "spec_sha256": SPEC.source_sha256, "splits": {}}, out)
+    with pytest.raises(ShardMergeError, match="damaged state"):
+        merge_stats([tmp_path / "a"], SPEC, tmp_path / "o")
+    assert not (tmp_path / "o").exists()  # nothing written by a refused merge

@@ -130,20 +130,24 @@ def read_state(folder: str | Path, spec: FeatureSpec) -> dict[str, SplitStats]:
         ) from None
     except (OSError, EOFError, json.JSONDecodeError) as err:
         raise ShardMergeError(f"{path}: cannot be read: {err}") from None
-    if document.get("format") != STATE_FORMAT:
-        raise ShardMergeError(f"{path}: format {document.get('format')}, expected {STATE_FORMAT}")
+    if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise ShardMergeError(f"{path}: format {found}, expected {STATE_FORMAT}")
     if document["spec_sha256"] != spec.source_sha256:
         raise ShardMergeError(
             f"{folder} was ingested under another spec (sha256 {document['spec_sha256'][:12]}, "
             f"this one is {spec.source_sha256[:12]}): shards merge only under one spec"
         )
     splits = {}
-    for name in SPLITS:
-        stats = SplitStats(spec, name)
-        stats.rows = document["splits"][name]["rows"]
-        for feature, state in document["splits"][name]["features"].items():
-            _load_feature(stats.features[feature], state)
-        splits[name] = stats
+    try:
+        for name in SPLITS:
+            stats = SplitStats(spec, name)
+            stats.rows = document["splits"][name]["rows"]
+            for feature, state in document["splits"][name]["features"].items():
+                _load_feature(stats.features[feature], state)
+            splits[name] = stats
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ShardMergeError(f"{path}: damaged state: {err!r}") from None
     return splits
 
 
@@ -160,9 +164,12 @@ def _summed_counts(folders: Sequence[str | Path]) -> dict[str, Any]:
             summary = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ShardMergeError(f"{path}: cannot be read: {err}") from None
-        for key in COUNTS:
-            totals[key] += summary[key]
-        reasons.update(summary["reason_counts"])
+        try:
+            for key in COUNTS:
+                totals[key] += summary[key]
+            reasons.update(summary["reason_counts"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ShardMergeError(f"{path}: not an ingestion summary: {err!r}") from None
     totals["quarantined_fraction"] = (
         totals["rows_quarantined"] / totals["rows_in"] if totals["rows_in"] else 0.0
     )
@@ -192,6 +199,14 @@ def merge_stats(
     """
     if not folders:
         raise ShardMergeError("no shard folders to merge")
+    resolved = [Path(folder).resolve() for folder in folders]
+    twice = sorted({str(f) for f in folders if resolved.count(Path(f).resolve()) > 1})
+    if twice:
+        raise ShardMergeError(f"a shard given twice would count twice: {', '.join(twice)}")
+    if Path(out_dir).resolve() in resolved:
+        raise ShardMergeError(f"--out {out_dir} is one of the shards: give a new folder")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ShardMergeError(f"--out {out_dir} is a file, not a folder")
     merged = {name: SplitStats(spec, name) for name in SPLITS}
     for folder in folders:
         for name, stats in read_state(folder, spec).items():

@@ -6,9 +6,10 @@ of width 1 would give); a sequence or a cross becomes its id counts, the counts 
 and ``log1p(length)`` (the three pools the network takes); a number stays one column.
 
 It is fitted by scikit-learn's L-BFGS on a sparse matrix, not by Keras epochs: a convex problem
-needs no mini-batches, and the fit takes seconds where Keras took a minute at 400k rows
+needs no mini-batches, and the fit takes seconds where Keras took minutes at 400k rows
 (docs/performance.md). Its L2 strength is the ranker's ``l2`` hyperparameter: Keras minimises
-``mean loss + l2 * |w|^2``, which is scikit-learn's ``C = 1 / (2 * l2 * rows)``.
+``mean loss + l2 * |w|^2``, which is scikit-learn's ``C = 1 / (2 * l2 * rows)``. Unlike the
+network's L2, which applies to embeddings only, it also applies to the numbers' weights.
 """
 
 from __future__ import annotations
@@ -38,18 +39,19 @@ def design_matrix(
     """
     from scipy import sparse
 
+    from skewless.model.network import id_inputs
+
     rows = len(next(iter(features.values())))
     blocks = []
-    for name in sorted(features):
+    for name, _, shape in id_inputs(spec):  # the network's inputs, in its order
         values = np.asarray(features[name])
-        if not np.issubdtype(values.dtype, np.integer):
-            blocks.append(sparse.csr_matrix(values.reshape(rows, 1).astype(np.float64)))
-            continue
         width = id_space(spec, name, vocabulary_size)
-        if values.ndim == 1:
-            blocks.append(_one_hot(values, width))
+        if not shape:
+            blocks.append(_one_hot(values.reshape(rows), width))
             continue
-        # A padded sequence (id 0 is padding): counts, counts over the length, log1p(length).
+        # A padded sequence or a cross (id 0 is padding): counts, counts over the length,
+        # log1p(length): the three pools the network takes.
+        values = values.reshape(rows, -1)
         kept = values != 0
         length = kept.sum(axis=1)
         row_index = np.repeat(np.arange(rows), values.shape[1])[kept.reshape(-1)]
@@ -62,6 +64,10 @@ def design_matrix(
             sparse.diags(1.0 / np.maximum(length, 1)) @ counts,
             sparse.csr_matrix(np.log1p(length).reshape(rows, 1)),
         ]
+    for feature in spec.model_inputs:
+        if not feature.is_ids:
+            values = np.asarray(features[feature.name], np.float64).reshape(rows, 1)
+            blocks.append(sparse.csr_matrix(values))
     return sparse.hstack(blocks, format="csr")
 
 

@@ -29,8 +29,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from skewless.contract.spec import FeatureSpec, SpecError, load_spec
 from skewless.model.hparams import HParams
 
@@ -98,13 +96,14 @@ def train_distributed(
     import tensorflow_transform as tft
 
     from skewless.evaluation import metrics
-    from skewless.model.network import build_model, model_inputs
+    from skewless.model.network import build_model
     from skewless.model.train import (
         MODEL_DIRNAME,
         auto_batch_size,
         export_model,
         fit_model,
         load_transformed,
+        predict_logits,
     )
 
     role = worker_role(os.environ.get("TF_CONFIG"))
@@ -131,13 +130,7 @@ def train_distributed(
         )
     fit_seconds = time.perf_counter() - started
     model_dir = export_model(model, tft_output, spec, own / MODEL_DIRNAME)
-    # The model called directly, not model.predict, which would split the rows across workers.
-    names = sorted(model.input)
-    eval_logits = np.concatenate([
-        np.asarray(model(model_inputs({k: v[i : i + 8192] for k, v in eval_xy[0].items()}, names),
-                         training=False)).reshape(-1)
-        for i in range(0, len(eval_xy[1]), 8192)
-    ])  # fmt: skip
+    eval_logits = predict_logits(model, eval_xy[0])
     summary: dict[str, Any] = {
         "workers": role.workers,
         "is_chief": role.is_chief,

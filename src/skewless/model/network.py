@@ -26,9 +26,12 @@ class CrossLayer(tf.keras.layers.Layer):
         return x0 * self.dense(x) + x
 
 
-def _id_outputs(spec: FeatureSpec, names: set[str] | None) -> list[tuple[str, int | None, int]]:
-    """(name, spec embedding width, sequence length) of the id-valued transformed outputs.
+def id_inputs(
+    spec: FeatureSpec, names: set[str] | None = None
+) -> list[tuple[str, int | None, tuple[int, ...]]]:
+    """(name, spec embedding width, input shape) of the id-valued transformed outputs.
 
+    The shape is ``()`` for one id per row and ``(length,)`` for a padded sequence or a cross.
     ``names`` picks features (crosses only when None: a tower sees no cross of two sides).
     """
     out = [
@@ -38,11 +41,10 @@ def _id_outputs(spec: FeatureSpec, names: set[str] | None) -> list[tuple[str, in
     ]
     if names is None:
         out += [(c.name, c.embedding_dim, spec.cross_length(c)) for c in spec.crosses]
-    return out
-
-
-def _is_cross(spec: FeatureSpec, name: str) -> bool:
-    return any(c.name == name for c in spec.crosses)
+    crosses = {c.name for c in spec.crosses}
+    return [
+        (name, dim, (length,) if length > 1 or name in crosses else ()) for name, dim, length in out
+    ]
 
 
 class SequencePool(tf.keras.layers.Layer):
@@ -81,8 +83,7 @@ def embed_features(
     regularizer = tf.keras.regularizers.L2(hparams.l2) if hparams.l2 > 0 else None
     inputs: dict[str, tf.keras.Input] = {}
     pieces: list[tf.Tensor] = []
-    for name, spec_dim, length in _id_outputs(spec, names):
-        shape = (length,) if length > 1 or _is_cross(spec, name) else ()
+    for name, spec_dim, shape in id_inputs(spec, names):
         ids = inputs[name] = tf.keras.Input(shape=shape, dtype="int32", name=name)
         embedding = layers.Embedding(
             id_space(spec, name, vocabulary_size),

@@ -95,6 +95,8 @@ def shuffled_batches(data: Any, batch_size: int, seed: int) -> tf.data.Dataset:
 
     return (
         tf.data.Dataset.from_generator(batch_rows, output_signature=tf.TensorSpec([None], tf.int64))
+        # Keras counts steps per epoch from it (a generator's length is unknown).
+        .apply(tf.data.experimental.assert_cardinality(math.ceil(rows / batch_size)))
         .map(
             lambda index: tf.nest.map_structure(lambda t: tf.gather(t, index), tensors),
             num_parallel_calls=tf.data.AUTOTUNE,
@@ -207,9 +209,22 @@ def export_model(
     return path
 
 
-def predict_logits(model: tf.keras.Model, features: dict[str, np.ndarray]) -> np.ndarray:
-    """Logits of ``model`` for transformed ``features``, one per row."""
-    return np.asarray(model.predict(features, batch_size=16_384, verbose=0)).reshape(-1)
+def predict_logits(
+    model: tf.keras.Model, features: dict[str, np.ndarray], chunk_rows: int = 16_384
+) -> np.ndarray:
+    """Logits of ``model`` for transformed ``features``, one per row.
+
+    The model is called on chunks directly, not through ``model.predict``: under a distribution
+    strategy (:mod:`skewless.model.distributed`) ``predict`` would share the rows out among the
+    workers, and each worker needs the same AUC to stop after the same epoch.
+    """
+    names = sorted(model.input)
+    rows = len(next(iter(features.values())))
+    chunks = [
+        model(model_inputs({k: features[k][i : i + chunk_rows] for k in names}, names))
+        for i in range(0, rows, chunk_rows)
+    ]
+    return np.concatenate([np.asarray(chunk).reshape(-1) for chunk in chunks])
 
 
 def train(
