@@ -106,7 +106,7 @@ def _all_kinds_model(root: Path) -> str:
         root / "trained",
         HParams(epochs=1, batch_size=64),
     )
-    return str(trained["model_dir"])
+    return str(trained.model_dir)
 
 
 @pytest.fixture(scope="module", params=["all_kinds", "default"])
