@@ -55,8 +55,8 @@ def _train(data: Path, rows: int, out: Path, *, shuffle: bool = False) -> Path:
     analyze(ingested / "train.parquet", spec, out / "transform")
     result = train(ingested / "train.parquet", ingested / "eval.parquet", out / "transform", spec,
                    out / "trained", HParams())  # fmt: skip
-    print(f"trained {out.name}: eval AUC {result['eval_auc']:.4f}", flush=True)
-    return Path(result["model_dir"])
+    print(f"trained {out.name}: eval AUC {result.eval_auc:.4f}", flush=True)
+    return Path(result.model_dir)
 
 
 def _free_port() -> int:

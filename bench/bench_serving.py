@@ -316,7 +316,7 @@ def _train_small_model(work: Path) -> str:
     analyze(work / "ingest" / "train.parquet", spec, work / "tft")
     summary = train(work / "ingest" / "train.parquet", work / "ingest" / "eval.parquet",
                     work / "tft", spec, work / "train", HParams(epochs=2))  # fmt: skip
-    return str(summary["model_dir"])
+    return str(summary.model_dir)
 
 
 def _targets(results: dict) -> dict[str, Any]:

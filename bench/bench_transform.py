@@ -98,7 +98,7 @@ def main() -> None:
     data = write_dataset(args.rows, 0, work / "raw.parquet", show_progress=False)
     summary = ingest(data, spec, work / "ingest").summary
     train = work / "ingest" / "train.parquet"
-    analysis_seconds = analyze(train, spec, work / "tft")["seconds"]
+    analysis_seconds = analyze(train, spec, work / "tft").seconds
 
     started = time.perf_counter()
     features, _ = load_transformed(train, spec, tft.TFTransformOutput(str(work / "tft")))

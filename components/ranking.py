@@ -90,7 +90,7 @@ def transform(
         transform_graph.path,
         beam_args=shlex.split(beam_args),
     )
-    transform_metrics.log_metric("seconds", result["seconds"])
+    transform_metrics.log_metric("seconds", result.seconds)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -109,13 +109,14 @@ def train(
     """
     import shutil
 
+    from skewless.artifacts import TRAINING_LOGS, TRAINING_SUMMARY
     from skewless.config import from_overrides
     from skewless.contract.spec import load_spec_text
     from skewless.data.ingest import IngestedFolder
     from skewless.model.hparams import HParams
     from skewless.model.train import train as run_train
 
-    summary = run_train(
+    result = run_train(
         IngestedFolder(ingested.path).train,
         IngestedFolder(ingested.path).eval,
         transform_graph.path,
@@ -123,15 +124,17 @@ def train(
         f"{model.path}.work",
         from_overrides(HParams, hparams, "hparams"),
     )
-    shutil.move(summary["model_dir"], model.path)
-    shutil.move(f"{model.path}.work/logs", tensorboard.path)
-    shutil.move(f"{model.path}.work/training_summary.json", tensorboard.path)
+    shutil.move(result.model_dir, model.path)
+    shutil.move(f"{model.path}.work/{TRAINING_LOGS}", tensorboard.path)
+    shutil.move(f"{model.path}.work/{TRAINING_SUMMARY}", tensorboard.path)
     shutil.rmtree(f"{model.path}.work")
     model.metadata["framework"] = "tensorflow"
     model.metadata["signatures"] = ["serving_default", "serve_tf_examples"]
-    for key in ("eval_auc", "baseline_eval_auc", "epochs_run"):
-        train_metrics.log_metric(key, summary[key])
-    for key, seconds in summary["timings"].items():
+    train_metrics.log_metric("eval_auc", result.eval_auc)
+    train_metrics.log_metric("epochs_run", result.epochs_run)
+    if result.baseline_eval_auc is not None:  # evaluate reports the model's AUC beside it
+        train_metrics.log_metric("baseline_eval_auc", result.baseline_eval_auc)
+    for key, seconds in result.timings.items():
         train_metrics.log_metric(key, seconds)
 
 
@@ -163,6 +166,7 @@ def evaluate(
     import shutil
     import tempfile
 
+    from skewless.artifacts import EVALUATION, EVALUATION_REPORT
     from skewless.config import from_overrides
     from skewless.contract.spec import load_spec_text
     from skewless.data.ingest import IngestedFolder
@@ -182,17 +186,17 @@ def evaluate(
         baseline_auc=train_metrics.metadata.get("baseline_eval_auc"),
         train_data=IngestedFolder(ingested.path).train,
     )
-    shutil.copy(f"{work}/report.html", report.path)
-    shutil.copy(f"{work}/evaluation.json", evaluation.path)
-    for key, value in result["metrics"].items():
+    shutil.copy(f"{work}/{EVALUATION_REPORT}", report.path)
+    shutil.copy(f"{work}/{EVALUATION}", evaluation.path)
+    for key, value in result.metrics.items():
         eval_metrics.log_metric(key, value)
-    roc = result["roc"]
+    roc = result.roc
     classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
-    classification.log_confusion_matrix(["0", "1"], result["confusion_matrix"])
-    evaluation.metadata["promote"] = result["gate"]["promote"]
+    classification.log_confusion_matrix(["0", "1"], result.confusion_matrix)
+    evaluation.metadata["promote"] = result.gate["promote"]
     evaluation.metadata["compared_with_version"] = production.version if production else 0
-    evaluation.metadata["reasons"] = json.dumps(result["gate"]["reasons"])
-    return bool(result["gate"]["promote"])
+    evaluation.metadata["reasons"] = json.dumps(result.gate["reasons"])
+    return bool(result.gate["promote"])
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

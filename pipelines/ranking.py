@@ -13,9 +13,10 @@ No ``from __future__ import annotations``: KFP reads the parameter annotations a
 """
 
 from pathlib import Path
+from typing import NamedTuple
 
 from kfp import compiler, dsl, kubernetes
-from kfp.dsl import PipelineTask
+from kfp.dsl import Artifact, Dataset, Model, PipelineTask
 
 from skewless.components.ranking import (
     deploy,
@@ -30,6 +31,18 @@ from skewless.data.storage import MINIO_SECRET, MINIO_SECRET_ENV
 
 PIPELINE_NAME = "skewless-ranking"
 COMPILED_PATH = Path(__file__).with_name("ranking_pipeline.yaml")
+
+
+class RunOutputs(NamedTuple):
+    """What a run hands back: kfp.local returns these from the pipeline call, a cluster records
+    them as the run's outputs. ``skewless run`` summarizes them without knowing where a runner
+    keeps its artifacts."""
+
+    ingested: Dataset  # the clean splits, quarantine, statistics, ingestion's summary
+    feature_summary: Artifact  # the feature store materialize wrote, and its check
+    model: Model  # the SavedModel train exported
+    tensorboard: Artifact  # training's logs and summary
+    evaluation: Artifact  # metrics, retrieval's recall, the gate's decision
 
 
 def _reads_object_store(task: PipelineTask) -> None:
@@ -64,7 +77,7 @@ def ranking_pipeline(
     kserve_runtime: str = "skewless",
     feature_repo: str = "",
     feature_online_store: str = "",
-):
+) -> RunOutputs:
     """Trains, evaluates and (if the gate passes) deploys a ranking model.
 
     Args:
@@ -97,6 +110,9 @@ def ranking_pipeline(
             serves by id from it.
         feature_online_store: "" for SQLite inside the repository, or ``redis://HOST:PORT`` (a
             cluster's; a repository in the object store needs it).
+
+    Returns:
+        The artifacts a run is summarized from (:data:`RunOutputs`).
     """
     ingest_task = ingest(
         data_uri=data_uri, spec_yaml=spec_yaml, max_quarantine_fraction=max_quarantine_fraction
@@ -154,6 +170,13 @@ def ranking_pipeline(
             feature_repo=materialize_task.outputs["Output"],
         )
         _reads_object_store(deploy_task)
+    return RunOutputs(
+        ingested=ingest_task.outputs["ingested"],
+        feature_summary=materialize_task.outputs["feature_summary"],
+        model=train_task.outputs["model"],
+        tensorboard=train_task.outputs["tensorboard"],
+        evaluation=evaluate_task.outputs["evaluation"],
+    )
 
 
 def compile_pipeline(path: str | Path = COMPILED_PATH) -> Path:

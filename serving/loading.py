@@ -1,4 +1,5 @@
-"""Loading what a server serves: a SavedModel folder or URI, or a registry version, verified.
+"""Loading what a server serves: a SavedModel folder or URI, or a registry version, verified; and
+the :class:`~skewless.serving.routing.Routing` of a traffic split (production and a canary).
 
 Each version becomes a :class:`~skewless.serving.routing.LoadedVersion`: the SavedModel, its
 signature, the request validator built from the spec stored inside it and, when it has one, its
@@ -14,9 +15,9 @@ import uuid
 from pathlib import Path
 
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec, load_spec
-from skewless.registry.core import Registry
+from skewless.registry.core import Registry, Traffic
 from skewless.retrieval.artifact import has_retrieval
-from skewless.serving.routing import LoadedVersion
+from skewless.serving.routing import LoadedVersion, Routing
 from skewless.serving.validation import RequestValidator
 
 
@@ -109,3 +110,34 @@ def load_version(
         flush=True,
     )
     return loaded
+
+
+def load_routing(
+    name: str,
+    traffic: Traffic,
+    current: Routing | None,
+    *,
+    model_dir: Path | None,
+    registry: Registry | None,
+    max_request_rows: int,
+    lookup: frozenset[str],
+) -> Routing:
+    """What serves ``traffic``: its production and candidate versions, each loaded, or reused
+    when ``current`` already serves it (a canary's start or promotion loads one version, not two).
+
+    Without a registry (``traffic`` names no version), the one version is the folder
+    ``model_dir``.
+    """
+
+    def version(number: int | None) -> LoadedVersion:
+        for loaded in (current.production, current.candidate) if current else ():
+            if loaded is not None and number is not None and loaded.version == str(number):
+                return loaded
+        return load_version(
+            name, number, model_dir=model_dir, registry=registry,
+            max_request_rows=max_request_rows, lookup=lookup,
+        )  # fmt: skip
+
+    production = version(traffic.production)
+    candidate = version(traffic.candidate) if traffic.candidate is not None else None
+    return Routing(production, candidate, traffic.candidate_percent if candidate else 0, name)

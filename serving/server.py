@@ -49,7 +49,7 @@ from skewless.serving.batching import MicroBatcher
 from skewless.serving.config import ServingConfig
 from skewless.serving.exposures import ExperimentLogs, failures_logged
 from skewless.serving.exposures import request_id as new_request_id
-from skewless.serving.loading import ModelLoadError, load_version
+from skewless.serving.loading import ModelLoadError, load_routing
 from skewless.serving.lookup import (
     LOOKED_UP_HEADER,
     FeatureLog,
@@ -113,29 +113,16 @@ class RankingModel(kserve.Model):
             return Traffic(production=None, candidate=None, candidate_percent=0)
         return self.registry.traffic(self.name)
 
-    def _load_version(self, version: int | None, current: Routing | None) -> LoadedVersion:
-        """Loads one version (None: the folder given at start), or reuses it if already loaded."""
-        for loaded in (current.production, current.candidate) if current else ():
-            if loaded is not None and version is not None and loaded.version == str(version):
-                return loaded
-        return load_version(
-            self.name, version, model_dir=self.model_dir, registry=self.registry,
-            max_request_rows=self.config.max_request_rows,
-            lookup=self.lookup.fields if self.lookup is not None else frozenset(),
-        )  # fmt: skip
-
     def _route(self, traffic: Traffic, current: Routing | None) -> Routing:
         if self.registry is not None and traffic.production is None:
             raise FileNotFoundError(
                 f"registry {self.registry_locator} has no production {self.name}"
             )
-        production = self._load_version(traffic.production, current)
-        candidate = None
-        if traffic.candidate is not None:
-            candidate = self._load_version(traffic.candidate, current)
-        return Routing(
-            production, candidate, traffic.candidate_percent if candidate else 0, self.name
-        )
+        return load_routing(
+            self.name, traffic, current, model_dir=self.model_dir, registry=self.registry,
+            max_request_rows=self.config.max_request_rows,
+            lookup=self.lookup.fields if self.lookup is not None else frozenset(),
+        )  # fmt: skip
 
     def load(self) -> bool:
         """Loads the versions to serve, starts the batchers and (for a registry) the watcher."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from object_store import ObjectStore, object_store
@@ -13,6 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from skewless.contract.spec import FeatureSpec, load_spec
 from skewless.data.generate import write_dataset
+
+if TYPE_CHECKING:  # TensorFlow is imported by the fixtures that train, not by every test
+    from skewless.model.train import TrainResult
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +54,7 @@ def transform_dir(tmp_path_factory: pytest.TempPathFactory, ingested: Path, defa
 @pytest.fixture(scope="session")
 def trained(
     tmp_path_factory: pytest.TempPathFactory, ingested: Path, transform_dir: Path, default_spec
-) -> dict:
+) -> TrainResult:
     """A small model trained for two epochs through the public training function."""
     from skewless.model.hparams import HParams
     from skewless.model.train import train
@@ -96,4 +100,4 @@ def shuffled_model(
     frame.to_parquet(out / "train.parquet")
     result = train(out / "train.parquet", ingested / "eval.parquet", transform_dir, default_spec,
                    out / "trained", HParams(epochs=2))  # fmt: skip
-    return Path(result["model_dir"])
+    return Path(result.model_dir)

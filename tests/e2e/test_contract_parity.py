@@ -106,7 +106,7 @@ def _all_kinds_model(root: Path) -> str:
         root / "trained",
         HParams(epochs=1, batch_size=64),
     )
-    return str(trained["model_dir"])
+    return str(trained.model_dir)
 
 
 @pytest.fixture(scope="module", params=["all_kinds", "default"])
@@ -115,7 +115,7 @@ def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         spec, model_dir = SPEC, _all_kinds_model(tmp_path_factory.mktemp("parity"))
         valid, fixed = _VALID, {"y": 0, "k": "key"}
     else:  # the shipped spec and the session's model; valid values are real clean rows' values
-        spec, model_dir = load_spec(), str(request.getfixturevalue("trained")["model_dir"])
+        spec, model_dir = load_spec(), str(request.getfixturevalue("trained").model_dir)
         clean = pd.read_parquet(request.getfixturevalue("ingested") / "eval.parquet").head(50)
         valid = {f.name: st.sampled_from(clean[f.name].tolist()) for f in spec.model_inputs}
         fixed = {"clicked": 1, "event_id": "e1", "true_click_prob": 0.5,

@@ -80,8 +80,8 @@ def test_better_models_win_worse_ones_are_stopped_and_a_a_stays_level(
 ):
     repository = tmp_path / "models"
     evaluation = {"metrics": {}, "gate": {"promote": True, "reasons": []}}
-    for run, model in (("shuffled", shuffled_model), ("good", trained["model_dir"]),
-                       ("twin", trained["model_dir"])):  # fmt: skip
+    for run, model in (("shuffled", shuffled_model), ("good", trained.model_dir),
+                       ("twin", trained.model_dir)):  # fmt: skip
         register_local(model, repository, "ranking", evaluation=evaluation, stats_path=None,
                        run_id=run)  # fmt: skip
     deploy_version(repository, "ranking", 1, "shuffled")
@@ -161,12 +161,12 @@ def test_on_a_cluster_the_server_follows_the_model_registry_and_the_object_store
 
     from skewless.registry.kubeflow import KubeflowRegistry
 
-    uri = minio.upload(Path(trained["model_dir"]), f"experiment/{tmp_path.name}/model")
+    uri = minio.upload(Path(trained.model_dir), f"experiment/{tmp_path.name}/model")
     log = tmp_path / "logs" / "requests.jsonl"
     with model_registry_standin() as url:
         registry = KubeflowRegistry(url)
         for run in ("a", "b"):
-            registry.register("ranking", trained["model_dir"], artifact_uri=uri, metrics={},
+            registry.register("ranking", trained.model_dir, artifact_uri=uri, metrics={},
                               gate={"promote": True}, spec_sha256="", stats_sha256="",
                               code_version="t", run_id=run)  # fmt: skip
         registry.set_alias("ranking", "production", 1, actor="test", reason="")

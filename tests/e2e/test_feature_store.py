@@ -36,7 +36,7 @@ def feature_repo(ingested, default_spec, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(trained, feature_repo):
-    with serving(trained["model_dir"], "--feature-store", str(feature_repo)) as addresses:
+    with serving(trained.model_dir, "--feature-store", str(feature_repo)) as addresses:
         yield addresses
 
 
@@ -143,7 +143,7 @@ def writable(trained, feature_repo, tmp_path_factory):
     root = tmp_path_factory.mktemp("writable")
     repo, log = root / "feature_repo", root / "features.jsonl"
     shutil.copytree(feature_repo, repo)
-    with serving(trained["model_dir"], "--feature-store", str(repo), "--feature-log", str(log),
+    with serving(trained.model_dir, "--feature-store", str(repo), "--feature-log", str(log),
                  "--feature-log-sample", "1", "--allow-push") as addresses:  # fmt: skip
         yield {**addresses, "repo": repo, "log": log}
 

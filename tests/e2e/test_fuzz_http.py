@@ -87,7 +87,7 @@ def _rss_kb(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def server(trained):
-    with serving(trained["model_dir"]) as addresses:
+    with serving(trained.model_dir) as addresses:
         yield addresses
 
 

@@ -56,7 +56,7 @@ def expected(model_dir: str | Path, queries: list[dict[str, Any]], k: int, candi
 
 @pytest.fixture(scope="module")
 def server(trained):
-    with serving(trained["model_dir"]) as addresses:
+    with serving(trained.model_dir) as addresses:
         yield addresses
 
 
@@ -66,7 +66,7 @@ def test_recommend_answers_the_rankers_top_k_of_the_retrieved_candidates(server,
                                  {"instances": queries, "k": 5, "candidates": 40})  # fmt: skip
     assert status == 200, body
     assert headers["x-model-version"]
-    want = expected(trained["model_dir"], queries, 5, 40)
+    want = expected(trained.model_dir, queries, 5, 40)
     assert len(body["predictions"]) == 2
     for answer, (items, probability) in zip(body["predictions"], want, strict=True):
         assert answer["items"] == items
@@ -87,7 +87,7 @@ def test_recommend_over_v2_gives_the_same_items(server, trained):
     assert status == 200, body
     outputs = {output["name"]: output for output in body["outputs"]}
     assert outputs["items"]["shape"] == [1, 3]
-    ((items, probability),) = expected(trained["model_dir"], [query], 3, 30)
+    ((items, probability),) = expected(trained.model_dir, [query], 3, 30)
     assert outputs["items"]["data"] == items
     np.testing.assert_allclose(outputs["scores"]["data"], probability, rtol=1e-5, atol=1e-6)
 
@@ -115,7 +115,7 @@ def test_a_canary_moves_retrieval_and_ranking_together(trained, shuffled_model, 
 
     repository = tmp_path / "models"
     evaluation = {"metrics": {}, "gate": {"promote": True, "reasons": []}}
-    register_local(trained["model_dir"], repository, "ranking", evaluation=evaluation,
+    register_local(trained.model_dir, repository, "ranking", evaluation=evaluation,
                    stats_path=None, run_id="r1")  # fmt: skip
     second = register_local(shuffled_model, repository, "ranking", evaluation=evaluation,
                             stats_path=None, run_id="r2")  # fmt: skip
@@ -123,7 +123,7 @@ def test_a_canary_moves_retrieval_and_ranking_together(trained, shuffled_model, 
     registry = SQLiteRegistry(repository / "registry.db")
     query = _query()
     want = {
-        "1": expected(trained["model_dir"], [query], 10, 100)[0][0],
+        "1": expected(trained.model_dir, [query], 10, 100)[0][0],
         "2": expected(shuffled_model, [query], 10, 100)[0][0],
     }
     assert want["1"] != want["2"]  # two different models, so the test can tell them apart
@@ -148,7 +148,7 @@ def test_the_simulator_plays_the_two_stage_path(trained, tmp_path):
     from skewless.experiments.logs import feedback_path, read_records
 
     log = tmp_path / "requests.jsonl"
-    with serving(trained["model_dir"], "--request-log", str(log)) as server:
+    with serving(trained.model_dir, "--request-log", str(log)) as server:
         completed = subprocess.run(
             [*SKEWLESS, "simulate", "--endpoint", server["http"], "--units", "15", "--requests",
              "30", "--seed", "3", "--candidates", "50", "--recommend", "--json"],
@@ -171,7 +171,7 @@ def test_the_endpoints_name_is_reserved(trained):
     from support import SKEWLESS
 
     completed = subprocess.run(
-        [*SKEWLESS, "serve", "--model", trained["model_dir"], "--name", "recommend"],
+        [*SKEWLESS, "serve", "--model", trained.model_dir, "--name", "recommend"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert completed.returncode != 0

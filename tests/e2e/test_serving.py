@@ -25,7 +25,7 @@ NUMERIC = {"age", "price", "hour"}
 
 @pytest.fixture(scope="module")
 def server(trained):
-    with serving(trained["model_dir"]) as addresses:
+    with serving(trained.model_dir) as addresses:
         yield addresses
 
 
@@ -61,7 +61,7 @@ def _v2_inputs(rows: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def test_every_protocol_equals_the_in_process_signature(server, trained, rows):
-    expected = _in_process(trained["model_dir"], rows)
+    expected = _in_process(trained.model_dir, rows)
     url = f"{server['http']}/v1/models/ranking:predict"
     status, body, _ = post(url, {"instances": _instances(rows)})
     assert status == 200
@@ -229,7 +229,7 @@ def test_workers_each_load_the_model_and_serve(trained):
     import re
     import time
 
-    with serving(trained["model_dir"], "--workers", "2") as addresses:
+    with serving(trained.model_dir, "--workers", "2") as addresses:
         url = f"{addresses['http']}/v1/models/ranking:predict"
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(lambda _: post(url, {"instances": [EXAMPLE]}), range(64)))
@@ -271,7 +271,7 @@ def test_sigterm_drains_requests_in_flight(trained):
     import socket
     import time
 
-    with serving(trained["model_dir"], "--max-wait-ms", "3000") as addresses:
+    with serving(trained.model_dir, "--max-wait-ms", "3000") as addresses:
         port = int(addresses["http"].rsplit(":", 1)[1])
         body = json.dumps({"instances": [EXAMPLE]}).encode()
         request = (
@@ -315,7 +315,7 @@ def test_by_default_requests_write_no_log_lines_and_errors_still_do(server):
 
 
 def test_access_log_and_json_logs_are_options(trained):
-    with serving(trained["model_dir"], "--access-log", "--log-format", "json") as addresses:
+    with serving(trained.model_dir, "--access-log", "--log-format", "json") as addresses:
         url = f"{addresses['http']}/v1/models/ranking:predict"
         for _ in range(5):
             assert post(url, {"instances": [EXAMPLE]})[0] == 200
@@ -346,13 +346,13 @@ def test_model_management_is_off_unless_asked_for(server, trained):
     assert status == 200 and 0 < answer["predictions"][0] < 1
     assert not [line for line in _log_lines(server)[before:] if "Traceback" in line]
 
-    with serving(trained["model_dir"], "--allow-model-management") as managed:
+    with serving(trained.model_dir, "--allow-model-management") as managed:
         status, answer, _ = post(f"{managed['http']}/v2/repository/models/ranking/unload", {})
         assert status == 200 and answer == {"name": "ranking", "unload": True}
 
 
 def test_a_body_over_the_limit_is_a_413_and_the_schema_pages_are_gone(trained):
-    with serving(trained["model_dir"], "--max-body-mb", "0.5") as limited:
+    with serving(trained.model_dir, "--max-body-mb", "0.5") as limited:
         url = f"{limited['http']}/v1/models/ranking:predict"
         # As curl sends a large body: headers first, with Expect: 100-continue. The server
         # refuses on the declared length, before any body byte is sent (no race with the send).
@@ -400,7 +400,7 @@ def test_a_canary_gives_each_user_one_version_and_the_report_shows_it(trained, t
     repository = tmp_path / "models"
     evaluation = {"metrics": {}, "gate": {"promote": True, "reasons": []}}
     for run in ("r1", "r2"):  # the same model twice: two versions, one world
-        version = register_local(trained["model_dir"], repository, "ranking",
+        version = register_local(trained.model_dir, repository, "ranking",
                                  evaluation=evaluation, stats_path=None, run_id=run)  # fmt: skip
     deploy_version(repository, "ranking", 1, "r1")
     registry = repository / "registry.db"
@@ -446,7 +446,7 @@ def test_feedback_is_refused_whole_and_clearly_over_http(server, trained, tmp_pa
     assert status == 501 and "--request-log" in body["error"]
 
     log = tmp_path / "requests.jsonl"
-    with serving(trained["model_dir"], "--request-log", str(log)) as logged:
+    with serving(trained.model_dir, "--request-log", str(log)) as logged:
         url = f"{logged['http']}/v1/feedback"
         status, _, headers = post(f"{logged['http']}/v1/models/ranking:predict",
                                   {"instances": [EXAMPLE]})  # fmt: skip
@@ -477,7 +477,7 @@ def test_the_exposure_log_takes_its_item_field_and_rotation_size_from_flags(trai
 
     log = tmp_path / "exposures.jsonl"
     # 0.0001 MB (104 bytes): every exposure line passes it, so each write rotates the file.
-    with serving(trained["model_dir"], "--request-log", str(log), "--item-field", "title",
+    with serving(trained.model_dir, "--request-log", str(log), "--item-field", "title",
                  "--log-max-mb", "0.0001") as logged:  # fmt: skip
         for _ in range(3):
             status, _, _ = post(f"{logged['http']}/v1/models/ranking:predict",

@@ -10,6 +10,7 @@ the AUC's own sampling error on ~600 eval rows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -53,7 +54,7 @@ def test_two_workers_train_a_model_as_good_as_one_process(
                  "--train", str(ingested / "train.parquet"),
                  "--eval", str(ingested / "eval.parquet"),
                  "--transform", str(transform_dir), "--out", str(tmp_path / "out"),
-                 "--hparams", json.dumps(trained["hparams"])],
+                 "--hparams", json.dumps(dataclasses.asdict(trained.hparams))],
                 stdout=log, stderr=subprocess.STDOUT, text=True,
                 env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
             )))  # fmt: skip
@@ -81,7 +82,7 @@ def test_two_workers_train_a_model_as_good_as_one_process(
 
     eval_rows = pd.read_parquet(ingested / "eval.parquet")
     distributed = _eval_auc(tmp_path / "out" / "model", eval_rows, default_spec)
-    single = _eval_auc(trained["model_dir"], eval_rows, default_spec)
+    single = _eval_auc(trained.model_dir, eval_rows, default_spec)
     assert distributed == pytest.approx(chief["eval_auc"], abs=1e-3)  # the export is the model
     assert abs(distributed - single) <= AUC_TOLERANCE, (distributed, single)
     assert distributed > 0.6  # it learned: 0.5 is chance on this data

@@ -73,30 +73,30 @@ def test_roc_curve_and_confusion_matrix_by_hand():
 
 def test_evaluate_scores_the_exported_model(tmp_path: Path, trained, ingested, default_spec):
     result = evaluate(
-        trained["model_dir"],
+        trained.model_dir,
         ingested / "eval.parquet",
         default_spec,
         tmp_path,
-        production_model_dir=trained["model_dir"],
-        baseline_auc=trained["baseline_eval_auc"],
+        production_model_dir=trained.model_dir,
+        baseline_auc=trained.baseline_eval_auc,
         train_data=ingested / "train.parquet",
     )
-    overall = result["metrics"]
-    assert overall["rows"] == trained["rows_eval"]
+    overall = result.metrics
+    assert overall["rows"] == trained.rows_eval
     # Scored through the exported signature, the AUC matches what training measured in memory.
-    assert overall["auc"] == pytest.approx(trained["eval_auc"], abs=1e-4)
+    assert overall["auc"] == pytest.approx(trained.eval_auc, abs=1e-4)
     assert 0.6 < overall["bayes_optimal_auc"] < 0.85
-    assert overall["baseline_auc"] == trained["baseline_eval_auc"]
+    assert overall["baseline_auc"] == trained.baseline_eval_auc
     # The same model as "production" gains exactly nothing.
-    gain = next(c for c in result["gate"]["checks"] if c["check"].startswith("auc - production"))
+    gain = next(c for c in result.gate["checks"] if c["check"].startswith("auc - production"))
     assert gain["value"] == pytest.approx(0.0)
     # ...and the same retrieval stage recalls exactly as much.
-    assert result["retrieval"]["recall"] == result["production_retrieval"]["recall"]
-    recall_gain = next(c for c in result["gate"]["checks"] if "production_recall" in c["check"])
+    assert result.retrieval["recall"] == result.production_retrieval["recall"]
+    recall_gain = next(c for c in result.gate["checks"] if "production_recall" in c["check"])
     assert recall_gain["value"] == 0.0
-    assert set(result["slices"]) == {"country", "device"}
-    assert sum(s["rows"] for s in result["slices"]["device"]) == overall["rows"]
-    assert sum(map(sum, result["confusion_matrix"])) == overall["rows"]
+    assert set(result.slices) == {"country", "device"}
+    assert sum(s["rows"] for s in result.slices["device"]) == overall["rows"]
+    assert sum(map(sum, result.confusion_matrix)) == overall["rows"]
     assert json.loads((tmp_path / "evaluation.json").read_text())["metrics"] == overall
     report = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in report and "By country" in report

@@ -15,8 +15,8 @@ from skewless.experiments.analysis import (
     ExperimentError,
     experiment_report,
     format_experiment_report,
-    record_decision,
 )
+from skewless.experiments.decision import record_decision
 from skewless.experiments.logs import (
     AppendLog,
     FeedbackError,

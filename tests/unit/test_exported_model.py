@@ -93,12 +93,12 @@ def test_tf_example_signature_matches_raw_signature(exported, ingested, default_
 
 
 def test_train_writes_model_logs_and_summary(trained):
-    model_dir = Path(trained["model_dir"])
+    model_dir = Path(trained.model_dir)
     assert (model_dir / "saved_model.pb").is_file()
     assert any((model_dir.parent / "logs").rglob("events.out.tfevents.*"))
-    assert trained["epochs_run"] >= 1 and 0.5 < trained["eval_auc"] <= 1.0
-    assert 0.0 < trained["baseline_eval_auc"] <= 1.0
-    assert trained["rows_train"] + trained["rows_eval"] == 3_000
+    assert trained.epochs_run >= 1 and 0.5 < trained.eval_auc <= 1.0
+    assert 0.0 < trained.baseline_eval_auc <= 1.0
+    assert trained.rows_train + trained.rows_eval == 3_000
 
 
 def test_model_needs_only_core_ops_so_tf_serving_can_load_it(exported):

@@ -49,7 +49,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from skewless.data.ingest import IngestError
     from skewless.data.storage import StorageError
     from skewless.experiments.ab_report import ReportError
-    from skewless.experiments.analysis import ExperimentError
+    from skewless.experiments.decision import ExperimentError
     from skewless.experiments.logs import LogError
     from skewless.experiments.simulate import SimulationError
     from skewless.registry.core import RegistryError

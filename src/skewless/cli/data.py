@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import sys
 from pathlib import Path
@@ -89,7 +90,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise CliError(f"--data: {train} not found (give train.parquet or the validate output)")
     if is_glob and not glob.glob(args.data):  # absolute or relative, as a shell would
         raise CliError(f"--data: no file matches {args.data!r}")
-    _print_json(analyze(train, load_spec(args.spec), args.out, beam_args=args.beam_args))
+    result = analyze(train, load_spec(args.spec), args.out, beam_args=args.beam_args)
+    _print_json(dataclasses.asdict(result))
     return 0
 
 

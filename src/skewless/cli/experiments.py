@@ -49,7 +49,7 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
 
 def cmd_experiment_decide(args: argparse.Namespace) -> int:
     """``skewless experiment decide``: promote, stop or keep the canary, by the report."""
-    from skewless.experiments.analysis import ExperimentError, record_decision
+    from skewless.experiments.decision import ExperimentError, record_decision
 
     registry = _registry(args)
     if args.experiment is None:  # the experiment the registry runs now

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from skewless.artifacts import RunFolder
 from skewless.cli.common import (
     IN_CLUSTER_FEATURE_REPO,
     IN_CLUSTER_ONLINE_STORE,
@@ -19,6 +20,7 @@ from skewless.cli.common import (
 )
 from skewless.cli.serving import _check_ports
 from skewless.contract.spec import load_spec
+from skewless.rollout.deploy import REGISTRY_FILE
 from skewless.runner.local import DEFAULT_ROWS, DEFAULT_SEED
 
 
@@ -118,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from skewless.serving.config import ServingConfig
     from skewless.serving.main import serve
 
-    registry = Path(args.workdir) / "models" / "registry.db"
+    registry = RunFolder(Path(args.workdir)).models / REGISTRY_FILE
     store = summary["feature_store"] or {}
     serve(
         registry=registry,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skewless.artifacts import EVALUATION, EVALUATION_REPORT
 from skewless.contract.spec import FeatureSpec
 from skewless.data.raw import read_column_batches
 from skewless.evaluation import metrics
@@ -55,6 +56,30 @@ class GateConfig:
     min_auc_gain: float = 0.0
     min_recall_lift: float = 1.0
     min_recall_gain: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate` measured and decided; ``evaluation.json`` holds the same as JSON.
+
+    ``metrics`` and ``production_metrics`` (None without production) are the overall metrics,
+    ``slices`` the metrics per value of each slice feature, ``retrieval`` and
+    ``production_retrieval`` recall@K (None without a retrieval stage), ``gate`` the decision
+    (``promote``, ``reasons``, ``checks``), ``roc`` and ``confusion_matrix`` the plots' data.
+    """
+
+    metrics: dict[str, Any]
+    slices: dict[str, list[dict[str, Any]]]
+    production_metrics: dict[str, Any] | None
+    retrieval: dict[str, Any] | None
+    production_retrieval: dict[str, Any] | None
+    gate: dict[str, Any]
+    roc: dict[str, list[float]]
+    confusion_matrix: list[list[int]]
+
+    def to_json(self) -> str:
+        """The evaluation file's text."""
+        return json.dumps(dataclasses.asdict(self), indent=1)
 
 
 def score(
@@ -212,20 +237,20 @@ def _plot_png(labels: np.ndarray, probabilities: np.ndarray, roc: dict[str, list
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _html_report(result: dict[str, Any], plot_png: str) -> str:
+def _html_report(result: Evaluation, plot_png: str) -> str:
     def fmt(value: Any) -> str:
         return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
 
-    overall = result["metrics"]
+    overall = result.metrics
     rows = "".join(f"<tr><td>{k}</td><td>{fmt(v)}</td></tr>" for k, v in overall.items())
-    decision = result["gate"]
+    decision = result.gate
     checks = "".join(
         f"<tr><td>{html.escape(c['check'])}</td><td>{c['value']:.4f}</td>"
         f"<td>{c['threshold']:.4f}</td><td>{'pass' if c['passed'] else 'FAIL'}</td></tr>"
         for c in decision["checks"]
     )
     slices = ""
-    for name, values in result["slices"].items():
+    for name, values in result.slices.items():
         body = "".join(
             f"<tr><td>{html.escape(v['value'])}</td><td>{v['rows']}</td><td>{fmt(v['auc'])}</td>"
             f"<td>{fmt(v['log_loss'])}</td><td>{fmt(v['positive_rate'])}</td>"
@@ -257,7 +282,7 @@ def evaluate(
     gate_config: GateConfig | None = None,
     baseline_auc: float | None = None,
     train_data: str | Path | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Scores the eval split, slices the metrics, compares with production and decides.
 
     Args:
@@ -273,8 +298,7 @@ def evaluate(
             baseline counts these rows) and gated.
 
     Returns:
-        ``{"metrics", "slices", "production_metrics", "retrieval", "production_retrieval",
-        "gate", "roc", "confusion_matrix"}``.
+        The metrics, the slices, production's, recall@K and the gate's decision.
     """
     gate_config = gate_config or GateConfig()
     columns = list(dict.fromkeys([spec.label.name, *(f.name for f in spec.slices)]))
@@ -303,18 +327,20 @@ def evaluate(
         if production_model_dir is not None and has_retrieval(production_model_dir):
             production_retrieval = recall_metrics(production_model_dir, train_data, eval_data, spec)
     roc = roc_curve(labels, probabilities)
-    result: dict[str, Any] = {
-        "metrics": overall,
-        "slices": sliced(frame, labels, probabilities, spec),
-        "production_metrics": production,
-        "retrieval": retrieval,
-        "production_retrieval": production_retrieval,
-        "gate": gate(overall, production, gate_config, retrieval, production_retrieval),
-        "roc": roc,
-        "confusion_matrix": confusion_matrix(labels, probabilities),
-    }
+    result = Evaluation(
+        metrics=overall,
+        slices=sliced(frame, labels, probabilities, spec),
+        production_metrics=production,
+        retrieval=retrieval,
+        production_retrieval=production_retrieval,
+        gate=gate(overall, production, gate_config, retrieval, production_retrieval),
+        roc=roc,
+        confusion_matrix=confusion_matrix(labels, probabilities),
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.json").write_text(json.dumps(result, indent=1))
-    (out / "report.html").write_text(_html_report(result, _plot_png(labels, probabilities, roc)))
+    (out / EVALUATION).write_text(result.to_json())
+    (out / EVALUATION_REPORT).write_text(
+        _html_report(result, _plot_png(labels, probabilities, roc))
+    )
     return result

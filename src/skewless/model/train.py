@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from skewless.artifacts import TRAINING_LOGS, TRAINING_SUMMARY
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec
 from skewless.data.raw import read_column_batches
 from skewless.model.hparams import HParams
@@ -36,6 +37,41 @@ SIGNATURE_EXAMPLES = "serve_tf_examples"
 
 
 MIN_AUTO_BATCH, MAX_AUTO_BATCH = 128, 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What training exported and measured; ``training_summary.json`` holds the same as JSON.
+
+    Attributes:
+        model_dir: The exported SavedModel (the transform inside; ``retrieval/`` beside the
+            ranker when the spec names sides).
+        rows_train: Clean training rows.
+        rows_eval: Clean eval rows (early stopping, the eval AUC).
+        epochs_run: Epochs trained before early stopping (or the limit).
+        history: Keras' per-epoch losses and metrics.
+        eval_auc: The ranker's AUC on the eval split.
+        hparams: The hyperparameters as trained (``batch_size`` resolved when it was 0).
+        timings: Seconds per phase (``transform_seconds``, ``fit_seconds``, ...).
+        baseline_eval_auc: The linear baseline's eval AUC (None: no baseline was trained).
+        retrieval: The two-tower model's training summary (None: the model only ranks).
+    """
+
+    model_dir: str
+    rows_train: int
+    rows_eval: int
+    epochs_run: int
+    history: dict[str, list[float]]
+    eval_auc: float
+    hparams: HParams
+    timings: dict[str, float]
+    baseline_eval_auc: float | None = None
+    retrieval: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        """The summary file's text; what was not measured (None) is left out."""
+        fields = dataclasses.asdict(self)
+        return json.dumps({k: v for k, v in fields.items() if v is not None}, indent=1)
 
 
 def auto_batch_size(rows: int) -> int:
@@ -236,7 +272,7 @@ def train(
     hparams: HParams | None = None,
     *,
     train_baseline: bool = True,
-) -> dict[str, Any]:
+) -> TrainResult:
     """Trains the ranking model (and the linear baseline) and exports the serving model.
 
     Args:
@@ -251,7 +287,7 @@ def train(
         train_baseline: Also train the logistic-regression baseline and report its eval AUC.
 
     Returns:
-        The training summary (also written to ``training_summary.json``).
+        What was exported and measured (also written to ``training_summary.json``).
     """
     import tensorflow_transform as tft
 
@@ -272,22 +308,15 @@ def train(
         hparams = dataclasses.replace(hparams, batch_size=auto_batch_size(len(train_xy[1])))
     started = time.perf_counter()
     model = build_model(spec, tft_output.vocabulary_size_by_name, hparams)
-    history = fit_model(model, train_xy, eval_xy, hparams, out / "logs")
+    history = fit_model(model, train_xy, eval_xy, hparams, out / TRAINING_LOGS)
     timings["fit_seconds"] = time.perf_counter() - started
     eval_logits = predict_logits(model, eval_xy[0])
-    summary: dict[str, Any] = {
-        "rows_train": len(train_xy[1]),
-        "rows_eval": len(eval_xy[1]),
-        "epochs_run": len(history.get("loss", [])),
-        "history": history,
-        "eval_auc": metrics.roc_auc(eval_xy[1], eval_logits),
-        "hparams": dataclasses.asdict(hparams),
-    }
+    baseline_auc = retrieval = None
     if train_baseline:
         from skewless.model.baseline import fit_baseline_scores
 
         started = time.perf_counter()
-        summary["baseline_eval_auc"] = metrics.roc_auc(
+        baseline_auc = metrics.roc_auc(
             eval_xy[1],
             fit_baseline_scores(
                 train_xy, eval_xy[0], spec, tft_output.vocabulary_size_by_name, hparams.l2
@@ -305,12 +334,22 @@ def train(
         from skewless.retrieval.towers import train_retrieval
 
         started = time.perf_counter()
-        summary["retrieval"] = train_retrieval(
+        retrieval = train_retrieval(
             spec, tft_output, train_xy, eval_xy, (train_data, eval_data), hparams,
             model_dir / RETRIEVAL_DIRNAME,
         )  # fmt: skip
         timings["retrieval_seconds"] = time.perf_counter() - started
-    summary["model_dir"] = str(model_dir)
-    summary["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    (out / "training_summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    result = TrainResult(
+        model_dir=str(model_dir),
+        rows_train=len(train_xy[1]),
+        rows_eval=len(eval_xy[1]),
+        epochs_run=len(history.get("loss", [])),
+        history=history,
+        eval_auc=metrics.roc_auc(eval_xy[1], eval_logits),
+        hparams=hparams,
+        timings={k: round(v, 3) for k, v in timings.items()},
+        baseline_eval_auc=baseline_auc,
+        retrieval=retrieval,
+    )
+    (out / TRAINING_SUMMARY).write_text(result.to_json())
+    return result

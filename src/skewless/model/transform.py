@@ -15,6 +15,7 @@ so serving applies exactly the transform that training saw.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -141,6 +142,15 @@ def _default_runner(beam_args: Sequence[str]) -> Any:
     return FnApiRunner()
 
 
+@dataclasses.dataclass(frozen=True)
+class TransformResult:
+    """Where TFT wrote the transform graph (``transform_fn/``, ``transformed_metadata/``), and
+    how long the analysis took."""
+
+    seconds: float
+    out_dir: str
+
+
 def analyze(
     train_data: str | Path,
     spec: FeatureSpec,
@@ -148,7 +158,7 @@ def analyze(
     *,
     beam_args: Sequence[str] = (),
     batch_rows: int = 10_000,
-) -> dict[str, Any]:
+) -> TransformResult:
     """Runs TFT analysis over the clean training split and writes the transform graph.
 
     Args:
@@ -161,7 +171,7 @@ def analyze(
         batch_rows: Rows per record batch fed to TensorFlow.
 
     Returns:
-        ``{"seconds": ..., "out_dir": ...}``.
+        The output folder and the analysis' seconds.
     """
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
@@ -193,4 +203,4 @@ def analyze(
             make_preprocessing_fn(spec)
         )
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(out))
-    return {"seconds": round(time.perf_counter() - started, 3), "out_dir": str(out)}
+    return TransformResult(seconds=round(time.perf_counter() - started, 3), out_dir=str(out))

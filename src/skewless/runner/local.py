@@ -1,14 +1,18 @@
 """``skewless run``: the whole pipeline on one machine through the real KFP local runner.
 
 The compiled components run under ``kfp.local.SubprocessRunner`` in this Python environment, exactly
-as they would run in our image on a cluster. Afterwards the run's artifacts are read back from the
-local pipeline root and summarized in ``<workdir>/run_summary.json``.
+as they would run in our image on a cluster. The pipeline call returns the run's outputs
+(:class:`skewless.pipelines.ranking.RunOutputs`: artifacts with their paths), which are summarized
+in ``<workdir>/run_summary.json``; a failed run returns none. kfp.local reports its progress only as
+printed lines, so those alone give the console its line per step (start, outcome, time) and each
+step its log file.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import sys
 import time
@@ -16,13 +20,13 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
+from skewless.artifacts import TRAINING_SUMMARY, RunFolder
 from skewless.data.ingest import IngestedFolder
 from skewless.registry.core import check_model_name
 from skewless.rollout.deploy import production_model, registry_for
 
 DEFAULT_ROWS = 400_000
 DEFAULT_SEED = 0
-FEATURE_REPO = "feature_repo"  # the feature store under the workdir (`serve --feature-store`)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([\w-]+)'")
 # The exception line a Python traceback ends with: "    package.module.SomeError: message".
@@ -125,20 +129,8 @@ class StepLog(io.TextIOBase):
         self._files.clear()
 
 
-def _latest_run_dir(pipeline_root: Path, pipeline_name: str) -> Path:
-    runs = sorted(pipeline_root.glob(f"{pipeline_name}-*"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise RunError(f"no run folder for {pipeline_name} under {pipeline_root}")
-    return runs[-1]
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def default_data_path(workdir: Path, rows: int, seed: int) -> Path:
-    """Where ``skewless run`` keeps generated default data (reused when present)."""
-    return workdir / "data" / f"ranking-{rows}-seed{seed}.parquet"
 
 
 def run_local(
@@ -176,16 +168,16 @@ def run_local(
 
     from skewless.contract.spec import load_spec
     from skewless.data.generate import write_dataset
-    from skewless.pipelines.ranking import PIPELINE_NAME, ranking_pipeline
+    from skewless.pipelines.ranking import ranking_pipeline
 
     check_model_name(model_name)  # before anything is written under that name
-    root = Path(workdir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(Path(workdir).resolve())
+    folder.root.mkdir(parents=True, exist_ok=True)
     # Read and checked here, not three steps in; the text travels with the run as a parameter.
     spec_yaml = load_spec(spec_path).source_text if spec_path is not None else ""
     generate_seconds = 0.0
     if data is None:
-        data_path = default_data_path(root, rows, seed)
+        data_path = folder.data(rows, seed)
         if not data_path.exists():
             started = time.perf_counter()
             write_dataset(rows, seed, data_path)
@@ -195,11 +187,10 @@ def run_local(
         if not data_path.is_file():
             raise RunError(f"--data: file not found: {data_path}")
 
-    repository = root / "models"
-    pipeline_root = root / "pipeline_root"
+    repository = folder.models
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(pipeline_root),
+        pipeline_root=str(folder.pipeline_root),
         raise_on_error=False,
     )
     # kfp.local warns, per step, that our base image is not a Python image; here the steps run in
@@ -209,18 +200,18 @@ def run_local(
         message="You may be attemping to run a task that uses custom",
         category=RuntimeWarning,
     )
-    steps = StepLog(sys.stdout, root / "logs", verbose=verbose)
+    steps = StepLog(sys.stdout, folder.logs, verbose=verbose)
     print(f"running the pipeline with kfp.local; each step's full log is in {steps.log_dir}/")
     started = time.perf_counter()
     real_stdout, sys.stdout = sys.stdout, steps
     try:
-        ranking_pipeline(
+        outputs = ranking_pipeline(
             data_uri=str(data_path),
             spec_yaml=spec_yaml,
             model_name=model_name,
             model_repository=str(repository),
-            **{"feature_repo": str(root / FEATURE_REPO), **(parameters or {})},
-        )
+            **{"feature_repo": str(folder.feature_repo), **(parameters or {})},
+        ).outputs
     finally:
         sys.stdout = real_stdout
         steps.close()
@@ -230,14 +221,17 @@ def run_local(
         if not verbose:  # the step's last lines usually hold the reason
             print(steps.reason(failed[0]), file=sys.stderr)
         raise RunError(f"step {failed[0]!r} failed; its log: {steps.log_path(failed[0])}")
+    if not outputs:  # kfp.local returns none for a failed run
+        raise RunError(f"the pipeline returned no outputs; its log: {steps.log_path('pipeline')}")
 
-    run_dir = _latest_run_dir(pipeline_root, PIPELINE_NAME)
-    ingested = run_dir / "ingest" / "ingested"
-    ingest_summary = _read_json(IngestedFolder(ingested).summary)
-    evaluation = _read_json(run_dir / "evaluate" / "evaluation")
-    training = _read_json(run_dir / "train" / "tensorboard" / "training_summary.json")
+    # The run's artifacts, wherever the runner keeps them; the run's folder is where they meet.
+    paths = {name: Path(artifact.path) for name, artifact in outputs.items()}
+    run_dir = Path(os.path.commonpath(list(paths.values())))
+    ingest_summary = _read_json(IngestedFolder(paths["ingested"]).summary)
+    evaluation = _read_json(paths["evaluation"])
+    training = _read_json(paths["tensorboard"] / TRAINING_SUMMARY)
     if not evaluation:
-        raise RunError(f"the evaluate step left no evaluation under {run_dir}")
+        raise RunError(f"the evaluate step left no evaluation at {paths['evaluation']}")
     deployed = production_model(repository, model_name)
     promoted = bool(evaluation["gate"]["promote"])
     registry = registry_for(repository)
@@ -266,9 +260,9 @@ def run_local(
         "retrieval": evaluation.get("retrieval"),
         # The feature store the materialize step wrote (``materialized: 0`` and the reason when
         # the spec has no event time or no side to look up by id).
-        "feature_store": _read_json(run_dir / "materialize" / "feature_summary"),
+        "feature_store": _read_json(paths["feature_summary"]),
         "gate": evaluation["gate"],
-        "model_path": str(run_dir / "train" / "model"),
+        "model_path": str(paths["model"]),
         "registered_version": registered.version,
         "deployed": promoted,
         # What the new version does now: serves everything, serves a canary share, or nothing.
@@ -277,5 +271,5 @@ def run_local(
         "served_model_path": str(deployed) if deployed else None,
         "model_name": model_name,
     }
-    (root / "run_summary.json").write_text(json.dumps(summary, indent=1))
+    folder.summary.write_text(json.dumps(summary, indent=1))
     return summary
