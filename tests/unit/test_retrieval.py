@@ -127,3 +127,33 @@ def test_the_catalogue_keeps_each_items_latest_row(tmp_path):
     second.to_parquet(tmp_path / "eval.parquet")
     items = catalogue(spec, tmp_path / "train.parquet", tmp_path / "eval.parquet")
     assert items.to_dict("list") == {"item_id": ["a", "b", "c"], "price": [6.0, 3.0, 4.0]}
+
+
+def test_the_popularity_prior_adds_each_items_log_click_count_to_the_score():
+    import tensorflow as tf
+
+    from skewless.model.hparams import HParams
+    from skewless.model.transform import id_space
+    from skewless.retrieval.prior import log_prior
+    from skewless.retrieval.towers import build_tower
+
+    spec, hparams = load_spec_text(SIDED), HParams()
+    ids = id_space(spec, "item_id", lambda _: 3)
+    prior = log_prior(np.array([1, 1, 3]), ids)
+    assert len(prior) == ids
+    np.testing.assert_allclose(prior[:5], np.log([0.5, 2.5, 0.5, 1.5, 0.5]))
+    query = build_tower(spec, lambda _: 3, hparams, ["user_id", "hour"], "q")
+    candidate = build_tower(spec, lambda _: 3, hparams, ["item_id", "price"], "c", prior=prior)
+    q = query({"user_id": tf.constant([5, 9]), "hour": tf.constant([0.5, -1.0])}).numpy()
+    items = {"item_id": tf.constant([1, 3, 2]), "price": tf.constant([0.1, 2.0, 1.0])}
+    c = candidate(items).numpy()
+    assert q.shape == (2, hparams.retrieval_dim + 1) and c.shape == (3, hparams.retrieval_dim + 1)
+    np.testing.assert_allclose(q[:, -1], [1.0, 1.0])
+    np.testing.assert_allclose(np.linalg.norm(q[:, :-1], axis=1), [1.0, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(c[:, -1] / hparams.retrieval_temperature, prior[[1, 3, 2]],
+                               rtol=1e-5)  # fmt: skip
+    # The score (dot product / temperature) is the towers' cosine / temperature plus the prior.
+    cosine = q[:, :-1] @ c[:, :-1].T
+    np.testing.assert_allclose((q @ c.T) / hparams.retrieval_temperature,
+                               cosine / hparams.retrieval_temperature + prior[[1, 3, 2]],
+                               rtol=1e-4, atol=1e-4)  # fmt: skip

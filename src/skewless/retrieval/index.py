@@ -1,9 +1,10 @@
 """The approximate nearest-neighbour index over item embeddings, and exact search beside it.
 
-Embeddings are L2-normalised, so inner product ranks as cosine does. The library was chosen by
-measurement (``make bench-retrieval``, bench/results/retrieval.md, docs/retrieval.md): an HNSW
-graph in USearch. ``dtype="i8"`` stores each dimension in one byte (about a quarter of the memory
-of ``f32`` for the vectors) at a small cost in recall, measured in the same benchmark.
+The score is the inner product (each embedding is unit length plus the popularity prior's slot,
+:mod:`skewless.retrieval.prior`). The library was chosen by measurement (``make
+bench-retrieval``, bench/results/retrieval.md, docs/retrieval.md): an HNSW graph in USearch.
+``dtype="i8"`` stores each dimension in one byte (about a quarter of the memory of ``f32`` for
+the vectors) at a small cost in recall, measured in the same benchmark.
 
 The index is saved as ``index.usearch`` with ``index.json`` beside it (library, version,
 parameters), so the server loads exactly what the pipeline built and measured.

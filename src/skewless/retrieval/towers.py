@@ -4,14 +4,14 @@ The query tower reads the spec's ``side: user`` and ``side: context`` features, 
 tower its ``side: item`` features, both through the same TFT graph the ranker uses (TFT computes
 only the outputs whose inputs are fed, so each tower's SavedModel takes its side's raw features
 alone). Each tower ends in an L2-normalised embedding; the score is their dot product divided by a
-temperature.
+temperature, plus the item's log prior (:mod:`skewless.retrieval.prior`, one more dimension).
 
 Training uses the positive rows (label 1) with in-batch negatives and the log-Q correction
 (Yi et al., RecSys 2019): a popular item is a negative in many batches, so its logit is lowered by
 the log of its sampling probability, which makes the in-batch softmax estimate the full softmax.
 Another row of the batch showing the same item is not a negative ("accidental hit") and is masked.
-Beside the in-batch negatives, each step adds items drawn uniformly from the training catalogue
-(mixed negative sampling, Yang et al., WWW 2020), so tail items are negatives too.
+Items drawn uniformly can join each step as extra negatives (mixed negative sampling, Yang et al.,
+WWW 2020); off by default, as it lowered recall.
 
 Plain Keras rather than TensorFlow Recommenders: TFRS 0.7.7 is written for Keras 2, this project's
 models are Keras 3, and the loss above is a dozen lines (docs/retrieval.md).
@@ -38,7 +38,7 @@ import tensorflow as tf
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec
 from skewless.model.hparams import HParams
 from skewless.model.network import embed_features, model_inputs
-from skewless.model.transform import raw_signature
+from skewless.model.transform import id_space, raw_signature
 from skewless.retrieval import index as ann
 from skewless.retrieval.artifact import (
     CANDIDATE_DIRNAME,
@@ -48,6 +48,7 @@ from skewless.retrieval.artifact import (
     QUERY_DIRNAME,
     SIGNATURE,
 )
+from skewless.retrieval.prior import AppendOne, ItemPrior, log_prior
 
 
 def query_names(spec: FeatureSpec) -> list[str]:
@@ -61,14 +62,32 @@ def item_names(spec: FeatureSpec) -> list[str]:
 
 
 def build_tower(
-    spec: FeatureSpec, vocabulary_size: Any, hparams: HParams, names: list[str], name: str
+    spec: FeatureSpec,
+    vocabulary_size: Any,
+    hparams: HParams,
+    names: list[str],
+    name: str,
+    *,
+    prior: np.ndarray | None = None,
 ) -> tf.keras.Model:
-    """One tower: embedded features -> a hidden layer -> an L2-normalised embedding."""
+    """One tower: embedded features -> a hidden layer -> an L2-normalised embedding.
+
+    With ``hparams.retrieval_popularity_prior`` each embedding gains one dimension: the query's
+    is 1, the item's its ``prior`` (:func:`log_prior`) times the temperature, so the score (dot
+    product / temperature) adds the item's log prior to what the towers learn.
+    ``prior`` is given for the candidate tower only.
+    """
     layers = tf.keras.layers
     inputs, features = embed_features(spec, vocabulary_size, hparams, names=set(names))
     hidden = layers.Dense(hparams.retrieval_width, activation="relu")(features)
-    embedding = layers.Dense(hparams.retrieval_dim)(hidden)
-    return tf.keras.Model(inputs, layers.UnitNormalization()(embedding), name=name)
+    embedding = layers.UnitNormalization()(layers.Dense(hparams.retrieval_dim)(hidden))
+    if hparams.retrieval_popularity_prior and prior is not None:
+        assert spec.item_key is not None
+        slot = ItemPrior(hparams.retrieval_temperature * prior, name="item_prior")
+        embedding = layers.Concatenate()([embedding, slot(inputs[spec.item_key.name])])
+    elif hparams.retrieval_popularity_prior:
+        embedding = AppendOne()(embedding)
+    return tf.keras.Model(inputs, embedding, name=name)
 
 
 def _subset(features: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
@@ -290,7 +309,11 @@ def train_retrieval(
     positives = {name: values[positive] for name, values in train_xy[0].items()}
     vocabulary = tft_output.vocabulary_size_by_name
     query = build_tower(spec, vocabulary, hparams, query_names(spec), "query_tower")
-    candidate = build_tower(spec, vocabulary, hparams, item_names(spec), "candidate_tower")
+    key = spec.item_key.name
+    prior = log_prior(positives[key].astype(np.int64), id_space(spec, key, vocabulary))
+    candidate = build_tower(
+        spec, vocabulary, hparams, item_names(spec), "candidate_tower", prior=prior
+    )
     held_out = eval_xy[1] > 0.5
     losses = fit_towers(
         query, candidate, positives, spec.item_key.name, hparams,
@@ -319,7 +342,7 @@ def train_retrieval(
         "item_features": item_names(spec),
         "items": len(items),
         "positives_train": int(positive.sum()),
-        "dim": hparams.retrieval_dim,
+        "dim": int(embeddings.shape[1]),
         "index": index.describe(),
         "history": losses,
         "epochs_run": len(losses["loss"]),
