@@ -90,7 +90,7 @@ def main() -> None:
     from skewless.contract.spec import load_spec
     from skewless.data.generate import write_dataset
     from skewless.data.ingest import ingest
-    from skewless.model.train import load_transformed
+    from skewless.model.inputs import load_transformed
     from skewless.model.transform import analyze
 
     spec = load_spec()

@@ -8,6 +8,7 @@ import numpy as np
 
 from skewless.contract.spec import load_spec_text
 from skewless.evaluation.metrics import roc_auc
+from skewless.model import baseline
 from skewless.model.baseline import design_matrix, fit_baseline_scores
 from skewless.model.transform import id_space
 
@@ -58,3 +59,20 @@ def test_the_fit_ranks_by_what_decides_the_label():
     labels = (category == 2).astype(np.float32)  # only c decides
     scores = fit_baseline_scores((features, labels), features, SPEC, vocabulary_size, l2=1e-4)
     assert roc_auc(labels, scores) == 1.0
+
+
+def test_past_max_rows_it_fits_on_a_sample(monkeypatch):
+    rng = np.random.default_rng(1)
+    category = rng.integers(1, 4, 400).astype(np.int32)
+    features = {
+        "c": category,
+        "t": np.zeros((400, 3), np.int32),
+        "x": rng.normal(size=400).astype(np.float32),
+    }
+    labels = ((category == 2) ^ (rng.random(400) < 0.2)).astype(np.float32)  # 20% noise
+    whole = fit_baseline_scores((features, labels), features, SPEC, vocabulary_size, l2=1e-3)
+    monkeypatch.setattr(baseline, "MAX_ROWS", 100)
+    sampled = fit_baseline_scores((features, labels), features, SPEC, vocabulary_size, l2=1e-3)
+    assert not np.allclose(sampled, whole)  # fitted on other rows...
+    # ... and still ranks by what decides the label.
+    assert roc_auc((category == 2).astype(np.float32), sampled) == 1.0

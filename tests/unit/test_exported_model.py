@@ -11,14 +11,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from skewless.contract.spec import SPEC_ASSET, load_spec
+from skewless.model.inputs import load_transformed
 from skewless.model.network import build_model
-from skewless.model.train import (
-    HParams,
-    export_model,
-    fit_model,
-    load_transformed,
-    predict_logits,
-)
+from skewless.model.train import HParams, export_model, fit_model, predict_logits
 
 
 @pytest.fixture(scope="module")

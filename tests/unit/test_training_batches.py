@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from skewless.model.train import shuffled_batches
+from skewless.model.inputs import shuffled_batches
 
 
 def _epochs(seed: int, epochs: int = 3) -> list[list[int]]:

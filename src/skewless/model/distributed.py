@@ -3,7 +3,7 @@
 Every worker runs the same program, ``python -m skewless.model.distributed``, and learns the cluster
 and its own place in it from ``TF_CONFIG`` (a Kubeflow TFJob sets it in each pod; locally, set it
 by hand; see docs/distributed.md). Each worker applies the transform graph to the splits as
-single-process training does (:func:`skewless.model.train.load_transformed`), then builds and fits
+single-process training does (:func:`skewless.model.inputs.load_transformed`), then builds and fits
 the same network inside the strategy's scope (:func:`~skewless.model.network.build_model`,
 :func:`~skewless.model.train.fit_model`): each global batch is split across the workers and their
 gradients are all-reduced every step, so the model is the one-process model's, with the same
@@ -96,13 +96,13 @@ def train_distributed(
     import tensorflow_transform as tft
 
     from skewless.evaluation import metrics
+    from skewless.model.inputs import load_transformed
     from skewless.model.network import build_model
     from skewless.model.train import (
         MODEL_DIRNAME,
         auto_batch_size,
         export_model,
         fit_model,
-        load_transformed,
         predict_logits,
     )
 

@@ -25,7 +25,7 @@ class HParams:
         seed: Seed for initialization and shuffling.
         retrieval_epochs: Passes of the two-tower retrieval model over the positive rows.
         retrieval_batch_size: Positive rows per step; the other rows of a batch are the negatives.
-        retrieval_dim: Width of the query and item embeddings (the ANN index's dimension).
+        retrieval_dim: Width of the towers' embeddings (the index's vectors add the prior's slot).
         retrieval_width: Units in each tower's hidden layer.
         retrieval_temperature: Divides the dot product before the softmax.
         retrieval_learning_rate: Adam step size of the retrieval model (a larger step than the

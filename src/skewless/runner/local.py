@@ -222,7 +222,9 @@ def run_local(
             print(steps.reason(failed[0]), file=sys.stderr)
         raise RunError(f"step {failed[0]!r} failed; its log: {steps.log_path(failed[0])}")
     if not outputs:  # kfp.local returns none for a failed run
-        raise RunError(f"the pipeline returned no outputs; its log: {steps.log_path('pipeline')}")
+        log = steps.log_path("pipeline")
+        where = f"its log: {log}" if Path(log).exists() else f"its folder: {Path(log).parent}"
+        raise RunError(f"the pipeline returned no outputs; {where}")
 
     # The run's artifacts, wherever the runner keeps them; the run's folder is where they meet.
     paths = {name: Path(artifact.path) for name, artifact in outputs.items()}
