@@ -33,3 +33,13 @@ def test_each_epoch_sees_every_row_once_in_a_new_order():
 def test_the_seed_fixes_the_orders():
     assert _epochs(seed=1) == _epochs(seed=1)
     assert _epochs(seed=1) != _epochs(seed=2)
+
+
+def test_drop_remainder_keeps_only_full_batches():
+    rows = np.arange(10, dtype=np.int64)
+    dataset = shuffled_batches(rows, 4, seed=0, drop_remainder=True)
+    assert int(dataset.cardinality()) == 2
+    for _ in range(3):
+        batches = [batch.numpy() for batch in dataset]
+        assert [len(b) for b in batches] == [4, 4]
+        assert len(set(np.concatenate(batches))) == 8  # 8 distinct rows of the 10 each epoch

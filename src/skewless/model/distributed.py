@@ -95,6 +95,7 @@ def train_distributed(
     import tensorflow as tf
     import tensorflow_transform as tft
 
+    from skewless.artifacts import TRAINING_LOGS, TRAINING_SUMMARY
     from skewless.evaluation import metrics
     from skewless.model.inputs import load_transformed
     from skewless.model.network import build_model
@@ -126,7 +127,7 @@ def train_distributed(
     with strategy.scope():
         model = build_model(spec, tft_output.vocabulary_size_by_name, hparams)
         history = fit_model(
-            model, train_xy, eval_xy, hparams, own / "logs" if role.is_chief else None
+            model, train_xy, eval_xy, hparams, own / TRAINING_LOGS if role.is_chief else None
         )
     fit_seconds = time.perf_counter() - started
     model_dir = export_model(model, tft_output, spec, own / MODEL_DIRNAME)
@@ -147,7 +148,7 @@ def train_distributed(
         "model_dir": str(model_dir) if role.is_chief else None,
     }
     if role.is_chief:
-        (out / "training_summary.json").write_text(json.dumps(summary, indent=1))
+        (out / TRAINING_SUMMARY).write_text(json.dumps(summary, indent=1))
     else:
         shutil.rmtree(own, ignore_errors=True)
     return summary

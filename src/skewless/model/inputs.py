@@ -7,7 +7,6 @@ here); the arrays stay in memory once, and each epoch gathers its batches by a p
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,9 @@ def load_transformed(
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}, np.concatenate(labels)
 
 
-def shuffled_batches(data: Any, batch_size: int, seed: int) -> tf.data.Dataset:
+def shuffled_batches(
+    data: Any, batch_size: int, seed: int, *, drop_remainder: bool = False
+) -> tf.data.Dataset:
     """Batches of ``data`` (arrays with rows first, nested) in a new random order each epoch.
 
     The order is a permutation of row numbers drawn in NumPy, and each batch gathers its rows:
@@ -60,15 +61,18 @@ def shuffled_batches(data: Any, batch_size: int, seed: int) -> tf.data.Dataset:
     tensors = tf.nest.map_structure(tf.constant, data)
     rng = np.random.default_rng(seed)
 
+    # With drop_remainder, only full batches (an in-batch softmax wants its batch size).
+    last = rows - batch_size + 1 if drop_remainder else rows
+
     def batch_rows() -> Iterator[np.ndarray]:
         order = rng.permutation(rows)  # drawn anew each time the dataset is iterated
-        for start in range(0, rows, batch_size):
+        for start in range(0, last, batch_size):
             yield order[start : start + batch_size]
 
     return (
         tf.data.Dataset.from_generator(batch_rows, output_signature=tf.TensorSpec([None], tf.int64))
         # Keras counts steps per epoch from it (a generator's length is unknown).
-        .apply(tf.data.experimental.assert_cardinality(math.ceil(rows / batch_size)))
+        .apply(tf.data.experimental.assert_cardinality(len(range(0, last, batch_size))))
         .map(
             lambda index: tf.nest.map_structure(lambda t: tf.gather(t, index), tensors),
             num_parallel_calls=tf.data.AUTOTUNE,

@@ -62,8 +62,9 @@ def recall_metrics(
         vectors = retriever.embed(
             {name: frame[name].to_numpy() for name in retriever.query_features}
         )
-        model_rows = retriever.index.search(vectors, depth)[0]
-        exact_rows = exact_search(retriever.embeddings, vectors, depth)[0]
+        # Every core: these are thousands of queries at once, not one request's.
+        model_rows = retriever.index.search(vectors, depth, threads=0)[0]
+        exact_rows = exact_search(retriever.embeddings, vectors, depth, threads=0)[0]
 
     train = pd.read_parquet(train_data, columns=[key, label])
     counts = train.loc[train[label] > 0.5, key].value_counts()

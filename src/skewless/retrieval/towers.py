@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec
 from skewless.model.hparams import HParams
+from skewless.model.inputs import shuffled_batches
 from skewless.model.network import embed_features, model_inputs
 from skewless.model.transform import id_space, raw_signature
 from skewless.retrieval import index as ann
@@ -139,12 +140,10 @@ def fit_towers(
     uniform = min(hparams.retrieval_uniform_negatives, len(first_row))
     log_u = np.float32(np.log(uniform / len(first_row))) if uniform else np.float32(0)
     rng = np.random.default_rng(hparams.seed)
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((query_inputs, item_inputs, ids, log_q))
-        .shuffle(len(ids), seed=hparams.seed, reshuffle_each_iteration=True)
-        .batch(batch, drop_remainder=len(ids) >= batch)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    dataset = shuffled_batches(
+        (query_inputs, item_inputs, ids, log_q), batch, hparams.seed,
+        drop_remainder=len(ids) >= batch,
+    )  # fmt: skip
     optimizer = tf.keras.optimizers.Adam(hparams.retrieval_learning_rate)
     variables = query.trainable_variables + candidate.trainable_variables
     temperature = hparams.retrieval_temperature
