@@ -48,31 +48,29 @@ def test_each_output_becomes_its_columns():
     np.testing.assert_allclose(matrix, expected)
 
 
-def test_the_fit_ranks_by_what_decides_the_label():
-    rng = np.random.default_rng(0)
+def _rows(seed: int, noise: float) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """400 rows whose label is ``c == 2``, flipped for a ``noise`` share; x is noise."""
+    rng = np.random.default_rng(seed)
     category = rng.integers(1, 4, 400).astype(np.int32)
     features = {
         "c": category,
         "t": np.zeros((400, 3), np.int32),
         "x": rng.normal(size=400).astype(np.float32),
     }
-    labels = (category == 2).astype(np.float32)  # only c decides
+    labels = ((category == 2) ^ (rng.random(400) < noise)).astype(np.float32)
+    return features, labels, (category == 2).astype(np.float32)
+
+
+def test_the_fit_ranks_by_what_decides_the_label():
+    features, labels, _ = _rows(seed=0, noise=0.0)  # only c decides
     scores = fit_baseline_scores((features, labels), features, SPEC, vocabulary_size, l2=1e-4)
     assert roc_auc(labels, scores) == 1.0
 
 
 def test_past_max_rows_it_fits_on_a_sample(monkeypatch):
-    rng = np.random.default_rng(1)
-    category = rng.integers(1, 4, 400).astype(np.int32)
-    features = {
-        "c": category,
-        "t": np.zeros((400, 3), np.int32),
-        "x": rng.normal(size=400).astype(np.float32),
-    }
-    labels = ((category == 2) ^ (rng.random(400) < 0.2)).astype(np.float32)  # 20% noise
+    features, labels, truth = _rows(seed=1, noise=0.2)
     whole = fit_baseline_scores((features, labels), features, SPEC, vocabulary_size, l2=1e-3)
     monkeypatch.setattr(baseline, "MAX_ROWS", 100)
     sampled = fit_baseline_scores((features, labels), features, SPEC, vocabulary_size, l2=1e-3)
     assert not np.allclose(sampled, whole)  # fitted on other rows...
-    # ... and still ranks by what decides the label.
-    assert roc_auc((category == 2).astype(np.float32), sampled) == 1.0
+    assert roc_auc(truth, sampled) == 1.0  # ... and still ranks by what decides the label
