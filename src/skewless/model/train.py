@@ -199,7 +199,10 @@ def predict_logits(
     names = sorted(model.input)
     rows = len(next(iter(features.values())))
     chunks = [
-        model(model_inputs({k: features[k][i : i + chunk_rows] for k in names}, names))
+        model(
+            model_inputs({k: features[k][i : i + chunk_rows] for k in names}, names),
+            training=False,
+        )
         for i in range(0, rows, chunk_rows)
     ]
     return np.concatenate([np.asarray(chunk).reshape(-1) for chunk in chunks])
