@@ -200,7 +200,9 @@ def merge_stats(
     if not folders:
         raise ShardMergeError("no shard folders to merge")
     resolved = [Path(folder).resolve() for folder in folders]
-    twice = sorted({str(f) for f in folders if resolved.count(Path(f).resolve()) > 1})
+    twice = sorted(
+        {str(f) for f, path in zip(folders, resolved, strict=True) if resolved.count(path) > 1}
+    )
     if twice:
         raise ShardMergeError(f"a shard given twice would count twice: {', '.join(twice)}")
     if Path(out_dir).resolve() in resolved:
