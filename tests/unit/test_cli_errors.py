@@ -85,10 +85,13 @@ def test_an_empty_or_garbage_registry_is_one_clear_line(tmp_path: Path, capsys, 
 
 @pytest.mark.parametrize("name", ["../../../x", "Ranking", "my_model", "-x", "a" * 64, ""])
 def test_a_bad_model_name_is_refused_before_anything_runs(tmp_path: Path, capsys, name: str):
-    with pytest.raises(SystemExit) as exited:
-        main(["run", "--workdir", str(tmp_path / "w"), f"--model-name={name}", "--no-serve"])
-    assert exited.value.code == 2
-    assert "use lowercase letters, digits and '-'" in capsys.readouterr().err
+    assert (
+        main(["run", "--workdir", str(tmp_path / "w"), f"--model-name={name}", "--no-serve"]) == 2
+    )
+    assert _one_line(capsys).startswith(
+        f"skewless run: error: --model-name: model name {name!r}: use lowercase letters, digits "
+        "and '-'"
+    )
     assert not (tmp_path / "w").exists()
 
 
@@ -232,25 +235,64 @@ def test_experiment_and_simulate_mistakes_are_one_clear_line(tmp_path: Path, cap
     assert f"cannot reach the server at http://127.0.0.1:{port}" in _one_line(capsys)
     assert main(["simulate", "--endpoint", "ftp://x", "--units", "2", "--requests", "2"]) == 1
     assert "--endpoint 'ftp://x': expected http://HOST:PORT" in _one_line(capsys)
-    for flags in (["--alpha", "1"], ["--mde", "0"], ["--min-units", "0"]):
-        with pytest.raises(SystemExit):
-            main(["experiment", "report", *flags])
-        assert "error: argument" in capsys.readouterr().err
+    for flags, message in (
+        (["--alpha", "1"], "--alpha: 1.0 is not in the range 0.0<x<1.0."),
+        (["--mde", "0"], "--mde: 0.0 is not in the range x>0.0."),
+        (["--min-units", "0"], "--min-units: 0 is not in the range x>=1."),
+    ):
+        assert main(["experiment", "report", *flags]) == 2
+        assert _one_line(capsys) == f"skewless experiment report: error: {message}"
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["validate", "--data", "d.csv", "--out", "o", "--drift-linf", "nan"],
-         "--drift-linf: expected a finite number, got 'nan'"),
+         "skewless validate: error: --drift-linf: expected a finite number, got 'nan'"),
         (["serve", "--model", "m", "--max-body-mb", "inf"],
-         "--max-body-mb: expected a finite number, got 'inf'"),
-        (["canary", "ranking", "--percent", "101"], "a percentage is from 0 to 100, got 101"),
-        (["experiment", "report", "--mde", "-0.1"], "--mde: must be a positive number"),
+         "skewless serve: error: --max-body-mb: expected a finite number, got 'inf'"),
+        (["canary", "ranking", "--percent", "101"],
+         "skewless canary: error: --percent: 101 is not in the range 0<=x<=100."),
+        (["experiment", "report", "--mde", "-0.1"],
+         "skewless experiment report: error: --mde: -0.1 is not in the range x>0.0."),
+        (["generate", "--out", "x.csv", "--rows", "1e3"],
+         "skewless generate: error: --rows: '1e3' is not a valid integer."),
+        (["serve", "--model", "m", "--http-port", "65536"],
+         "skewless serve: error: --http-port: 65536 is not in the range 1<=x<=65535."),
     ],
 )  # fmt: skip
 def test_numbers_on_the_command_line_are_finite_and_in_range(argv, message, capsys):
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    assert exited.value.code == 2
-    assert message in capsys.readouterr().err
+    assert main(argv) == 2
+    assert _one_line(capsys) == message
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "skewless: error: Missing command."),
+        (["nope"], "skewless: error: No such command 'nope'."),
+        (["models"], "skewless models: error: Missing command."),
+        (["generate"], "skewless generate: error: Missing option '--out'."),
+        (["stats", "merge", "--out", "o"],
+         "skewless stats merge: error: Missing argument 'SHARDS...'."),
+        (["serve"], "skewless serve: error: give one of --model and --registry"),
+        (["serve", "--model", "m", "--registry", "r"],
+         "skewless serve: error: give one of --model and --registry"),
+        (["serve", "--model", "m", "--log-format", "xml"],
+         "skewless serve: error: --log-format: 'xml' is not one of 'text', 'json'."),
+        (["generate", "--out", "x.csv", "--rowz", "3"],
+         "skewless generate: error: No such option '--rowz'. Did you mean '--rows'?"),
+    ],
+)  # fmt: skip
+def test_command_line_usage_errors_are_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    assert _one_line(capsys) == message
+
+
+def test_help_lists_every_command_and_succeeds(capsys):
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    for command in ("generate", "validate", "run", "serve", "models", "canary", "experiment"):
+        assert f"\n  {command} " in listed
+    assert main(["experiment", "decide", "--help"]) == 0
+    assert "--if-running" in capsys.readouterr().out

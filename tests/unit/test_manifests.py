@@ -289,21 +289,24 @@ def test_deploy_step_rbac_is_inference_services_in_its_namespace_only():
 
 
 def test_experiment_overlay_serves_from_the_model_registry_with_logs_on_a_volume():
-    from skewless.cli import IN_CLUSTER_REGISTRY, build_parser
+    from skewless.cli import IN_CLUSTER_REGISTRY, parse
 
     objects = _render("overlays/kind-experiment")
     runtime = _one(objects, "ServingRuntime")["spec"]
     container = runtime["containers"][0]
     # The arguments are ones `skewless serve` parses, and they mean what the overlay says.
-    args = build_parser().parse_args([a.replace("{{.Name}}", "ranking") for a in container["args"]])
-    assert (args.command, args.registry, args.name) == ("serve", IN_CLUSTER_REGISTRY, "ranking")
+    serve = parse([a.replace("{{.Name}}", "ranking") for a in container["args"]])
+    args = serve.params
+    assert (serve.command_path, args["registry"], args["name"]) == (
+        "skewless serve", IN_CLUSTER_REGISTRY, "ranking"
+    )  # fmt: skip
     volume = next(v for v in runtime["volumes"] if "persistentVolumeClaim" in v)
     name = volume["persistentVolumeClaim"]["claimName"]
     (claim,) = [
         o for o in objects if o["kind"] == "PersistentVolumeClaim" and o["metadata"]["name"] == name
     ]
     mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
-    assert Path(args.request_log).parent == Path(mount["mountPath"])
+    assert Path(args["request_log"]).parent == Path(mount["mountPath"])
     assert container["envFrom"] == [
         {"secretRef": {"name": _one(objects, "Secret")["metadata"]["name"]}}
     ]
@@ -316,9 +319,12 @@ def test_experiment_overlay_serves_from_the_model_registry_with_logs_on_a_volume
     job = _one(objects, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     decider = job["containers"][0]
     assert decider["image"] == IMAGE == container["image"]
-    decide = build_parser().parse_args(decider["args"])
-    assert (decide.experiment_command, decide.registry) == ("decide", IN_CLUSTER_REGISTRY)
-    assert decide.if_running and decide.sequential and decide.log == args.request_log
+    decide = parse(decider["args"])
+    assert (decide.command_path, decide.params["registry"]) == (
+        "skewless experiment decide", IN_CLUSTER_REGISTRY
+    )  # fmt: skip
+    assert decide.params["if_running"] and decide.params["sequential"]
+    assert decide.params["log"] == args["request_log"]
     job_volume = next(v for v in job["volumes"] if "persistentVolumeClaim" in v)
     assert job_volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
     job_mount = next(m for m in decider["volumeMounts"] if m["name"] == job_volume["name"])
@@ -492,7 +498,7 @@ def test_a_server_with_a_feature_store_gets_arguments_skewless_serve_takes_and_i
     """KServe v0.20.0 appends the InferenceService's args to the runtime's
     (MergeRuntimeContainers); together they must parse as ``skewless serve``, and the keys it
     reads must be the ones the base's Secret holds."""
-    from skewless.cli import IN_CLUSTER_FEATURE_REPO, build_parser
+    from skewless.cli import IN_CLUSTER_FEATURE_REPO, parse
     from skewless.rollout.kserve_objects import S3_SECRET
 
     objects = _render("base")
@@ -500,9 +506,10 @@ def test_a_server_with_a_feature_store_gets_arguments_skewless_serve_takes_and_i
     repo = IN_CLUSTER_FEATURE_REPO
     isvc = inference_service("ranking", "kubeflow", "s3://b/m", feature_store=repo)
     model = isvc["spec"]["predictor"]["model"]
-    args = build_parser().parse_args([a.replace("{{.Name}}", "ranking") for a in runtime]
-                                     + model["args"])  # fmt: skip
-    assert args.feature_store == IN_CLUSTER_FEATURE_REPO and args.model == "/mnt/models"
+    serve = parse([a.replace("{{.Name}}", "ranking") for a in runtime] + model["args"])
+    assert serve.command_path == "skewless serve"
+    assert serve.params["feature_store"] == IN_CLUSTER_FEATURE_REPO
+    assert serve.params["model"] == "/mnt/models"
     (secret,) = [o for o in objects if o["kind"] == "Secret"]
     assert secret["metadata"]["name"] == S3_SECRET
     assert {e["valueFrom"]["secretKeyRef"]["key"] for e in model["env"]} == set(secret["data"])

@@ -1,23 +1,27 @@
-"""What every ``skewless`` subcommand shares: its error, argument types, the registry it names."""
+"""What every ``skewless`` subcommand shares: its errors, option types, the registry it names."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import click
 
 IN_CLUSTER_REGISTRY = "http://model-registry-service.kubeflow.svc.cluster.local:8080"
+"""The Model Registry that `make cluster` installs, as pipeline pods reach it."""
 IN_CLUSTER_FEATURE_REPO = "minio://mlpipeline/skewless/feature_repo"
 """Where a cluster run keeps its feature repository: KFP's own object store."""
 IN_CLUSTER_ONLINE_STORE = "redis://feast-redis.kubeflow.svc.cluster.local:6379"
 """The Redis of manifests/feature-store (Service ``feast-redis`` in ``kubeflow``)."""
-"""The Model Registry that `make cluster` installs, as pipeline pods reach it."""
 REGISTRY_HELP = "registry: a SQLite file, or a Kubeflow Model Registry URL (http[s]://host[:port])"
 DEFAULT_REGISTRY = "runs/default/models/registry.db"
 """The registry of `make run` and `skewless run`."""
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def exposure_log_beside(registry: str | Path) -> str:
@@ -35,97 +39,153 @@ class CliError(RuntimeError):
     """A command-line input is wrong; the message says which and why."""
 
 
-def _number(text: str, kind: type) -> Any:
-    """``text`` as a finite int or float (``1_000`` allowed), or an argparse error naming it."""
-    try:
-        value = int(text.replace("_", "")) if kind is int else float(text.replace("_", ""))
-    except ValueError:
-        what = "a whole number" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+class CommandFailed(click.ClickException):
+    """A user's mistake a command found while running: printed as one line naming the command."""
+
+    def __init__(self, command_path: str, message: str) -> None:
+        super().__init__(message)
+        self.command_path = command_path
 
 
-def _positive_int(text: str) -> int:
-    value: int = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean the user's input is wrong (not a bug): one line, exit 1."""
+    from skewless.contract.infer import InferError
+    from skewless.contract.spec import SpecError
+    from skewless.data.ingest import IngestError
+    from skewless.data.storage import StorageError
+    from skewless.experiments.ab_report import ReportError
+    from skewless.experiments.decision import ExperimentError
+    from skewless.experiments.logs import LogError
+    from skewless.experiments.simulate import SimulationError
+    from skewless.registry.core import RegistryError
+    from skewless.rollout.deploy import DeployError
+    from skewless.runner.local import RunError
+
+    return (
+        ReportError, SpecError, IngestError, CliError, RunError, DeployError, RegistryError,
+        StorageError, InferError, ExperimentError, LogError, SimulationError,
+    )  # fmt: skip
 
 
-def _fraction(text: str) -> float:
-    value: float = _number(text, float)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
+class Command(click.Command):
+    """A subcommand whose user errors end as :class:`CommandFailed`, naming the command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Runs the command; a user error becomes :class:`CommandFailed`."""
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as err:  # raised by a callback: say which command refused it
+            err.ctx = err.ctx or ctx
+            raise
+        except _user_errors() as err:
+            raise CommandFailed(ctx.command_path, str(err)) from None
 
 
-def _probability(text: str) -> float:
-    value = _fraction(text)
-    if value in (0.0, 1.0):
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, exclusive, got {value}")
-    return value
+class Group(click.Group):
+    """A command group whose commands are :class:`Command` and whose groups are :class:`Group`.
+
+    Without a subcommand it fails with one line (``Missing command.``) rather than printing its
+    help as an error; ``--help`` lists the commands in the order they were added.
+    """
+
+    command_class = Command
+    group_class = type
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("no_args_is_help", False)
+        super().__init__(*args, **kwargs)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """The commands in the order they were added (a workflow's order), not sorted."""
+        return list(self.commands)
 
 
-def _non_negative(text: str) -> float:
-    value: float = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+class WholeRange(click.IntRange):
+    """An integer range (click's, named so its errors say "not a valid integer")."""
+
+    name = "integer"
 
 
-def _positive_float(text: str) -> float:
-    value: float = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
+class FiniteRange(click.FloatRange):
+    """A float range that also refuses ``nan`` and ``inf`` (``nan`` passes any range check)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The value as a finite float in the range, or a usage error naming it."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"expected a finite number, got {value!r}", param, ctx)
+        return number
+
+    def _describe_range(self) -> str:
+        """The range for ``--help``; without bounds, that the number is finite."""
+        if self.min is None and self.max is None:
+            return "finite"
+        return super()._describe_range()
 
 
-def _percent(text: str) -> int:
-    value: int = _number(text, int)
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"a percentage is from 0 to 100, got {value}")
-    return value
+class ModelName(click.ParamType):
+    """A model name the registry accepts (it becomes a folder and a URL path)."""
+
+    name = "name"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The name, or a usage error saying what a name may hold."""
+        from skewless.registry.core import RegistryError, check_model_name
+
+        try:
+            return check_model_name(value)
+        except RegistryError as err:
+            self.fail(str(err), param, ctx)
 
 
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
-    return value
+POSITIVE_INT = WholeRange(min=1)
+PORT = WholeRange(1, 65535)
+PERCENT = WholeRange(0, 100)
+FINITE = FiniteRange()
+FRACTION = FiniteRange(0.0, 1.0)
+PROBABILITY = FiniteRange(0.0, 1.0, min_open=True, max_open=True)
+NON_NEGATIVE = FiniteRange(min=0.0)
+POSITIVE = FiniteRange(min=0.0, min_open=True)
+MODEL_NAME = ModelName()
 
 
-def _model_name(text: str) -> str:
-    from skewless.registry.core import RegistryError, check_model_name
+def spec_option(command: F) -> F:
+    """``--spec``: the feature spec a command reads."""
+    return click.option(
+        "--spec",
+        type=click.Path(dir_okay=False),
+        help="feature spec YAML (default: the shipped ranking spec)",
+    )(command)
 
-    try:
-        return check_model_name(text)
-    except RegistryError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+
+def registry_option(command: F) -> F:
+    """``--registry``: the registry a command reads or moves (default: `skewless run`'s)."""
+    return click.option("--registry", default=DEFAULT_REGISTRY, help=REGISTRY_HELP)(command)
 
 
-def _print_json(document: Any) -> None:
+def json_option(command: F) -> F:
+    """``--json``: machine-readable output, as the parameter ``as_json``."""
+    return click.option("--json", "as_json", is_flag=True, help="machine-readable output")(command)
+
+
+def print_json(document: Any) -> None:
+    """Prints a document as indented JSON (dates and paths as text)."""
     print(json.dumps(document, indent=1, default=str))
 
 
-def _add_spec(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--spec", default=None, help="feature spec YAML (default: the shipped ranking spec)"
-    )
-
-
-def _registry(args: argparse.Namespace) -> Any:
+def open_named_registry(locator: str) -> Any:
     """The registry ``--registry`` names: a Kubeflow Model Registry URL, or an existing SQLite
     file (opening a missing one would create it)."""
     from skewless.registry import is_model_registry_url, open_registry
 
-    if is_model_registry_url(args.registry):
-        return open_registry(args.registry)
-    return open_registry(_registry_file(args.registry))
+    if is_model_registry_url(locator):
+        return open_registry(locator)
+    return open_registry(registry_file(locator))
 
 
-def _registry_file(text: str) -> Path:
+def registry_file(text: str) -> Path:
     """``--registry`` as an existing SQLite file (opening a missing one would create it)."""
     path = Path(text)
     if not path.is_file():
@@ -141,7 +201,7 @@ def _registry_file(text: str) -> Path:
     return path
 
 
-def _actor() -> str:
+def actor() -> str:
     """Who acts, for the registry's history (a container's user may have no name)."""
     import getpass
 

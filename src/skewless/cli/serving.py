@@ -1,22 +1,28 @@
-"""``skewless serve``: the KServe model server."""
+"""``skewless serve``: the KServe model server; ``skewless skew-report``: what it scored with.
+
+A new ``serve`` option is one ``@click.option`` line among the others (its place there is its
+place in ``--help``) and one keyword parameter of ``serve`` of the same name, which passes it on.
+"""
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import click
+
 from skewless.cli.common import (
+    FRACTION,
+    MODEL_NAME,
+    NON_NEGATIVE,
+    PORT,
+    POSITIVE,
+    POSITIVE_INT,
     CliError,
-    _fraction,
-    _model_name,
-    _non_negative,
-    _port,
-    _positive_float,
-    _positive_int,
-    _registry_file,
+    Command,
     exposure_log_beside,
+    registry_file,
 )
 from skewless.experiments.logs import DEFAULT_LOG_MAX_MB, EXPOSURE_LOG
 from skewless.serving.batching import DEFAULT_BATCH_ROWS
@@ -29,67 +35,191 @@ from skewless.serving.validation import (
 )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """``skewless serve``: a KServe model server for an exported model."""
+def port_options(command: Any) -> Any:
+    """``--http-port`` and ``--grpc-port``: where the server listens (``serve`` and ``run``)."""
+    command = click.option("--grpc-port", type=PORT, default=8081, help="gRPC port (8081)")(command)
+    return click.option("--http-port", type=PORT, default=8080, help="REST port (8080)")(command)
+
+
+@click.command(cls=Command)
+@click.option("--model", help="exported SavedModel folder or storage URI (or give --registry)")
+@click.option(
+    "--registry",
+    help="registry file, or a Kubeflow Model Registry URL: serve NAME's production version "
+    "(and a canary's candidate) and follow them (or give --model)",
+)
+@click.option("--name", type=MODEL_NAME, default="ranking", help="model name in the URL paths")
+@port_options
+@click.option("--workers", type=POSITIVE_INT, default=1, help="REST worker processes")
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="log a line per request (off by default: it costs throughput; errors always log)",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="log lines as text or JSON",
+)
+@click.option(
+    "--experiment-unit",
+    default=DEFAULT_UNIT_FIELD,
+    metavar="FIELD",
+    help=f"the feature whose value (first row) assigns a user to one canary version "
+    f"({DEFAULT_UNIT_FIELD}); an x-experiment-unit header overrides it",
+)
+@click.option(
+    "--item-field",
+    default=DEFAULT_ITEM_FIELD,
+    metavar="FIELD",
+    help=f"the feature naming each row's item in the exposure log ({DEFAULT_ITEM_FIELD})",
+)
+@click.option(
+    "--log-max-mb",
+    type=POSITIVE,
+    default=DEFAULT_LOG_MAX_MB,
+    help=f"rotate the exposure and feedback logs past this size ({DEFAULT_LOG_MAX_MB:g}); "
+    "rotated files are kept",
+)
+@click.option(
+    "--max-body-mb",
+    type=POSITIVE,
+    default=DEFAULT_MAX_BODY_MB,
+    help=f"refuse larger request bodies with 413 ({DEFAULT_MAX_BODY_MB:g})",
+)
+@click.option(
+    "--allow-model-management",
+    is_flag=True,
+    help="answer V2 model repository load/unload (off: anyone reaching the port could unload)",
+)
+@click.option(
+    "--max-request-rows",
+    type=POSITIVE_INT,
+    default=DEFAULT_MAX_BATCH,
+    help=f"rows accepted per request ({DEFAULT_MAX_BATCH})",
+)
+@click.option(
+    "--max-batch-rows",
+    type=POSITIVE_INT,
+    default=DEFAULT_BATCH_ROWS,
+    help=f"most rows in one batched model call ({DEFAULT_BATCH_ROWS})",
+)
+@click.option(
+    "--max-wait-ms",
+    type=NON_NEGATIVE,
+    default=1.0,
+    help="under load, wait this long for more requests to fill a batch (1.0)",
+)
+@click.option(
+    "--feature-store",
+    metavar="REPO",
+    help="a feature repository (`skewless run` writes WORKDIR/feature_repo; on a cluster a "
+    "minio:// folder): requests may send only ids and context, the other features are read "
+    "from its online store",
+)
+@click.option(
+    "--allow-push",
+    is_flag=True,
+    help="with --feature-store: accept new feature values at POST /push (off: anyone "
+    "reaching the port could rewrite what the model sees)",
+)
+@click.option(
+    "--feature-log",
+    help=f"with --feature-store: append a sample of the scored rows' user and item features "
+    f"here for `skewless skew-report` (default: {FEATURE_LOG} beside the request log; '' "
+    "for none)",
+)
+@click.option(
+    "--feature-log-sample",
+    type=FRACTION,
+    help=f"share of rows written to the feature log ({DEFAULT_FEATURE_LOG_SAMPLE:g})",
+)
+@click.option(
+    "--request-log",
+    help=f"append one exposure (JSON line) per request here, outcomes beside it (default "
+    f"with a --registry file: {EXPOSURE_LOG} beside it; '' for none)",
+)
+def serve(
+    model: str | None,
+    registry: str | None,
+    name: str,
+    http_port: int,
+    grpc_port: int,
+    workers: int,
+    access_log: bool,
+    log_format: str,
+    experiment_unit: str,
+    item_field: str,
+    log_max_mb: float,
+    max_body_mb: float,
+    allow_model_management: bool,
+    max_request_rows: int,
+    max_batch_rows: int,
+    max_wait_ms: float,
+    feature_store: str | None,
+    allow_push: bool,
+    feature_log: str | None,
+    feature_log_sample: float | None,
+    request_log: str | None,
+) -> None:
+    """Serve an exported model with KServe (REST and gRPC)."""
     from skewless.registry import is_model_registry_url
     from skewless.serving.config import ServingConfig
-    from skewless.serving.main import serve
+    from skewless.serving.main import serve as serve_model
 
-    remote = bool(args.registry) and is_model_registry_url(args.registry)
-    if args.registry and not remote:
-        _registry_file(args.registry)
-    request_log = args.request_log
-    if request_log is None and args.registry and not remote:
-        request_log = exposure_log_beside(args.registry)
-    if not args.feature_store:  # these flags act on the feature store: none is silently ignored
-        for flag, value in (("--feature-log", args.feature_log), ("--allow-push", args.allow_push),
-                            ("--feature-log-sample", args.feature_log_sample)):  # fmt: skip
+    if (model is None) == (registry is None):
+        raise click.UsageError("give one of --model and --registry")
+    remote = registry is not None and is_model_registry_url(registry)
+    if registry and not remote:
+        registry_file(registry)
+    if request_log is None and registry and not remote:
+        request_log = exposure_log_beside(registry)
+    if not feature_store:  # these flags act on the feature store: none is silently ignored
+        for flag, value in (("--feature-log", feature_log), ("--allow-push", allow_push),
+                            ("--feature-log-sample", feature_log_sample)):  # fmt: skip
             if value not in (None, False):
                 raise CliError(f"{flag} needs --feature-store")
-    feature_log = args.feature_log
-    if feature_log is None and args.feature_store and request_log:
+    if feature_log is None and feature_store and request_log:
         feature_log = str(Path(request_log).with_name(FEATURE_LOG))
     config = ServingConfig(
-        max_request_rows=args.max_request_rows,
-        max_batch_rows=args.max_batch_rows,
-        max_wait_ms=args.max_wait_ms,
+        max_request_rows=max_request_rows,
+        max_batch_rows=max_batch_rows,
+        max_wait_ms=max_wait_ms,
         request_log=request_log or None,
-        max_body_mb=args.max_body_mb,
-        unit_field=args.experiment_unit,
-        item_field=args.item_field,
-        log_max_mb=args.log_max_mb,
-        feature_store=_feature_repo(args.feature_store),
+        max_body_mb=max_body_mb,
+        unit_field=experiment_unit,
+        item_field=item_field,
+        log_max_mb=log_max_mb,
+        feature_store=_feature_repo(feature_store),
         feature_log=feature_log or None,
         feature_log_sample=(
-            args.feature_log_sample
-            if args.feature_log_sample is not None
-            else DEFAULT_FEATURE_LOG_SAMPLE
+            feature_log_sample if feature_log_sample is not None else DEFAULT_FEATURE_LOG_SAMPLE
         ),
-        allow_push=args.allow_push,
+        allow_push=allow_push,
     )
-    _check_ports(args.http_port, args.grpc_port)
+    check_ports(http_port, grpc_port)
     from skewless.features.store import FeatureStoreError
     from skewless.serving.loading import ModelLoadError
 
     try:
-        serve(
-            args.model,
-            registry=args.registry,
-            name=args.name,
-            http_port=args.http_port,
-            grpc_port=args.grpc_port,
-            workers=args.workers,
+        serve_model(
+            model,
+            registry=registry,
+            name=name,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            workers=workers,
             config=config,
             announce=True,
-            access_log=args.access_log,
-            log_format=args.log_format,
-            allow_model_management=args.allow_model_management,
+            access_log=access_log,
+            log_format=log_format,
+            allow_model_management=allow_model_management,
         )
     except (FileNotFoundError, ModelLoadError) as err:
         raise CliError(f"--model: {err}") from None
     except FeatureStoreError as err:
         raise CliError(f"--feature-store: {err}") from None
-    return 0
 
 
 def _feature_repo(repo: str | None) -> str | None:
@@ -107,7 +237,7 @@ def _feature_repo(repo: str | None) -> str | None:
     return repo
 
 
-def _check_ports(http_port: int, grpc_port: int) -> None:
+def check_ports(http_port: int, grpc_port: int) -> None:
     """Fails with one line when a port the server needs is taken (before any work starts)."""
     import socket
 
@@ -125,158 +255,54 @@ def _check_ports(http_port: int, grpc_port: int) -> None:
                 ) from None
 
 
-def add_commands(sub: Any) -> None:
-    """Adds the serving subcommands to ``sub``."""
-    srv = sub.add_parser("serve", help="serve an exported model with KServe (REST and gRPC)")
-    source = srv.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="exported SavedModel folder or storage URI")
-    source.add_argument(
-        "--registry",
-        help="registry file, or a Kubeflow Model Registry URL: serve NAME's production version "
-        "(and a canary's candidate) and follow them",
-    )
-    srv.add_argument(
-        "--name", type=_model_name, default="ranking", help="model name in the URL paths"
-    )
-    srv.add_argument("--http-port", type=_port, default=8080, help="REST port (8080)")
-    srv.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port (8081)")
-    srv.add_argument("--workers", type=_positive_int, default=1, help="REST worker processes")
-    srv.add_argument(
-        "--access-log",
-        action="store_true",
-        help="log a line per request (off by default: it costs throughput; errors always log)",
-    )
-    srv.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON"
-    )
-    srv.add_argument(
-        "--experiment-unit",
-        default=DEFAULT_UNIT_FIELD,
-        metavar="FIELD",
-        help=f"the feature whose value (first row) assigns a user to one canary version "
-        f"({DEFAULT_UNIT_FIELD}); an x-experiment-unit header overrides it",
-    )
-    srv.add_argument(
-        "--item-field",
-        default=DEFAULT_ITEM_FIELD,
-        metavar="FIELD",
-        help=f"the feature naming each row's item in the exposure log ({DEFAULT_ITEM_FIELD})",
-    )
-    srv.add_argument(
-        "--log-max-mb",
-        type=_positive_float,
-        default=DEFAULT_LOG_MAX_MB,
-        help=f"rotate the exposure and feedback logs past this size ({DEFAULT_LOG_MAX_MB:g}); "
-        "rotated files are kept",
-    )
-    srv.add_argument(
-        "--max-body-mb",
-        type=_positive_float,
-        default=DEFAULT_MAX_BODY_MB,
-        help=f"refuse larger request bodies with 413 ({DEFAULT_MAX_BODY_MB:g})",
-    )
-    srv.add_argument(
-        "--allow-model-management",
-        action="store_true",
-        help="answer V2 model repository load/unload (off: anyone reaching the port could unload)",
-    )
-    srv.add_argument(
-        "--max-request-rows",
-        type=_positive_int,
-        default=DEFAULT_MAX_BATCH,
-        help=f"rows accepted per request ({DEFAULT_MAX_BATCH})",
-    )
-    srv.add_argument(
-        "--max-batch-rows",
-        type=_positive_int,
-        default=DEFAULT_BATCH_ROWS,
-        help=f"most rows in one batched model call ({DEFAULT_BATCH_ROWS})",
-    )
-    srv.add_argument(
-        "--max-wait-ms",
-        type=_non_negative,
-        default=1.0,
-        help="under load, wait this long for more requests to fill a batch (1.0)",
-    )
-    srv.add_argument(
-        "--feature-store",
-        metavar="REPO",
-        help="a feature repository (`skewless run` writes WORKDIR/feature_repo; on a cluster a "
-        "minio:// folder): requests may send only ids and context, the other features are read "
-        "from its online store",
-    )
-    srv.add_argument(
-        "--allow-push",
-        action="store_true",
-        help="with --feature-store: accept new feature values at POST /push (off: anyone "
-        "reaching the port could rewrite what the model sees)",
-    )
-    srv.add_argument(
-        "--feature-log",
-        help=f"with --feature-store: append a sample of the scored rows' user and item features "
-        f"here for `skewless skew-report` (default: {FEATURE_LOG} beside the request log; '' "
-        "for none)",
-    )
-    srv.add_argument(
-        "--feature-log-sample",
-        type=_fraction,
-        help=f"share of rows written to the feature log ({DEFAULT_FEATURE_LOG_SAMPLE:g})",
-    )
-    srv.add_argument(
-        "--request-log",
-        help=f"append one exposure (JSON line) per request here, outcomes beside it (default "
-        f"with a --registry file: {EXPOSURE_LOG} beside it; '' for none)",
-    )
-    srv.set_defaults(func=cmd_serve)
+@click.command(name="skew-report", cls=Command)
+@click.option("--feature-log", required=True, help="the server's feature log")
+@click.option("--feature-store", required=True, metavar="REPO",
+              help="feature repository (or minio://)")  # fmt: skip
+@click.option(
+    "--max-mismatch",
+    type=FRACTION,
+    default=0.01,
+    help="share of rows whose served value may differ from the offline one (0.01)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def skew_report(feature_log: str, feature_store: str, max_mismatch: float, as_json: bool) -> int:
+    """Served features against the offline store; exit 1 if skewed.
 
-    skew = sub.add_parser(
-        "skew-report",
-        help="compare the features a server scored with against the offline store, as of the "
-        "same times (exit 1 when a feature is skewed)",
-    )
-    skew.add_argument("--feature-log", required=True, help="the server's feature log")
-    skew.add_argument(
-        "--feature-store", required=True, metavar="REPO", help="feature repository (or minio://)"
-    )
-    skew.add_argument(
-        "--max-mismatch",
-        type=_fraction,
-        default=0.01,
-        help="share of rows whose served value may differ from the offline one (0.01)",
-    )
-    skew.add_argument("--json", action="store_true", help="print the report as JSON")
-    skew.set_defaults(func=cmd_skew_report)
-
-
-def cmd_skew_report(args: argparse.Namespace) -> int:
-    """``skewless skew-report``: served features against the offline store; 1 when skewed."""
+    Compares the features a server scored with (its feature log) against the offline store's, as
+    of the same times; exits 1 when a feature is skewed.
+    """
     import json
 
     from skewless.experiments.logs import LogError
     from skewless.features.location import readable
-    from skewless.features.skew import skew_report
+    from skewless.features.skew import skew_report as compare
     from skewless.features.store import FeatureStoreError
 
-    repo = _feature_repo(args.feature_store)
+    repo = _feature_repo(feature_store)
     assert repo is not None
     try:
         with tempfile.TemporaryDirectory(prefix="skewless-skew-") as scratch:
             local = readable(repo, Path(scratch))  # a remote repository: a copy
-            report = skew_report(args.feature_log, local, max_mismatch=args.max_mismatch)
+            report = compare(feature_log, local, max_mismatch=max_mismatch)
     except LogError as err:
         raise CliError(f"--feature-log: {err}") from None
     except FeatureStoreError as err:
         raise CliError(str(err)) from None
-    if args.json:
+    if as_json:
         print(json.dumps(report, indent=1))
     else:
         print(f"{report['rows']} served rows against the offline store at {repo}")
         print(f"  {'feature':<12} {'mismatch':>9} {'distance':>16} {'skewed':>7}")
-        for name, row in report["features"].items():
+        for feature, row in report["features"].items():
             distance = (
                 f"{row.get('metric', '-')} {row.get('value', 0):.3f}" if "metric" in row else "-"
             )
             verdict = "YES" if row["skewed"] else "no"
-            print(f"  {name:<12} {row['mismatch']:>9.2%} {distance:>16} {verdict:>7}")
+            print(f"  {feature:<12} {row['mismatch']:>9.2%} {distance:>16} {verdict:>7}")
         print(f"skewed: {', '.join(report['skewed']) or 'none'}")
     return 1 if report["skewed"] else 0
+
+
+COMMANDS = (serve, skew_report)
+"""The serving commands, in the order ``skewless --help`` lists them."""
