@@ -259,16 +259,7 @@ def test_experiment_and_simulate_mistakes_are_one_clear_line(tmp_path: Path, cap
          "skewless generate: error: --rows: '1e3' is not a valid integer."),
         (["serve", "--model", "m", "--http-port", "65536"],
          "skewless serve: error: --http-port: 65536 is not in the range 1<=x<=65535."),
-    ],
-)  # fmt: skip
-def test_numbers_on_the_command_line_are_finite_and_in_range(argv, message, capsys):
-    assert main(argv) == 2
-    assert _one_line(capsys) == message
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
+        # the command line's other mistakes
         ([], "skewless: error: Missing command."),
         (["nope"], "skewless: error: No such command 'nope'."),
         (["models"], "skewless models: error: Missing command."),
@@ -284,7 +275,8 @@ def test_numbers_on_the_command_line_are_finite_and_in_range(argv, message, caps
          "skewless generate: error: No such option '--rowz'. Did you mean '--rows'?"),
     ],
 )  # fmt: skip
-def test_command_line_usage_errors_are_one_line_and_exit_2(argv, message, capsys):
+def test_command_line_mistakes_are_one_line_and_exit_2(argv, message, capsys):
+    """Numbers are finite and in range; click's own usage errors are one line too."""
     assert main(argv) == 2
     assert _one_line(capsys) == message
 

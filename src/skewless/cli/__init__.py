@@ -42,7 +42,13 @@ PROG = "skewless"
 
 
 @click.group(
-    cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    cls=Group,
+    # Subcommands inherit these: -h, a wide terminal's width, and every default shown in --help.
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        "show_default": True,
+    },
 )
 def cli() -> None:
     """Train, evaluate and serve ranking models whose transform ships inside them."""

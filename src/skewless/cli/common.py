@@ -1,10 +1,9 @@
-"""What every ``skewless`` subcommand shares: its errors, option types, the registry it names."""
+"""What every ``skewless`` subcommand shares: its errors, option types, output, default paths."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,11 +16,11 @@ IN_CLUSTER_FEATURE_REPO = "minio://mlpipeline/skewless/feature_repo"
 """Where a cluster run keeps its feature repository: KFP's own object store."""
 IN_CLUSTER_ONLINE_STORE = "redis://feast-redis.kubeflow.svc.cluster.local:6379"
 """The Redis of manifests/feature-store (Service ``feast-redis`` in ``kubeflow``)."""
-REGISTRY_HELP = "registry: a SQLite file, or a Kubeflow Model Registry URL (http[s]://host[:port])"
 DEFAULT_REGISTRY = "runs/default/models/registry.db"
 """The registry of `make run` and `skewless run`."""
 
 F = TypeVar("F", bound=Callable[..., Any])
+"""A command function: an option decorator returns the function it was given."""
 
 
 def exposure_log_beside(registry: str | Path) -> str:
@@ -160,11 +159,6 @@ def spec_option(command: F) -> F:
     )(command)
 
 
-def registry_option(command: F) -> F:
-    """``--registry``: the registry a command reads or moves (default: `skewless run`'s)."""
-    return click.option("--registry", default=DEFAULT_REGISTRY, help=REGISTRY_HELP)(command)
-
-
 def json_option(command: F) -> F:
     """``--json``: machine-readable output, as the parameter ``as_json``."""
     return click.option("--json", "as_json", is_flag=True, help="machine-readable output")(command)
@@ -173,39 +167,3 @@ def json_option(command: F) -> F:
 def print_json(document: Any) -> None:
     """Prints a document as indented JSON (dates and paths as text)."""
     print(json.dumps(document, indent=1, default=str))
-
-
-def open_named_registry(locator: str) -> Any:
-    """The registry ``--registry`` names: a Kubeflow Model Registry URL, or an existing SQLite
-    file (opening a missing one would create it)."""
-    from skewless.registry import is_model_registry_url, open_registry
-
-    if is_model_registry_url(locator):
-        return open_registry(locator)
-    return open_registry(registry_file(locator))
-
-
-def registry_file(text: str) -> Path:
-    """``--registry`` as an existing SQLite file (opening a missing one would create it)."""
-    path = Path(text)
-    if not path.is_file():
-        raise CliError(
-            f"--registry: no registry at {path} (a run's is <workdir>/models/registry.db; a "
-            "Kubeflow Model Registry is given by its URL, e.g. http://localhost:8080)"
-        )
-    if path.stat().st_size == 0:  # SQLite would silently make it a new, empty registry
-        raise CliError(
-            f"--registry: {path} is empty (0 bytes), not a registry; restore it from a backup, or "
-            "delete it and the next run starts a new one"
-        )
-    return path
-
-
-def actor() -> str:
-    """Who acts, for the registry's history (a container's user may have no name)."""
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"

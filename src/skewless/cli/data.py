@@ -27,8 +27,7 @@ QUIET = click.option("--quiet", is_flag=True, help="no progress bar")
 @click.command(cls=Command)
 @click.option("--rows", type=POSITIVE_INT, default=100_000, help="rows to write")
 @click.option("--seed", type=int, default=0, help="seed; same rows+seed, same data")
-@click.option("--items", type=POSITIVE_INT, default=50_000,
-              help="size of the item catalogue (default 50000)")  # fmt: skip
+@click.option("--items", type=POSITIVE_INT, default=50_000, help="size of the item catalogue")
 @click.option("--out", required=True, type=click.Path(), help="output file (.parquet, or .csv)")
 @click.option("--catalogue", type=click.Path(),
               help="also write every item's features to this .parquet")  # fmt: skip
@@ -80,7 +79,7 @@ def upload(file: str, uri: str) -> None:
     "--max-quarantine-fraction",
     type=FRACTION,
     default=0.05,
-    help="fail when more than this share of rows is quarantined (default 0.05)",
+    help="fail when more than this share of rows is quarantined",
 )
 @click.option("--baseline-stats", type=click.Path(dir_okay=False),
               help="stats.json of a previous run, to report drift")  # fmt: skip

@@ -17,12 +17,10 @@ from skewless.cli.common import (
     CliError,
     Command,
     Group,
-    actor,
     json_option,
-    open_named_registry,
     print_json,
-    registry_option,
 )
+from skewless.cli.registry import actor, open_named_registry, registry_option
 from skewless.experiments.analysis import Criteria
 from skewless.runner.local import DEFAULT_SEED
 
@@ -53,10 +51,9 @@ def experiment_options(command: Any) -> Any:
         click.option("--since", type=FINITE, help="only exposures from this Unix time on"),
         click.option("--until", type=FINITE, help="only exposures before this Unix time"),
         *(
-            click.option(f"--{field.replace('_', '-')}", type=kind, default=default,
-                         help=f"{text} ({default})")
+            click.option(f"--{field.replace('_', '-')}", type=kind,
+                         default=getattr(defaults, field), help=text)
             for field, (kind, text) in _CRITERIA_TYPES.items()
-            for default in [getattr(defaults, field)]
         ),
         click.option("--sequential", is_flag=True,
                      help="always-valid mSPRT p-value: safe to look again and again"),
@@ -140,12 +137,12 @@ def decide(registry: str, dry_run: bool, if_running: bool, **options: Any) -> No
 @click.option("--requests", type=POSITIVE_INT, required=True, help="requests to send")
 @click.option("--seed", type=int, default=0, help="seed of the simulation's draws")
 @click.option("--model", type=MODEL_NAME, default="ranking", help="model name")
-@click.option("--candidates", type=POSITIVE_INT, default=10, help="items scored per request (10)")
+@click.option("--candidates", type=POSITIVE_INT, default=10, help="items scored per request")
 @click.option(
     "--world-seed", type=int, default=DEFAULT_SEED,
-    help="seed of the data the served model was trained on (skewless run's --seed; 0)",
+    help="seed of the data the served model was trained on (skewless run's --seed)",
 )  # fmt: skip
-@click.option("--concurrency", type=POSITIVE_INT, default=4, help="requests in flight (4)")
+@click.option("--concurrency", type=POSITIVE_INT, default=4, help="requests in flight")
 @click.option(
     "--recommend", is_flag=True,
     help="two-stage: ask the recommend endpoint for its best item of --candidates retrieved "

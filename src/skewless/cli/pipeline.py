@@ -80,8 +80,8 @@ def param_option(help_text: str) -> Any:
               help="raw CSV or Parquet (default: generate the default data)")  # fmt: skip
 @spec_option
 @click.option("--workdir", default="runs/default", type=click.Path(file_okay=False),
-              help="working folder (default runs/default)")  # fmt: skip
-@click.option("--rows", type=POSITIVE_INT, default=DEFAULT_ROWS, help="rows of default data (400k)")
+              help="working folder")  # fmt: skip
+@click.option("--rows", type=POSITIVE_INT, default=DEFAULT_ROWS, help="rows of the default data")
 @click.option("--seed", type=int, default=DEFAULT_SEED, help="seed of the default data")
 @click.option("--model-name", type=MODEL_NAME, default="ranking",
               help="name the model is served under")  # fmt: skip
@@ -189,17 +189,17 @@ def cron_for_kfp(text: str) -> str:
 
 @click.command(cls=Command)
 @click.option("--host", default="http://localhost:8888",
-              help="KFP API endpoint (http://localhost:8888)")  # fmt: skip
+              help="KFP API endpoint")  # fmt: skip
 @click.option(
     "--data-uri", required=True,
     help="raw CSV or Parquet the steps read: minio://mlpipeline/<key> (KFP's MinIO), s3://, gs://",
 )  # fmt: skip
 @click.option(
     "--registry", default=IN_CLUSTER_REGISTRY,
-    help=f"Kubeflow Model Registry URL as the pipeline pods reach it ({IN_CLUSTER_REGISTRY})",
+    help="Kubeflow Model Registry URL as the pipeline pods reach it",
 )  # fmt: skip
 @spec_option
-@click.option("--experiment", default="skewless", help="KFP experiment (skewless)")
+@click.option("--experiment", default="skewless", help="KFP experiment")
 @click.option("--schedule", metavar="CRON",
               help="create a recurring run instead, e.g. '0 3 * * *' (daily 03:00); one at a "
               "time")  # fmt: skip

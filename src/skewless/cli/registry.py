@@ -1,29 +1,77 @@
-"""``skewless models``, ``canary``, ``promote``, ``rollback``, ``ab-report``: versions, traffic."""
+"""``skewless models``, ``canary``, ``promote``, ``rollback``, ``ab-report``: versions, traffic.
+
+Also the registry a command names (``--registry``), which ``serve`` and ``experiment decide`` use
+too.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from skewless.cli.common import (
     DEFAULT_EXPOSURE_LOG,
+    DEFAULT_REGISTRY,
     FINITE,
     NON_NEGATIVE,
     PERCENT,
     POSITIVE_INT,
     CliError,
     Command,
+    F,
     Group,
-    actor,
     json_option,
-    open_named_registry,
     print_json,
-    registry_option,
 )
+
+REGISTRY_HELP = "registry: a SQLite file, or a Kubeflow Model Registry URL (http[s]://host[:port])"
+
+
+def registry_option(command: F) -> F:
+    """``--registry``: the registry a command reads or moves (default: `skewless run`'s)."""
+    return click.option("--registry", default=DEFAULT_REGISTRY, help=REGISTRY_HELP)(command)
+
+
+def open_named_registry(locator: str) -> Any:
+    """The registry ``--registry`` names: a Kubeflow Model Registry URL, or an existing SQLite
+    file (opening a missing one would create it)."""
+    from skewless.registry import is_model_registry_url, open_registry
+
+    if is_model_registry_url(locator):
+        return open_registry(locator)
+    return open_registry(registry_file(locator))
+
+
+def registry_file(text: str) -> Path:
+    """``--registry`` as an existing SQLite file (opening a missing one would create it)."""
+    path = Path(text)
+    if not path.is_file():
+        raise CliError(
+            f"--registry: no registry at {path} (a run's is <workdir>/models/registry.db; a "
+            "Kubeflow Model Registry is given by its URL, e.g. http://localhost:8080)"
+        )
+    if path.stat().st_size == 0:  # SQLite would silently make it a new, empty registry
+        raise CliError(
+            f"--registry: {path} is empty (0 bytes), not a registry; restore it from a backup, or "
+            "delete it and the next run starts a new one"
+        )
+    return path
+
+
+def actor() -> str:
+    """Who acts, for the registry's history (a container's user may have no name)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +119,10 @@ _ALIAS_OPTIONS = (
     ),
     click.option(
         "--kserve-mode", type=click.Choice(["Standard", "Knative"]), default="Standard",
-        help="KServe deployment mode of that InferenceService (Standard)",
+        help="KServe deployment mode of that InferenceService",
     ),
     click.option("--timeout", type=NON_NEGATIVE, default=600.0,
-                 help="seconds to wait for Ready (600)"),
+                 help="seconds to wait for Ready"),
 )  # fmt: skip
 """NAME (the model, e.g. ranking), --reason, --registry and the --kserve options."""
 

@@ -22,8 +22,8 @@ from skewless.cli.common import (
     CliError,
     Command,
     exposure_log_beside,
-    registry_file,
 )
+from skewless.cli.registry import registry_file
 from skewless.experiments.logs import DEFAULT_LOG_MAX_MB, EXPOSURE_LOG
 from skewless.serving.batching import DEFAULT_BATCH_ROWS
 from skewless.serving.lookup import DEFAULT_FEATURE_LOG_SAMPLE, FEATURE_LOG
@@ -37,109 +37,60 @@ from skewless.serving.validation import (
 
 def port_options(command: Any) -> Any:
     """``--http-port`` and ``--grpc-port``: where the server listens (``serve`` and ``run``)."""
-    command = click.option("--grpc-port", type=PORT, default=8081, help="gRPC port (8081)")(command)
-    return click.option("--http-port", type=PORT, default=8080, help="REST port (8080)")(command)
+    command = click.option("--grpc-port", type=PORT, default=8081, help="gRPC port")(command)
+    return click.option("--http-port", type=PORT, default=8080, help="REST port")(command)
 
 
 @click.command(cls=Command)
 @click.option("--model", help="exported SavedModel folder or storage URI (or give --registry)")
-@click.option(
-    "--registry",
-    help="registry file, or a Kubeflow Model Registry URL: serve NAME's production version "
-    "(and a canary's candidate) and follow them (or give --model)",
-)
+@click.option("--registry",
+              help="registry file, or a Kubeflow Model Registry URL: serve NAME's production "
+              "version (and a canary's candidate) and follow them (or give --model)")  # fmt: skip
 @click.option("--name", type=MODEL_NAME, default="ranking", help="model name in the URL paths")
 @port_options
 @click.option("--workers", type=POSITIVE_INT, default=1, help="REST worker processes")
-@click.option(
-    "--access-log",
-    is_flag=True,
-    help="log a line per request (off by default: it costs throughput; errors always log)",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    help="log lines as text or JSON",
-)
-@click.option(
-    "--experiment-unit",
-    default=DEFAULT_UNIT_FIELD,
-    metavar="FIELD",
-    help=f"the feature whose value (first row) assigns a user to one canary version "
-    f"({DEFAULT_UNIT_FIELD}); an x-experiment-unit header overrides it",
-)
-@click.option(
-    "--item-field",
-    default=DEFAULT_ITEM_FIELD,
-    metavar="FIELD",
-    help=f"the feature naming each row's item in the exposure log ({DEFAULT_ITEM_FIELD})",
-)
-@click.option(
-    "--log-max-mb",
-    type=POSITIVE,
-    default=DEFAULT_LOG_MAX_MB,
-    help=f"rotate the exposure and feedback logs past this size ({DEFAULT_LOG_MAX_MB:g}); "
-    "rotated files are kept",
-)
-@click.option(
-    "--max-body-mb",
-    type=POSITIVE,
-    default=DEFAULT_MAX_BODY_MB,
-    help=f"refuse larger request bodies with 413 ({DEFAULT_MAX_BODY_MB:g})",
-)
-@click.option(
-    "--allow-model-management",
-    is_flag=True,
-    help="answer V2 model repository load/unload (off: anyone reaching the port could unload)",
-)
-@click.option(
-    "--max-request-rows",
-    type=POSITIVE_INT,
-    default=DEFAULT_MAX_BATCH,
-    help=f"rows accepted per request ({DEFAULT_MAX_BATCH})",
-)
-@click.option(
-    "--max-batch-rows",
-    type=POSITIVE_INT,
-    default=DEFAULT_BATCH_ROWS,
-    help=f"most rows in one batched model call ({DEFAULT_BATCH_ROWS})",
-)
-@click.option(
-    "--max-wait-ms",
-    type=NON_NEGATIVE,
-    default=1.0,
-    help="under load, wait this long for more requests to fill a batch (1.0)",
-)
-@click.option(
-    "--feature-store",
-    metavar="REPO",
-    help="a feature repository (`skewless run` writes WORKDIR/feature_repo; on a cluster a "
-    "minio:// folder): requests may send only ids and context, the other features are read "
-    "from its online store",
-)
-@click.option(
-    "--allow-push",
-    is_flag=True,
-    help="with --feature-store: accept new feature values at POST /push (off: anyone "
-    "reaching the port could rewrite what the model sees)",
-)
-@click.option(
-    "--feature-log",
-    help=f"with --feature-store: append a sample of the scored rows' user and item features "
-    f"here for `skewless skew-report` (default: {FEATURE_LOG} beside the request log; '' "
-    "for none)",
-)
-@click.option(
-    "--feature-log-sample",
-    type=FRACTION,
-    help=f"share of rows written to the feature log ({DEFAULT_FEATURE_LOG_SAMPLE:g})",
-)
-@click.option(
-    "--request-log",
-    help=f"append one exposure (JSON line) per request here, outcomes beside it (default "
-    f"with a --registry file: {EXPOSURE_LOG} beside it; '' for none)",
-)
+@click.option("--access-log", is_flag=True,
+              help="log a line per request (off by default: it costs throughput; errors always "
+              "log)")  # fmt: skip
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              help="log lines as text or JSON")  # fmt: skip
+@click.option("--experiment-unit", default=DEFAULT_UNIT_FIELD, metavar="FIELD",
+              help="the feature whose value (first row) assigns a user to one canary version; an "
+              "x-experiment-unit header overrides it")  # fmt: skip
+@click.option("--item-field", default=DEFAULT_ITEM_FIELD, metavar="FIELD",
+              help="the feature naming each row's item in the exposure log")  # fmt: skip
+@click.option("--log-max-mb", type=POSITIVE, default=DEFAULT_LOG_MAX_MB,
+              help="rotate the exposure and feedback logs past this size (rotated files are "
+              "kept)")  # fmt: skip
+@click.option("--max-body-mb", type=POSITIVE, default=DEFAULT_MAX_BODY_MB,
+              help="refuse larger request bodies with 413")  # fmt: skip
+@click.option("--allow-model-management", is_flag=True,
+              help="answer V2 model repository load/unload (off: anyone reaching the port could "
+              "unload)")  # fmt: skip
+@click.option("--max-request-rows", type=POSITIVE_INT, default=DEFAULT_MAX_BATCH,
+              help="rows accepted per request")  # fmt: skip
+@click.option("--max-batch-rows", type=POSITIVE_INT, default=DEFAULT_BATCH_ROWS,
+              help="most rows in one batched model call")  # fmt: skip
+@click.option("--max-wait-ms", type=NON_NEGATIVE, default=1.0,
+              help="under load, wait this long for more requests to fill a batch")  # fmt: skip
+@click.option("--feature-store", metavar="REPO",
+              help="a feature repository (`skewless run` writes WORKDIR/feature_repo; on a "
+              "cluster a minio:// folder): requests may send only ids and context, the other "
+              "features are read from its online store")  # fmt: skip
+@click.option("--allow-push", is_flag=True,
+              help="with --feature-store: accept new feature values at POST /push (off: anyone "
+              "reaching the port could rewrite what the model sees)")  # fmt: skip
+@click.option("--feature-log",
+              help=f"with --feature-store: append a sample of the scored rows' user and item "
+              f"features here for `skewless skew-report` (default: {FEATURE_LOG} beside the "
+              "request log; '' for none)")  # fmt: skip
+@click.option("--feature-log-sample", type=FRACTION,
+              help="share of rows written to the feature log "
+              f"({DEFAULT_FEATURE_LOG_SAMPLE:g})")  # fmt: skip
+@click.option("--request-log",
+              help="append one exposure (JSON line) per request here, outcomes beside it "
+              f"(default with a --registry file: {EXPOSURE_LOG} beside it; '' for "
+              "none)")  # fmt: skip
 def serve(
     model: str | None,
     registry: str | None,
@@ -263,7 +214,7 @@ def check_ports(http_port: int, grpc_port: int) -> None:
     "--max-mismatch",
     type=FRACTION,
     default=0.01,
-    help="share of rows whose served value may differ from the offline one (0.01)",
+    help="share of rows whose served value may differ from the offline one",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def skew_report(feature_log: str, feature_store: str, max_mismatch: float, as_json: bool) -> int:
