@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any, overload
 
 # Inside the train step's ``tensorboard`` artifact (and its work folder before that).
 TRAINING_LOGS = "logs"
@@ -20,36 +21,43 @@ EVALUATION = "evaluation.json"
 EVALUATION_REPORT = "report.html"
 
 
+class Entry:
+    """A file or folder of a layout, by name, as an attribute: ``summary = Entry("run.json")``
+    in a class whose instances have a ``root`` makes ``instance.summary`` the path
+    ``root / "run.json"``. A layout is then a table of names, each spelled once."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, layout: None, owner: type) -> Entry: ...
+
+    @overload
+    def __get__(self, layout: object, owner: type) -> Path: ...
+
+    def __get__(self, layout: Any, owner: type) -> Entry | Path:
+        """The path below ``layout.root`` (the entry itself, read from the class)."""
+        if layout is None:
+            return self
+        return Path(layout.root) / self.name
+
+
 @dataclasses.dataclass(frozen=True)
 class RunFolder:
     """What ``skewless run`` keeps under its ``--workdir``, by name."""
 
     root: Path
 
-    @property
-    def models(self) -> Path:
-        """The model repository the deploy step publishes into (its registry beside it)."""
-        return self.root / "models"
-
-    @property
-    def pipeline_root(self) -> Path:
-        """kfp.local's pipeline root: each run's artifacts."""
-        return self.root / "pipeline_root"
-
-    @property
-    def logs(self) -> Path:
-        """One log file per step."""
-        return self.root / "logs"
-
-    @property
-    def feature_repo(self) -> Path:
-        """The feature store the materialize step writes (``serve --feature-store``)."""
-        return self.root / "feature_repo"
-
-    @property
-    def summary(self) -> Path:
-        """``run_summary.json``: what the run did and measured."""
-        return self.root / "run_summary.json"
+    models = Entry("models")
+    """The model repository the deploy step publishes into (its registry beside it)."""
+    pipeline_root = Entry("pipeline_root")
+    """kfp.local's pipeline root: each run's artifacts."""
+    logs = Entry("logs")
+    """One log file per step."""
+    feature_repo = Entry("feature_repo")
+    """The feature store the materialize step writes (``serve --feature-store``)."""
+    summary = Entry("run_summary.json")
+    """``run_summary.json``: what the run did and measured."""
 
     def data(self, rows: int, seed: int) -> Path:
         """Generated default data (reused when present)."""

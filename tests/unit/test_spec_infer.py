@@ -35,7 +35,7 @@ def test_a_draft_for_the_public_taxi_sample_is_a_valid_spec_that_ingests_every_r
     result = ingest(taxi, spec, tmp_path / "out")
     assert result.summary["rows_in"] == 15_002
     assert result.summary["rows_quarantined"] == 0
-    clean = pd.read_parquet(result.train_path)
+    clean = pd.read_parquet(result.files.train)
     assert set(clean["trip_start_hour"]) <= {str(h) for h in range(24)}
 
 

@@ -6,6 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from skewless.artifacts import Entry
+
 SPLITS = ("train", "eval")
 
 
@@ -16,48 +18,27 @@ class IngestedFolder:
 
     root: str | Path
 
-    def _file(self, name: str) -> Path:
-        return Path(self.root) / name
+    train = Entry("train.parquet")
+    """Clean training rows."""
+    eval = Entry("eval.parquet")
+    """Clean evaluation rows."""
+    quarantine = Entry("quarantine.parquet")
+    """Refused rows, raw, each with its ``reason``."""
+    stats = Entry("stats.json")
+    """Per-split statistics (:mod:`skewless.data.stats`)."""
+    stats_state = Entry("stats_state.json.gz")
+    """Every statistics accumulator's full state, so shards merge (:mod:`skewless.data.shards`)."""
+    summary = Entry("ingest_summary.json")
+    """Counts, reasons, timings and drift."""
+    drift = Entry("drift.json")
+    """The drift report, when a baseline was given."""
 
     def split(self, name: str) -> Path:
         """The Parquet file of ``train``, ``eval`` or ``quarantine``."""
-        return self._file(f"{name}.parquet")
-
-    @property
-    def train(self) -> Path:
-        """Clean training rows."""
-        return self.split("train")
-
-    @property
-    def eval(self) -> Path:
-        """Clean evaluation rows."""
-        return self.split("eval")
-
-    @property
-    def quarantine(self) -> Path:
-        """Refused rows, raw, each with its ``reason``."""
-        return self.split("quarantine")
-
-    @property
-    def stats(self) -> Path:
-        """Per-split statistics (:mod:`skewless.data.stats`)."""
-        return self._file("stats.json")
-
-    @property
-    def stats_state(self) -> Path:
-        """Every statistics accumulator's full state, so shards merge
-        (:mod:`skewless.data.shards`)."""
-        return self._file("stats_state.json.gz")
-
-    @property
-    def summary(self) -> Path:
-        """Counts, reasons, timings and drift."""
-        return self._file("ingest_summary.json")
-
-    @property
-    def drift(self) -> Path:
-        """The drift report, when a baseline was given."""
-        return self._file("drift.json")
+        if name not in (*SPLITS, "quarantine"):
+            raise ValueError(f"no split {name!r}: train, eval or quarantine")
+        path: Path = getattr(self, name)
+        return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,15 +50,5 @@ class IngestResult:
 
     @property
     def files(self) -> IngestedFolder:
-        """The output files by name."""
+        """The output files by name (``result.files.train``: the clean training rows)."""
         return IngestedFolder(self.out_dir)
-
-    @property
-    def train_path(self) -> Path:
-        """Clean training rows."""
-        return self.files.train
-
-    @property
-    def eval_path(self) -> Path:
-        """Clean evaluation rows."""
-        return self.files.eval
