@@ -134,31 +134,31 @@ def ranking_pipeline(
         spec_yaml=spec_yaml,
         hparams=hparams,
     ).after(materialize_task)
+    # Where the model's versions live: evaluate reads production there, register and deploy write.
+    versions = {
+        "model_name": model_name,
+        "model_repository": model_repository,
+        "registry": registry,
+    }
     evaluate_task = evaluate(
         model=train_task.outputs["model"],
         ingested=ingest_task.outputs["ingested"],
         train_metrics=train_task.outputs["train_metrics"],
         spec_yaml=spec_yaml,
-        model_name=model_name,
-        model_repository=model_repository,
-        registry=registry,
         gate=gate,
+        **versions,
     )
     _reads_object_store(evaluate_task)
     register_task = register(
         model=train_task.outputs["model"],
         evaluation=evaluate_task.outputs["evaluation"],
         ingested=ingest_task.outputs["ingested"],
-        model_name=model_name,
-        model_repository=model_repository,
-        registry=registry,
         run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        **versions,
     )
     with dsl.If(evaluate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
         deploy_task = deploy(
-            model_name=model_name,
-            model_repository=model_repository,
-            registry=registry,
+            **versions,
             version=register_task.output,
             run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             canary_percent=canary_percent,

@@ -3,10 +3,9 @@
 Reads CSV or Parquet in bounded chunks with pyarrow, from a local path or the pipeline's object
 store (see :mod:`skewless.data.storage`), so memory does not grow with the file. Clean rows are
 typed, split into train and eval by hashing the key column (reruns give the same split) and written
-as
-Parquet; failing rows go to ``quarantine.parquet`` with their raw values and a ``reason`` naming
-each failed field and why. Nothing is dropped: ``rows_in == rows_clean + rows_quarantined`` is
-checked before the summary is written.
+as Parquet; failing rows go to ``quarantine.parquet`` with their raw values and a ``reason`` naming
+each failed field and why (:mod:`skewless.data.quarantine`). Nothing is dropped: ``rows_in ==
+rows_clean + rows_quarantined`` is checked before the summary is written.
 
 Output folder::
 
@@ -35,6 +34,7 @@ from skewless.contract.validate import Violations, check_table
 from skewless.data import stats as stats_lib
 from skewless.data import storage
 from skewless.data.folder import SPLITS, IngestedFolder, IngestResult
+from skewless.data.quarantine import malformed_frame, quarantine_frame, quarantine_schema
 from skewless.data.raw import IngestError, _Malformed, count_rows, read_chunks
 from skewless.data.shards import write_state
 from skewless.progress import Progress
@@ -66,33 +66,6 @@ def clean_schema(spec: FeatureSpec) -> pa.Schema:
         pa.field(feature.name, kind_of(feature).clean_type(feature), nullable=False)
         for feature in spec.features.values()
     )
-
-
-def quarantine_schema(spec: FeatureSpec) -> pa.Schema:
-    """Arrow schema of quarantined rows: raw values as text, so nothing is lost in conversion."""
-    raw = [pa.field(name, pa.string()) for name in spec.column_names]
-    return pa.schema(
-        [
-            *raw,
-            pa.field("reason", pa.string(), nullable=False),
-            pa.field("row_index", pa.int64()),
-            pa.field("line_number", pa.int64()),
-            pa.field("raw_line", pa.string()),
-        ]
-    )
-
-
-def _raw_text(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Raw values as text for the quarantine (bytes that are not UTF-8 shown with escapes)."""
-    kind = column.type
-    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-        texts = [
-            None if v is None else v.decode("utf-8", "backslashreplace") for v in column.to_pylist()
-        ]
-        return np.array(texts, dtype=object)
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return column.to_numpy(zero_copy_only=False)
-    return np.array([None if v is None else str(v) for v in column.to_pylist()], dtype=object)
 
 
 def validate_chunk(
@@ -147,34 +120,6 @@ class _Writers:
                     IngestedFolder(self.out_dir).split(name), schema
                 )
             self.writers[name].close()
-
-
-def _quarantine_frame(
-    table: pa.Table, spec: FeatureSpec, bad: np.ndarray, check: Violations, first_row_index: int
-) -> pd.DataFrame:
-    indices = np.flatnonzero(bad)
-    raw = {name: _raw_text(table.column(name))[indices] for name in spec.column_names}
-    return pd.DataFrame(
-        {
-            **raw,
-            "reason": [check.reason(int(i)) for i in indices],
-            "row_index": indices + first_row_index,
-            "line_number": pd.array([None] * len(indices), dtype="Int64"),
-            "raw_line": [None] * len(indices),
-        }
-    )
-
-
-def _malformed_frame(spec: FeatureSpec, malformed: list[_Malformed]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            **{name: [None] * len(malformed) for name in spec.column_names},
-            "reason": [m.reason for m in malformed],
-            "row_index": pd.array([None] * len(malformed), dtype="Int64"),
-            "line_number": pd.array([m.line_number for m in malformed], dtype="Int64"),
-            "raw_line": [m.text for m in malformed],
-        }
-    )
 
 
 def ingest(
@@ -249,7 +194,7 @@ def ingest(
             frame, imputed, bad, check = validate_chunk(table, spec)
             reason_counts.update(check.reason_counts)
             if bad.any():
-                writers.write("quarantine", _quarantine_frame(table, spec, bad, check, rows_parsed))
+                writers.write("quarantine", quarantine_frame(table, spec, bad, check, rows_parsed))
                 rows_quarantined += int(bad.sum())
             good = ~bad
             clean = frame[good].reset_index(drop=True)
@@ -264,11 +209,11 @@ def ingest(
                 rows_clean[split] += len(part)
             rows_parsed += table.num_rows
             if len(malformed) > malformed_written:
-                writers.write("quarantine", _malformed_frame(spec, malformed[malformed_written:]))
+                writers.write("quarantine", malformed_frame(spec, malformed[malformed_written:]))
                 malformed_written = len(malformed)
             progress.advance(table.num_rows)
         if len(malformed) > malformed_written:
-            writers.write("quarantine", _malformed_frame(spec, malformed[malformed_written:]))
+            writers.write("quarantine", malformed_frame(spec, malformed[malformed_written:]))
     except (pa.ArrowException, storage.StorageError, OSError) as err:
         raise IngestError(f"{source}: cannot be read: {_first_line(err)}") from None
     finally:
