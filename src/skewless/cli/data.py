@@ -140,8 +140,7 @@ def analyze(data: str, spec: str | None, out: str, beam_args: tuple[str, ...]) -
     BEAM_ARGS are Beam pipeline options. Example: skewless analyze --data out/ --out tft/ --
     --runner=FlinkRunner
     """
-    from skewless.data.ingest import IngestedFolder
-    from skewless.model.transform import analyze as analyze_on_beam
+    from skewless.data.folder import IngestedFolder
 
     train = Path(data)
     if train.is_dir():
@@ -151,6 +150,8 @@ def analyze(data: str, spec: str | None, out: str, beam_args: tuple[str, ...]) -
         raise CliError(f"--data: {train} not found (give train.parquet or the validate output)")
     if is_glob and not glob.glob(data):  # absolute or relative, as a shell would
         raise CliError(f"--data: no file matches {data!r}")
+    from skewless.model.transform import analyze as analyze_on_beam  # TensorFlow: after the checks
+
     result = analyze_on_beam(train, load_spec(spec), out, beam_args=list(beam_args))
     print_json(dataclasses.asdict(result))
 
