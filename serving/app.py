@@ -52,6 +52,35 @@ def limit_app(max_body_mb: float) -> None:
         app.user_middleware.append(Middleware(V1Predict))
     app.openapi_url = None
     _drop_routes(app, _DOC_PATHS)
+    time_only_when_logged(app)
+
+
+def time_only_when_logged(app: Any) -> None:
+    """Leaves KServe's timing middleware out of the app while nothing would log what it measures.
+
+    KServe adds ``timing_asgi.TimingMiddleware`` to every app it starts
+    (``kserve/protocol/rest/server.py``, ``RESTServer._add_middlewares``, at v0.21.0), after our
+    model has loaded. Its only output is two ``kserve.trace`` INFO lines per request (wall and CPU
+    time), which the default server discards (no ``--access-log``), yet it still matches the route
+    and calls ``getrusage`` twice per request: in a process with TensorFlow's thread pools that was
+    a third of the event loop's samples at concurrency 32 (py-spy). FastAPI builds the
+    middleware stack from ``user_middleware`` at the first request (the lifespan's), so the check
+    runs then, against the logging configuration the server started with.
+    """
+    from timing_asgi import TimingMiddleware
+
+    if getattr(app, "_skewless_timing_checked", False):  # once per app, however often we load
+        return
+    build = app.build_middleware_stack
+
+    def build_stack() -> Any:
+        if not logging.getLogger("kserve.trace").isEnabledFor(logging.INFO):
+            kept = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
+            app.user_middleware[:] = kept
+        return build()
+
+    app.build_middleware_stack = build_stack
+    app._skewless_timing_checked = True
 
 
 def _drop_routes(app: Any, paths: set[str]) -> None:

@@ -325,6 +325,10 @@ def test_access_log_and_json_logs_are_options(trained):
     ]
     assert len(requests) >= 5, records[-10:]
     assert {"time", "level", "logger", "message"} <= set(requests[0])
+    # KServe's latency lines come with the access log (the default server leaves them out, and
+    # the middleware that measures them: test_app_timing.py).
+    timings = [r for r in records if r["logger"] == "kserve.trace" and "time:wall" in r["message"]]
+    assert len(timings) >= 5, records[-10:]
 
 
 def test_model_management_is_off_unless_asked_for(server, trained):
