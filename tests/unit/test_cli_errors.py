@@ -121,6 +121,44 @@ def test_ab_report_names_a_line_that_is_not_text(tmp_path: Path, capsys):
     assert f"{log}:1: not a request record (not UTF-8 text)" in _one_line(capsys)
 
 
+def test_serve_takes_a_feature_log_sample_of_zero_as_given(tmp_path: Path, capsys):
+    assert main(["serve", "--model", str(tmp_path), "--feature-log-sample", "0"]) == 1
+    assert _one_line(capsys) == "skewless serve: error: --feature-log-sample needs --feature-store"
+
+
+def test_parse_checks_what_a_run_would_check():
+    import click
+
+    from skewless.cli import parse
+
+    assert parse(["serve", "--model", "m"]).command_path == "skewless serve"
+    for argv in (["serve"], ["serve", "--model", "m", "--registry", "r"], ["stats"]):
+        with pytest.raises(click.UsageError):
+            parse(argv)
+
+
+def test_validate_takes_a_baseline_stats_folder(tmp_path: Path, capsys):
+    from skewless.data.generate import write_dataset
+
+    data = write_dataset(300, 0, tmp_path / "raw.csv", show_progress=False)
+    assert main(["validate", "--data", str(data), "--out", str(tmp_path / "base")]) == 0
+    assert main(["validate", "--data", str(data), "--out", str(tmp_path / "next"),
+                 "--baseline-stats", str(tmp_path / "base")]) == 0  # fmt: skip
+    assert '"drifted_features": []' in capsys.readouterr().out  # the same data: nothing drifted
+    assert (tmp_path / "next" / "drift.json").is_file()
+
+
+def test_analyze_names_beam_options_beam_refuses(tmp_path: Path, capsys):
+    data = "gs://no-such-bucket/out/train.parquet"  # remote: the runner reads it, not us
+    out = tmp_path / "tft"
+    assert main(["analyze", "--data", data, "--out", str(out), "--",
+                 "--runner=DataflowRunner"]) == 1  # fmt: skip
+    line = _one_line(capsys)
+    assert line.startswith("skewless analyze: error: Beam refused its options: "), line
+    assert "Missing required option: project." in line
+    assert not out.exists()
+
+
 def test_analyze_takes_an_absolute_glob(tmp_path: Path, capsys):
     pattern = str(tmp_path / "nothing-*" / "train.parquet")
     assert main(["analyze", "--data", pattern, "--out", str(tmp_path / "t")]) == 1
@@ -273,6 +311,11 @@ def test_experiment_and_simulate_mistakes_are_one_clear_line(tmp_path: Path, cap
          "skewless serve: error: --log-format: 'xml' is not one of 'text', 'json'."),
         (["generate", "--out", "x.csv", "--rowz", "3"],
          "skewless generate: error: No such option '--rowz'. Did you mean '--rows'?"),
+        # errors click's parser raises without naming a command still name it
+        (["experiment", "decide", "--dry-run=yes"],
+         "skewless experiment decide: error: Option '--dry-run' does not take a value."),
+        (["spec", "infer", "--data", "x", "--label", "y", "--out"],
+         "skewless spec infer: error: Option '--out' requires an argument."),
     ],
 )  # fmt: skip
 def test_command_line_mistakes_are_one_line_and_exit_2(argv, message, capsys):

@@ -105,7 +105,9 @@ def parse(argv: Sequence[str]) -> click.Context:
     command: click.Command = cli
     rest = [*ctx._protected_args, *ctx.args]  # what the group left for its subcommand
     while isinstance(command, click.Group):
-        name, found, rest = command.resolve_command(ctx, rest)
+        if not rest:
+            raise click.UsageError("Missing command.", ctx)
+        name, found, rest = command.resolve_command(ctx, rest)  # an unknown name: a usage error
         assert found is not None and name is not None
         ctx = found.make_context(name, rest, parent=ctx)
         command, rest = found, [*ctx._protected_args, *ctx.args]

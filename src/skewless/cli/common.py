@@ -56,18 +56,35 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from skewless.experiments.decision import ExperimentError
     from skewless.experiments.logs import LogError
     from skewless.experiments.simulate import SimulationError
+    from skewless.model import BeamOptionsError
     from skewless.registry.core import RegistryError
     from skewless.rollout.deploy import DeployError
     from skewless.runner.local import RunError
 
     return (
         ReportError, SpecError, IngestError, CliError, RunError, DeployError, RegistryError,
-        StorageError, InferError, ExperimentError, LogError, SimulationError,
+        StorageError, InferError, ExperimentError, LogError, SimulationError, BeamOptionsError,
     )  # fmt: skip
+
+
+def _name_the_command(parse_args: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    """``parse_args`` whose usage errors name the command whose options they are about (click's
+    parser raises some, such as an option missing its value, without a context)."""
+
+    def parse(self: click.Command, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return parse_args(self, ctx, args)
+        except click.UsageError as err:
+            err.ctx = err.ctx or ctx
+            raise
+
+    return parse
 
 
 class Command(click.Command):
     """A subcommand whose user errors end as :class:`CommandFailed`, naming the command."""
+
+    parse_args = _name_the_command(click.Command.parse_args)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Runs the command; a user error becomes :class:`CommandFailed`."""
@@ -89,6 +106,7 @@ class Group(click.Group):
 
     command_class = Command
     group_class = type
+    parse_args = _name_the_command(click.Group.parse_args)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("no_args_is_help", False)

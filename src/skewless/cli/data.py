@@ -81,8 +81,8 @@ def upload(file: str, uri: str) -> None:
     default=0.05,
     help="fail when more than this share of rows is quarantined",
 )
-@click.option("--baseline-stats", type=click.Path(dir_okay=False),
-              help="stats.json of a previous run, to report drift")  # fmt: skip
+@click.option("--baseline-stats", type=click.Path(),
+              help="stats.json of a previous run (or its folder), to report drift")  # fmt: skip
 @click.option("--drift-linf", type=NON_NEGATIVE, default=0.1, help="categorical drift threshold")
 @click.option("--drift-mean-shift", type=NON_NEGATIVE, default=0.25,
               help="numeric drift threshold")  # fmt: skip
@@ -141,15 +141,18 @@ def analyze(data: str, spec: str | None, out: str, beam_args: tuple[str, ...]) -
     --runner=FlinkRunner
     """
     from skewless.data.folder import IngestedFolder
+    from skewless.data.storage import is_remote
 
-    train = Path(data)
-    if train.is_dir():
-        train = IngestedFolder(train).train
-    is_glob = any(ch in data for ch in "*?[")
-    if not is_glob and not train.exists():
-        raise CliError(f"--data: {train} not found (give train.parquet or the validate output)")
-    if is_glob and not glob.glob(data):  # absolute or relative, as a shell would
-        raise CliError(f"--data: no file matches {data!r}")
+    train: str | Path = data  # an object store's path (gs://, s3://): the Beam runner reads it
+    if not is_remote(data):
+        train = Path(data)
+        if train.is_dir():
+            train = IngestedFolder(train).train
+        is_glob = any(ch in data for ch in "*?[")
+        if not is_glob and not train.exists():
+            raise CliError(f"--data: {train} not found (give train.parquet or the validate output)")
+        if is_glob and not glob.glob(data):  # absolute or relative, as a shell would
+            raise CliError(f"--data: no file matches {data!r}")
     from skewless.model.transform import analyze as analyze_on_beam  # TensorFlow: after the checks
 
     result = analyze_on_beam(train, load_spec(spec), out, beam_args=list(beam_args))

@@ -41,7 +41,19 @@ def port_options(command: Any) -> Any:
     return click.option("--http-port", type=PORT, default=8080, help="REST port")(command)
 
 
-@click.command(cls=Command)
+class ServeCommand(Command):
+    """``serve``, which takes exactly one of ``--model`` and ``--registry``, checked as its
+    options are parsed (so :func:`skewless.cli.parse` checks a manifest's arguments for it too)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parses the options, then refuses neither or both of the two."""
+        rest = super().parse_args(ctx, args)
+        if (ctx.params.get("model") is None) == (ctx.params.get("registry") is None):
+            raise click.UsageError("give one of --model and --registry", ctx)
+        return rest
+
+
+@click.command(cls=ServeCommand)
 @click.option("--model", help="exported SavedModel folder or storage URI (or give --registry)")
 @click.option("--registry",
               help="registry file, or a Kubeflow Model Registry URL: serve NAME's production "
@@ -119,8 +131,6 @@ def serve(
     from skewless.serving.config import ServingConfig
     from skewless.serving.main import serve as serve_model
 
-    if (model is None) == (registry is None):
-        raise click.UsageError("give one of --model and --registry")
     remote = registry is not None and is_model_registry_url(registry)
     if registry and not remote:
         registry_file(registry)
@@ -129,7 +139,7 @@ def serve(
     if not feature_store:  # these flags act on the feature store: none is silently ignored
         for flag, value in (("--feature-log", feature_log), ("--allow-push", allow_push),
                             ("--feature-log-sample", feature_log_sample)):  # fmt: skip
-            if value not in (None, False):
+            if value is not None and value is not False:  # 0 is a value given
                 raise CliError(f"{flag} needs --feature-store")
     if feature_log is None and feature_store and request_log:
         feature_log = str(Path(request_log).with_name(FEATURE_LOG))

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from skewless.contract.kinds import kind_of, tokens_tf
 from skewless.contract.spec import Cross, Feature, FeatureSpec
+from skewless.model import BeamOptionsError
 
 
 def raw_feature_spec(spec: FeatureSpec, *, with_label: bool = True) -> dict[str, Any]:
@@ -172,6 +173,9 @@ def analyze(
 
     Returns:
         The output folder and the analysis' seconds.
+
+    Raises:
+        BeamOptionsError: Beam refuses ``beam_args`` (a runner's required option missing, say).
     """
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
@@ -185,13 +189,18 @@ def analyze(
     adapter_config = ParquetTFXIO(
         str(train_data), column_names=columns, schema=schema
     ).TensorAdapterConfig()
+    try:  # Beam validates the options as it builds the pipeline, each problem on a line
+        pipeline = beam.Pipeline(
+            runner=_default_runner(beam_args), options=PipelineOptions(list(beam_args))
+        )
+    except ValueError as err:
+        problems = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise BeamOptionsError("Beam refused its options: " + " ".join(problems)) from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix="tft-", dir=out) as temp_dir,
-        beam.Pipeline(
-            runner=_default_runner(beam_args), options=PipelineOptions(list(beam_args))
-        ) as pipeline,
+        pipeline,
         tft_beam.Context(temp_dir=temp_dir),
     ):
         batches = (
