@@ -41,6 +41,10 @@ class ServingConfig:
         feature_log_sample: The share of rows logged there.
         allow_push: Accept new feature values at ``POST /push`` (off by default: anyone who
             reaches the port could otherwise rewrite what the model sees).
+        access_log: Log a line (and KServe's latency lines) per request. Off by default: at
+            thousands of requests per second the lines cost throughput and fill disks; errors,
+            4xx summaries and start-up are logged either way.
+        log_format: ``text``, or ``json`` (one JSON object per line, for a log collector).
     """
 
     max_request_rows: int = DEFAULT_MAX_BATCH
@@ -56,3 +60,5 @@ class ServingConfig:
     feature_log: str | None = None
     feature_log_sample: float = DEFAULT_FEATURE_LOG_SAMPLE
     allow_push: bool = False
+    access_log: bool = False
+    log_format: str = "text"

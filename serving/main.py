@@ -23,8 +23,6 @@ def serve(
     workers: int = 1,
     config: ServingConfig | None = None,
     announce: bool = False,
-    access_log: bool = False,
-    log_format: str = "text",
     allow_model_management: bool = False,
 ) -> None:
     """Starts the model server in the foreground; SIGTERM or Ctrl-C drains and stops it.
@@ -37,12 +35,8 @@ def serve(
         http_port: REST port.
         grpc_port: gRPC port.
         workers: REST worker processes, each with its own copy of the model.
-        config: Admission and batching settings.
+        config: Admission, batching and logging settings.
         announce: Print a ready-to-paste curl command first.
-        access_log: Log a line (and KServe's latency lines) per request. Off by default: at
-            thousands of requests per second the lines cost throughput and fill disks; errors,
-            4xx summaries and start-up are logged either way.
-        log_format: ``text``, or ``json`` (one JSON object per line, for a log collector).
         allow_model_management: Answer the V2 model repository's load and unload (REST and
             gRPC); off by default, since anyone who reaches the port could unload the model.
     """
@@ -52,7 +46,9 @@ def serve(
         raise ModelLoadError(
             f"model name {name!r} is reserved for the two-stage endpoint; pick another --name"
         )
-    configure_logging(access_log=access_log, log_format=log_format)
+    config = config or ServingConfig()
+    # This process's logging; each REST worker sets its own up as it unpickles the model.
+    configure_logging(access_log=config.access_log, log_format=config.log_format)
     if registry is not None:
         ranking = RankingModel(name, None, config, registry=registry)
     else:
@@ -73,7 +69,7 @@ def serve(
         http_port=http_port,
         grpc_port=grpc_port,
         workers=workers,
-        enable_latency_logging=access_log,
+        enable_latency_logging=config.access_log,
     )
     if not allow_model_management:
         server.model_repository_extension = ReadOnlyRepository(server.registered_models)

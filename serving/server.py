@@ -43,6 +43,7 @@ from skewless.registry.core import Registry, Traffic
 from skewless.serving.app import (
     add_feedback_route,
     add_push_route,
+    configure_logging,
     limit_app,
 )
 from skewless.serving.batching import MicroBatcher
@@ -234,6 +235,9 @@ class RankingModel(kserve.Model):
         readiness checks and requests wait until it is done (:meth:`healthy`).
         """
         self.__dict__.update(state)
+        # KServe's worker then leaves logging as configured here (it configures its defaults,
+        # which log every request, only where nothing is configured yet).
+        configure_logging(access_log=self.config.access_log, log_format=self.config.log_format)
         self._loaded = threading.Event()
         threading.Thread(target=self._load_then_signal, name="model-load", daemon=True).start()
 

@@ -244,8 +244,13 @@ def test_workers_each_load_the_model_and_serve(trained):
             pids = set(re.findall(r"loaded model 'ranking' version \S+ from .* in process (\d+)",
                                   addresses["log"].read()))  # fmt: skip
             time.sleep(0.5)
+        addresses["log"].seek(0)
+        log = addresses["log"].read()
     # The parent (gRPC) and each of the two REST workers loaded TensorFlow themselves.
     assert len(pids) == 3
+    # Each worker logs as `skewless serve` was told to (KServe's own defaults in a worker would
+    # write an access line and two latency lines per request).
+    assert "POST /v1/models" not in log and "time:wall" not in log, log[-2000:]
 
 
 def _unread_bytes(port: int) -> list[int]:

@@ -158,6 +158,8 @@ def serve(
             feature_log_sample if feature_log_sample is not None else DEFAULT_FEATURE_LOG_SAMPLE
         ),
         allow_push=allow_push,
+        access_log=access_log,
+        log_format=log_format,
     )
     check_ports(http_port, grpc_port)
     from skewless.features.store import FeatureStoreError
@@ -173,8 +175,6 @@ def serve(
             workers=workers,
             config=config,
             announce=True,
-            access_log=access_log,
-            log_format=log_format,
             allow_model_management=allow_model_management,
         )
     except (FileNotFoundError, ModelLoadError) as err:
