@@ -6,7 +6,8 @@ Feast repository (``feature_store.yaml`` beside its ``data/``):
 
 * an entity per side, keyed by the side's ``kind: id`` feature (``user_id``, ``item_id``);
 * a feature view per side (``user_features``, ``item_features``) over a Parquet table of the side's
-  raw feature values as each row observed them, with the row's event time; ``side: context``
+  raw feature values as the rows observed them, with the row's event time (each entity's first
+  observation and each change of its values: :mod:`skewless.features.changes`); ``side: context``
   features (hour, weekday) are the request's own and are never looked up;
 * the offline store is those Parquet files, the online store SQLite (a Redis on a cluster).
 
@@ -210,25 +211,42 @@ def read_spec(repo: str | Path) -> FeatureSpec:
     return load_spec(path)
 
 
-def _side_tables(
-    views: Sequence[EntityView], time_name: str, splits: Sequence[str | Path]
-) -> dict[str, pd.DataFrame]:
-    """Per side, the offline table: key, event time and the side's raw features of every row.
+def _write_table(
+    view: EntityView, time_name: str, splits: Sequence[str | Path], root: Path
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Writes one view's offline table; returns its first and last event time (None when
+    empty) and its summary (rows, entities, features)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    Each clean row is an observation of its user and its item at its event time; rows that
-    repeat an entity's values at the same time are kept once.
-    """
-    tables = {}
-    for view in views:
-        columns = [view.key, time_name, *view.features]
-        frame = pd.concat(
-            [pd.read_parquet(split, columns=columns) for split in splits], ignore_index=True
-        )
-        frame = frame.drop_duplicates([view.key, time_name]).sort_values(
-            [time_name, view.key], kind="stable"
-        )
-        tables[view.side] = frame.reset_index(drop=True)
-    return tables
+    from skewless.features.changes import changes
+
+    new = changes(view.key, time_name, view.features, splits)
+    # Keep what is there: pushed values exist only in the offline table (or, for a repository in
+    # an object store, in the pushed files). At one entity and instant a pushed value wins, then
+    # the rows just ingested, then the table (include_pushed keeps the same order).
+    kept = _read_like([view.table(root)], new)
+    pushed = _read_like(_pushed_files(root, view), new)
+    table = _merged(view, time_name, [*kept, new, *pushed]) if kept or pushed else new
+    # Without pandas' metadata, which would name the Arrow-backed dtypes: a reader (Feast's
+    # offline store) gets the types a plain table has.
+    pq.write_table(
+        pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(None),
+        view.table(root),
+    )
+    if not len(table):
+        low = high = None
+    else:  # an Arrow-backed column's min is a datetime: as a Timestamp, like a NumPy one's
+        low, high = pd.Timestamp(table[time_name].min()), pd.Timestamp(table[time_name].max())
+    return (
+        low,
+        high,
+        {
+            "rows": len(table),
+            "entities": int(table[view.key].nunique()),
+            "features": list(view.features),
+        },
+    )
 
 
 def _read_like(paths: list[Path], like: pd.DataFrame) -> list[pd.DataFrame]:
@@ -311,27 +329,13 @@ def build_repository(
         )
     )
     (root / SPEC_FILE).write_text(spec.source_text)
-    tables = _side_tables(views, time_name, splits)
     summary: dict[str, Any] = {"repository": str(root), "views": {}}
     first, last = None, None
-    for view in views:
-        # Keep what is there: pushed values exist only in the offline table (or, for a
-        # repository in an object store, in the pushed files). At one entity and instant a
-        # pushed value wins, then the rows just ingested, then the table (include_pushed keeps
-        # the same order).
-        kept = _read_like([view.table(root)], tables[view.side])
-        pushed = _read_like(_pushed_files(root, view), tables[view.side])
-        table = _merged(view, time_name, [*kept, tables[view.side], *pushed])
-        table.to_parquet(view.table(root), index=False)
-        if len(table):
-            low, high = table[time_name].min(), table[time_name].max()
+    for view in views:  # one table in memory at a time, and none while Feast materializes
+        low, high, summary["views"][view.name] = _write_table(view, time_name, splits, root)
+        if low is not None and high is not None:
             first = low if first is None else min(first, low)
             last = high if last is None else max(last, high)
-        summary["views"][view.name] = {
-            "rows": len(table),
-            "entities": int(table[view.key].nunique()),
-            "features": list(view.features),
-        }
     store = open_store(root)
     store.apply(_feast_objects(views, time_name))
     if first is not None and last is not None:
