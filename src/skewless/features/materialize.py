@@ -47,6 +47,16 @@ def mismatch_rates(
     return rates
 
 
+def _sample(split: Path, columns: list[str]) -> pd.DataFrame:
+    """:data:`CHECK_ROWS` rows of ``split`` drawn at random (seed 0), in their order there; the
+    split is read as Arrow (compact text) and only the sample becomes pandas."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(split, columns=columns)
+    rows = np.random.default_rng(0).permutation(table.num_rows)[:CHECK_ROWS]
+    return table.take(np.sort(rows)).to_pandas()
+
+
 def materialize(
     ingested: str | Path, spec: FeatureSpec, repo: str | Path, online_store: str = ""
 ) -> dict[str, Any]:
@@ -88,8 +98,7 @@ def materialize(
         assert spec.event_time is not None
         keys = [view.key for view in views]
         names = [name for view in views for name in view.features]
-        rows = pd.read_parquet(folder.eval, columns=[spec.event_time.name, *keys, *names])
-        sample = rows.sample(n=min(CHECK_ROWS, len(rows)), random_state=0) if len(rows) else rows
+        sample = _sample(folder.eval, [spec.event_time.name, *keys, *names])
         found = point_in_time(local, sample[[spec.event_time.name, *keys]])
         rates = mismatch_rates(sample.reset_index(drop=True), found, names)
         summary.update(
