@@ -27,7 +27,7 @@ from skewless.data.raw import read_column_batches
 from skewless.model.transform import analysis_columns
 
 CHUNK_ROWS = 16_384
-# Rows of a window: 64 chunks, about 1M rows, ~300 MB on the default spec (~280 bytes a row).
+# Rows of a window: 64 chunks, about 1M rows, ~250 MB on the default spec (248 bytes a row).
 WINDOW_CHUNKS = 64
 _LABEL = "__label__"  # the label's key in a chunk file (no feature may start with "__")
 
