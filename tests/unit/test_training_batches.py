@@ -122,7 +122,9 @@ def test_a_split_reads_back_in_order_and_takes_rows_by_number(tmp_path):
     np.testing.assert_array_equal(features["row"], [0, 3, 4, 10])
     np.testing.assert_array_equal(labels, [0, 1, 0, 0])
     np.testing.assert_array_equal(split.take()[0]["row"], np.arange(11))
-    np.testing.assert_array_equal(split.positives()["row"], np.arange(1, 11, 2))
+    positives = split.positives(["row"])
+    assert list(positives) == ["row"]  # only the features asked for
+    np.testing.assert_array_equal(positives["row"], np.arange(1, 11, 2))
 
 
 def test_transform_split_writes_what_the_graph_gives_the_whole_split(

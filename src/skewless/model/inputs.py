@@ -15,7 +15,7 @@ Evaluation and the baseline read the chunks in order (:meth:`TransformedSplit.ch
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,22 +65,26 @@ class TransformedSplit:
         """Every row's label, in file order (4 bytes a row)."""
         return np.concatenate([labels for _, labels in self.chunks()])
 
-    def collect(self, select: Callable[[np.ndarray, int], Any]) -> Batch:
+    def collect(
+        self, select: Callable[[np.ndarray, int], Any], names: Collection[str] | None = None
+    ) -> Batch:
         """The rows ``select(labels, first_row)`` picks (row numbers within each chunk), in memory.
 
-        ``select`` sees each chunk's labels and the number of its first row in the split.
+        ``select`` sees each chunk's labels and the number of its first row in the split;
+        ``names`` keeps only those features (None: all).
         """
         parts: list[Batch] = []
         start = 0
         for features, labels in self.chunks():
             keep = select(labels, start)
-            parts.append(({name: values[keep] for name, values in features.items()}, labels[keep]))
+            kept = {n: v[keep] for n, v in features.items() if names is None or n in names}
+            parts.append((kept, labels[keep]))
             start += len(labels)
         return _concatenate(parts)
 
-    def positives(self) -> dict[str, np.ndarray]:
-        """The features of the rows labelled positive (label > 0.5), in memory."""
-        return self.collect(lambda labels, _: labels > 0.5)[0]
+    def positives(self, names: Collection[str]) -> dict[str, np.ndarray]:
+        """Features ``names`` of the rows labelled positive (label > 0.5), in memory."""
+        return self.collect(lambda labels, _: labels > 0.5, names)[0]
 
     def take(self, rows: np.ndarray | None = None) -> Batch:
         """The rows numbered ``rows`` (sorted row numbers in the split; None: all), in memory."""
@@ -117,10 +121,26 @@ class TransformedSplit:
         def windows() -> Iterator[Batch]:
             order = rng.permutation(len(self.chunk_rows))  # drawn anew each epoch
             for start in range(0, len(order), window_chunks):
-                chosen = order[start : start + window_chunks]
-                yield _concatenate([self.read(int(index)) for index in chosen])
+                yield self._window(order[start : start + window_chunks])
 
         return _dataset(windows, self.rows, signature, batch_size, rng, drop_remainder)
+
+    def _window(self, chosen: np.ndarray) -> Batch:
+        """Chunks ``chosen``, in that order, copied into one set of arrays as they are read."""
+        rows = sum(self.chunk_rows[index] for index in chosen)
+        window: Any = None
+        start = 0
+        for index in chosen:
+            chunk = self.read(int(index))
+            if window is None:
+                window = tf.nest.map_structure(
+                    lambda part: np.empty((rows, *part.shape[1:]), part.dtype), chunk
+                )
+            size = len(chunk[1])
+            for whole, part in zip(tf.nest.flatten(window), tf.nest.flatten(chunk), strict=True):
+                whole[start : start + size] = part
+            start += size
+        return window
 
 
 def transform_split(
@@ -199,6 +219,22 @@ def _concatenate(parts: list[Any]) -> Any:
     return tf.nest.map_structure(lambda *arrays: np.concatenate(arrays), *parts)
 
 
+def _gather(data: Any, picked: np.ndarray) -> Any:
+    return tf.nest.map_structure(lambda values: values[picked], data)
+
+
+def _rows(carried: Any, window: Any, picked: np.ndarray) -> Any:
+    """Rows ``picked`` of the carried rows followed by the window's.
+
+    The two are numbered as one, not copied together, so memory never holds a window twice.
+    """
+    if carried is None:
+        return _gather(window, picked)
+    held = len(tf.nest.flatten(carried)[0])
+    old = picked < held
+    return _concatenate([_gather(carried, picked[old]), _gather(window, picked[~old] - held)])
+
+
 def _dataset(
     windows: Callable[[], Iterator[Any]],
     rows: int,
@@ -212,16 +248,13 @@ def _dataset(
     def generate() -> Iterator[Any]:
         carried = None  # the previous window's rows that did not fill a batch
         for window in windows():
-            if carried is not None:
-                window = _concatenate([carried, window])
-            size = len(tf.nest.flatten(window)[0])
+            held = 0 if carried is None else len(tf.nest.flatten(carried)[0])
+            size = held + len(tf.nest.flatten(window)[0])
             order = rng.permutation(size)
             full = size - size % batch_size
             for start in range(0, full, batch_size):
-                rows_now = order[start : start + batch_size]
-                yield tf.nest.map_structure(lambda values: values[rows_now], window)  # noqa: B023
-            rest = order[full:]
-            carried = tf.nest.map_structure(lambda values: values[rest], window)  # noqa: B023
+                yield _rows(carried, window, order[start : start + batch_size])
+            carried = _rows(carried, window, order[full:])
             del window  # before the next window loads: one window in memory at a time
         if carried is not None and not drop_remainder and len(tf.nest.flatten(carried)[0]):
             yield carried

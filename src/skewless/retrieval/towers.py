@@ -296,8 +296,7 @@ def train_retrieval(
     Args:
         spec: The feature spec (with ``side`` options; see :attr:`FeatureSpec.has_retrieval`).
         tft_output: The transform graph.
-        train_split: The ranker's transformed training split; its positive rows are kept in
-            memory (only they train the towers).
+        train_split: The ranker's transformed training split (its positives train the towers).
         eval_split: The transformed eval split (its positives stop training early).
         splits: Clean splits whose items make the catalogue.
         hparams: Hyperparameters.
@@ -309,9 +308,9 @@ def train_retrieval(
     assert spec.item_key is not None, "train_retrieval needs a spec with side options"
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    positives = train_split.positives()
-    positives_train = len(next(iter(positives.values())))
-    if positives_train < 2:
+    tower_inputs = {*query_names(spec), *item_names(spec)}
+    positives = train_split.positives(tower_inputs)  # no crosses: half a transformed row
+    if (positives_train := len(positives[spec.item_key.name])) < 2:
         raise ValueError("retrieval needs at least 2 positive training rows")
     vocabulary = tft_output.vocabulary_size_by_name
     query = build_tower(spec, vocabulary, hparams, query_names(spec), "query_tower")
@@ -322,7 +321,7 @@ def train_retrieval(
     )
     losses = fit_towers(
         query, candidate, positives, spec.item_key.name, hparams,
-        validation=eval_split.positives(),
+        validation=eval_split.positives(tower_inputs),
     )  # fmt: skip
     timings["fit_seconds"] = time.perf_counter() - started
 
