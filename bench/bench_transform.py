@@ -4,8 +4,8 @@ Measured side by side on the same clean training split and the same transform gr
 
 * materialize: TFT's ``TransformDataset`` on Beam (the local FnApiRunner) writes transformed
   tf.Examples to TFRecord, and training then parses them back into arrays;
-* in-process: the transform graph's Keras layer applied to Parquet record batches
-  (``skewless.model.train.load_transformed``), which is what training does.
+* in-process: the transform graph's Keras layer applied to Parquet record batches, written to
+  chunk files (``skewless.model.inputs.transform_split``), which is what training does.
 
 Also reports TFT analysis time. Writes bench/results/transform.{json,md}.
 Usage: python bench/bench_transform.py [--rows 100000]
@@ -90,7 +90,7 @@ def main() -> None:
     from skewless.contract.spec import load_spec
     from skewless.data.generate import write_dataset
     from skewless.data.ingest import ingest
-    from skewless.model.inputs import load_transformed
+    from skewless.model.inputs import transform_split
     from skewless.model.transform import analyze
 
     spec = load_spec()
@@ -101,9 +101,11 @@ def main() -> None:
     analysis_seconds = analyze(train, spec, work / "tft").seconds
 
     started = time.perf_counter()
-    features, _ = load_transformed(train, spec, tft.TFTransformOutput(str(work / "tft")))
+    split = transform_split(
+        train, spec, tft.TFTransformOutput(str(work / "tft")), work / "transformed"
+    )
     in_process = time.perf_counter() - started
-    assert len(next(iter(features.values()))) == summary["rows_train"]
+    assert split.rows == summary["rows_train"]
 
     (work / "materialized").mkdir()
     beam_seconds = _materialize(train, spec, work / "tft", work / "materialized")

@@ -9,7 +9,7 @@ import numpy as np
 from skewless.contract.spec import load_spec_text
 from skewless.evaluation.metrics import roc_auc
 from skewless.model import baseline
-from skewless.model.baseline import design_matrix, fit_baseline_scores
+from skewless.model.baseline import design_matrix, fit_baseline
 from skewless.model.transform import id_space
 
 SPEC = load_spec_text(
@@ -63,14 +63,14 @@ def _rows(seed: int, noise: float) -> tuple[dict[str, np.ndarray], np.ndarray, n
 
 def test_the_fit_ranks_by_what_decides_the_label():
     features, labels, _ = _rows(seed=0, noise=0.0)  # only c decides
-    scores = fit_baseline_scores((features, labels), features, SPEC, vocabulary_size, l2=1e-4)
+    scores = fit_baseline((features, labels), SPEC, vocabulary_size, l2=1e-4)(features)
     assert roc_auc(labels, scores) == 1.0
 
 
 def test_past_max_rows_it_fits_on_a_sample(monkeypatch):
     features, labels, truth = _rows(seed=1, noise=0.2)
-    whole = fit_baseline_scores((features, labels), features, SPEC, vocabulary_size, l2=1e-3)
+    whole = fit_baseline((features, labels), SPEC, vocabulary_size, l2=1e-3)(features)
     monkeypatch.setattr(baseline, "MAX_ROWS", 100)
-    sampled = fit_baseline_scores((features, labels), features, SPEC, vocabulary_size, l2=1e-3)
+    sampled = fit_baseline((features, labels), SPEC, vocabulary_size, l2=1e-3)(features)
     assert not np.allclose(sampled, whole)  # fitted on other rows...
     assert roc_auc(truth, sampled) == 1.0  # ... and still ranks by what decides the label

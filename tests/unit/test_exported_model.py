@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from skewless.contract.spec import SPEC_ASSET, load_spec
-from skewless.model.inputs import load_transformed
+from skewless.model.inputs import transform_split
 from skewless.model.network import build_model
 from skewless.model.train import HParams, export_model, fit_model, predict_logits
 
@@ -20,13 +20,14 @@ from skewless.model.train import HParams, export_model, fit_model, predict_logit
 def exported(tmp_path_factory, ingested: Path, transform_dir: Path, default_spec):
     """A model trained in-process and exported, kept beside its in-memory twin."""
     output = tft.TFTransformOutput(str(transform_dir))
-    train_xy = load_transformed(ingested / "train.parquet", default_spec, output)
-    eval_xy = load_transformed(ingested / "eval.parquet", default_spec, output)
+    scratch = tmp_path_factory.mktemp("transformed")
+    train = transform_split(ingested / "train.parquet", default_spec, output, scratch / "train")
+    evaluation = transform_split(ingested / "eval.parquet", default_spec, output, scratch / "eval")
     hparams = HParams(epochs=1)
     model = build_model(default_spec, output.vocabulary_size_by_name, hparams)
-    fit_model(model, train_xy, eval_xy, hparams, None)
+    fit_model(model, train, evaluation, hparams, None)
     path = export_model(model, output, default_spec, tmp_path_factory.mktemp("export") / "m")
-    return model, eval_xy, path
+    return model, evaluation.read(0), path
 
 
 def _raw(ingested: Path, spec, rows: int = 64) -> dict[str, np.ndarray]:
@@ -54,7 +55,7 @@ def test_served_output_equals_training_time_transform_and_model(exported, ingest
     )
     assert set(served) == {"probability", "logit"}
     assert served["probability"].shape == (64,) and served["probability"].dtype == tf.float32
-    # Training fed the model from load_transformed (batched TFT layer in tf.data); the same rows
+    # Training fed the model from transform_split (batched TFT layer, chunk files); the same rows
     # through the exported graph must give the same logits.
     training_time = predict_logits(model, {k: v[:64] for k, v in eval_xy[0].items()})
     np.testing.assert_allclose(served["logit"].numpy(), training_time, rtol=1e-5, atol=1e-5)

@@ -133,9 +133,13 @@ def roc_curve(
     thresholds = np.linspace(1.0, 0.0, points)
     positives = max(float(labels.sum()), 1.0)
     negatives = max(float(labels.size - labels.sum()), 1.0)
-    predicted = probabilities[None, :] >= thresholds[:, None]
-    tpr = (predicted & (labels[None, :] == 1)).sum(axis=1) / positives
-    fpr = (predicted & (labels[None, :] == 0)).sum(axis=1) / negatives
+
+    # Rows at or above each threshold, counted by binary search: no thresholds-by-rows matrix.
+    def above(scores: np.ndarray) -> np.ndarray:
+        return len(scores) - np.searchsorted(np.sort(scores), thresholds, side="left")
+
+    tpr = above(probabilities[labels == 1]) / positives
+    fpr = above(probabilities[labels == 0]) / negatives
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": thresholds.tolist()}
 
 

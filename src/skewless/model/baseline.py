@@ -85,18 +85,26 @@ def _one_hot(ids: np.ndarray, width: int) -> Any:
     )
 
 
-def fit_baseline_scores(
+def sample_rows(rows: int) -> np.ndarray | None:
+    """The training rows the baseline is fitted on, sorted (None: all ``rows``, up to MAX_ROWS)."""
+    if rows <= MAX_ROWS:
+        return None
+    return np.sort(np.random.default_rng(0).choice(rows, MAX_ROWS, replace=False))
+
+
+def fit_baseline(
     train: tuple[Mapping[str, np.ndarray], np.ndarray],
-    evaluation: Mapping[str, np.ndarray],
     spec: FeatureSpec,
     vocabulary_size: Callable[[str], int],
     l2: float,
-) -> np.ndarray:
-    """Fits the baseline on ``train`` and returns its logits on the ``evaluation`` features.
+) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
+    """Fits the baseline on ``train``; returns a scorer: transformed features -> logits.
+
+    Training streams its splits, so it passes the rows of :func:`sample_rows` and scores the eval
+    split chunk by chunk; here, past ``MAX_ROWS`` rows, the same sample is drawn.
 
     Args:
         train: Transformed training features and labels.
-        evaluation: Transformed eval features.
         spec: The feature spec.
         vocabulary_size: ``tft_output.vocabulary_size_by_name``.
         l2: The ranker's L2 strength (``HParams.l2``); 0 fits without a penalty.
@@ -104,11 +112,13 @@ def fit_baseline_scores(
     from sklearn.linear_model import LogisticRegression
 
     features, labels = train
-    if len(labels) > MAX_ROWS:
-        keep = np.sort(np.random.default_rng(0).choice(len(labels), MAX_ROWS, replace=False))
+    keep = sample_rows(len(labels))
+    if keep is not None:
         features, labels = {k: v[keep] for k, v in features.items()}, labels[keep]
     x = design_matrix(features, spec, vocabulary_size)
     penalty: dict[str, Any] = {"C": 1.0 / (2.0 * l2 * len(labels))} if l2 > 0 else {"C": np.inf}
     model = LogisticRegression(max_iter=MAX_ITERATIONS, tol=TOLERANCE, **penalty)
     model.fit(x, labels)
-    return np.asarray(model.decision_function(design_matrix(evaluation, spec, vocabulary_size)))
+    return lambda rows: np.asarray(
+        model.decision_function(design_matrix(rows, spec, vocabulary_size))
+    )

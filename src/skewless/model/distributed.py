@@ -3,7 +3,8 @@
 Every worker runs the same program, ``python -m skewless.model.distributed``, and learns the cluster
 and its own place in it from ``TF_CONFIG`` (a Kubeflow TFJob sets it in each pod; locally, set it
 by hand; see docs/distributed.md). Each worker applies the transform graph to the splits as
-single-process training does (:func:`skewless.model.inputs.load_transformed`), then builds and fits
+single-process training does (:func:`skewless.model.inputs.transform_split`, into its own scratch
+folder), then builds and fits
 the same network inside the strategy's scope (:func:`~skewless.model.network.build_model`,
 :func:`~skewless.model.train.fit_model`): each global batch is split across the workers and their
 gradients are all-reduced every step, so the model is the one-process model's, with the same
@@ -92,19 +93,21 @@ def train_distributed(
     Returns:
         The training summary (the chief also writes it), with ``workers`` and ``is_chief``.
     """
+    import tempfile
+
     import tensorflow as tf
     import tensorflow_transform as tft
 
     from skewless.artifacts import TRAINING_LOGS, TRAINING_SUMMARY
     from skewless.evaluation import metrics
-    from skewless.model.inputs import load_transformed
+    from skewless.model.inputs import transform_split
     from skewless.model.network import build_model
     from skewless.model.train import (
         MODEL_DIRNAME,
         auto_batch_size,
         export_model,
         fit_model,
-        predict_logits,
+        predict_split,
     )
 
     role = worker_role(os.environ.get("TF_CONFIG"))
@@ -113,33 +116,39 @@ def train_distributed(
     # Made before any other TensorFlow work, as the strategy requires.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     out = Path(out_dir)
-    started = time.perf_counter()
-    tft_output = tft.TFTransformOutput(str(transform_dir))
-    train_xy = load_transformed(train_data, spec, tft_output)
-    eval_xy = load_transformed(eval_data, spec, tft_output)
-    transform_seconds = time.perf_counter() - started
-    if hparams.batch_size == 0:
-        hparams = dataclasses.replace(hparams, batch_size=auto_batch_size(len(train_xy[1])))
+    out.mkdir(parents=True, exist_ok=True)
     # Only the chief logs and exports; another worker's files go to a scratch folder.
     own = out if role.is_chief else out / f".worker-{role.task_type}-{role.index}"
     own.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with strategy.scope():
-        model = build_model(spec, tft_output.vocabulary_size_by_name, hparams)
-        history = fit_model(
-            model, train_xy, eval_xy, hparams, own / TRAINING_LOGS if role.is_chief else None
-        )
-    fit_seconds = time.perf_counter() - started
-    model_dir = export_model(model, tft_output, spec, own / MODEL_DIRNAME)
-    eval_logits = predict_logits(model, eval_xy[0])
+    scratch = Path(tempfile.mkdtemp(prefix=".transformed-", dir=own))
+    try:
+        started = time.perf_counter()
+        tft_output = tft.TFTransformOutput(str(transform_dir))
+        train_split = transform_split(train_data, spec, tft_output, scratch / "train")
+        eval_split = transform_split(eval_data, spec, tft_output, scratch / "eval")
+        transform_seconds = time.perf_counter() - started
+        if hparams.batch_size == 0:
+            hparams = dataclasses.replace(hparams, batch_size=auto_batch_size(train_split.rows))
+        started = time.perf_counter()
+        with strategy.scope():
+            model = build_model(spec, tft_output.vocabulary_size_by_name, hparams)
+            history = fit_model(
+                model, train_split, eval_split, hparams,
+                own / TRAINING_LOGS if role.is_chief else None,
+            )  # fmt: skip
+        fit_seconds = time.perf_counter() - started
+        model_dir = export_model(model, tft_output, spec, own / MODEL_DIRNAME)
+        eval_auc = metrics.roc_auc(eval_split.labels(), predict_split(model, eval_split))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     summary: dict[str, Any] = {
         "workers": role.workers,
         "is_chief": role.is_chief,
-        "rows_train": len(train_xy[1]),
-        "rows_eval": len(eval_xy[1]),
+        "rows_train": train_split.rows,
+        "rows_eval": eval_split.rows,
         "epochs_run": len(history.get("loss", [])),
         "history": history,
-        "eval_auc": metrics.roc_auc(eval_xy[1], eval_logits),
+        "eval_auc": eval_auc,
         "hparams": dataclasses.asdict(hparams),
         "timings": {
             "transform_seconds": round(transform_seconds, 3),

@@ -2,7 +2,9 @@
 
 Training reads the clean Parquet splits, applies the TFT transform graph in-process in large
 batches (see docs/performance.md for why this beats materializing transformed data with Beam here)
-and trains a deep-and-cross network from memory. The exported SavedModel carries the transform:
+into chunk files on local disk, and trains a deep-and-cross network on batches streamed from them
+(:mod:`skewless.model.inputs`): memory does not grow with the rows. The exported SavedModel
+carries the transform:
 
 * ``serving_default``: raw features as named ``[batch]`` tensors -> ``probability`` and ``logit``;
 * ``serve_tf_examples``: serialized ``tf.Example`` protos (key ``examples``) -> the same outputs.
@@ -16,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ import tensorflow as tf
 from skewless.artifacts import TRAINING_LOGS, TRAINING_SUMMARY
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec
 from skewless.model.hparams import HParams
-from skewless.model.inputs import load_transformed, shuffled_batches
+from skewless.model.inputs import TransformedSplit, transform_split
 from skewless.model.network import build_model, model_inputs
 from skewless.model.transform import raw_feature_spec, raw_signature
 
@@ -91,15 +95,16 @@ class _EvalMetrics(tf.keras.callbacks.Callback):
     a sixth of each step's time at 400k rows.
     """
 
-    def __init__(self, evaluation: tuple[dict[str, np.ndarray], np.ndarray]) -> None:
+    def __init__(self, evaluation: TransformedSplit) -> None:
         super().__init__()
         self.evaluation = evaluation
+        self.labels = evaluation.labels()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         from skewless.evaluation import metrics
 
-        features, labels = self.evaluation
-        logits = predict_logits(self.model, features)
+        labels = self.labels
+        logits = predict_split(self.model, self.evaluation)
         if logs is not None:
             logs["val_loss"] = metrics.log_loss(labels, 0.5 + 0.5 * np.tanh(logits / 2))  # sigmoid
             logs["val_auc"] = metrics.roc_auc(labels, logits)
@@ -107,8 +112,8 @@ class _EvalMetrics(tf.keras.callbacks.Callback):
 
 def fit_model(
     model: tf.keras.Model,
-    train: tuple[dict[str, np.ndarray], np.ndarray],
-    evaluation: tuple[dict[str, np.ndarray], np.ndarray],
+    train: TransformedSplit,
+    evaluation: TransformedSplit,
     hparams: HParams,
     log_dir: Path | None,
 ) -> dict[str, list[float]]:
@@ -116,12 +121,12 @@ def fit_model(
 
     Args:
         model: A model from :func:`build_model`.
-        train: Transformed training features and labels.
-        evaluation: Transformed eval features and labels (early stopping watches their AUC).
+        train: The transformed training split (streamed, :meth:`TransformedSplit.batches`).
+        evaluation: The transformed eval split (early stopping watches its AUC).
         hparams: Hyperparameters (batch size 0: :func:`auto_batch_size` of the training rows).
         log_dir: TensorBoard log folder, or None for no logs.
     """
-    batch_size = hparams.batch_size or auto_batch_size(len(train[1]))
+    batch_size = hparams.batch_size or auto_batch_size(train.rows)
     model.compile(
         optimizer=tf.keras.optimizers.Adam(hparams.learning_rate),
         loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
@@ -135,7 +140,7 @@ def fit_model(
     if log_dir is not None:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0))
     history = model.fit(
-        shuffled_batches(train, batch_size, hparams.seed),
+        train.batches(batch_size, hparams.seed),
         epochs=hparams.epochs,
         callbacks=callbacks,
         shuffle=False,  # the dataset is shuffled above, per epoch
@@ -208,6 +213,11 @@ def predict_logits(
     return np.concatenate([np.asarray(chunk).reshape(-1) for chunk in chunks])
 
 
+def predict_split(model: tf.keras.Model, split: TransformedSplit) -> np.ndarray:
+    """Logits of ``model`` for every row of a transformed split, chunk by chunk, in file order."""
+    return np.concatenate([predict_logits(model, features) for features, _ in split.chunks()])
+
+
 def train(
     train_data: str | Path,
     eval_data: str | Path,
@@ -236,8 +246,6 @@ def train(
     """
     import tensorflow_transform as tft
 
-    from skewless.evaluation import metrics
-
     hparams = hparams or HParams()
     tf.keras.utils.set_random_seed(hparams.seed)
     out = Path(out_dir)
@@ -245,28 +253,56 @@ def train(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     tft_output = tft.TFTransformOutput(str(transform_dir))
-    train_xy = load_transformed(train_data, spec, tft_output)
-    eval_xy = load_transformed(eval_data, spec, tft_output)
-    timings["transform_seconds"] = time.perf_counter() - started
+    # The transformed chunks live on local disk for the step's duration only.
+    scratch = Path(tempfile.mkdtemp(prefix=".transformed-", dir=out))
+    try:
+        train_split = transform_split(train_data, spec, tft_output, scratch / "train")
+        eval_split = transform_split(eval_data, spec, tft_output, scratch / "eval")
+        timings["transform_seconds"] = time.perf_counter() - started
+        result = _train_on(
+            train_split, eval_split, (train_data, eval_data), tft_output, spec, out, hparams,
+            timings, train_baseline=train_baseline,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    (out / TRAINING_SUMMARY).write_text(result.to_json())
+    return result
+
+
+def _train_on(
+    train_split: TransformedSplit,
+    eval_split: TransformedSplit,
+    splits: tuple[str | Path, str | Path],
+    tft_output: Any,
+    spec: FeatureSpec,
+    out: Path,
+    hparams: HParams,
+    timings: dict[str, float],
+    *,
+    train_baseline: bool,
+) -> TrainResult:
+    """:func:`train` past the transform: fit, baseline, export, retrieval."""
+    from skewless.evaluation import metrics
 
     if hparams.batch_size == 0:
-        hparams = dataclasses.replace(hparams, batch_size=auto_batch_size(len(train_xy[1])))
+        hparams = dataclasses.replace(hparams, batch_size=auto_batch_size(train_split.rows))
     started = time.perf_counter()
-    model = build_model(spec, tft_output.vocabulary_size_by_name, hparams)
-    history = fit_model(model, train_xy, eval_xy, hparams, out / TRAINING_LOGS)
+    vocabulary = tft_output.vocabulary_size_by_name
+    model = build_model(spec, vocabulary, hparams)
+    history = fit_model(model, train_split, eval_split, hparams, out / TRAINING_LOGS)
     timings["fit_seconds"] = time.perf_counter() - started
-    eval_logits = predict_logits(model, eval_xy[0])
+    eval_labels = eval_split.labels()
+    eval_logits = predict_split(model, eval_split)
     baseline_auc = retrieval = None
     if train_baseline:
-        from skewless.model.baseline import fit_baseline_scores
+        from skewless.model.baseline import fit_baseline, sample_rows
 
         started = time.perf_counter()
-        baseline_auc = metrics.roc_auc(
-            eval_xy[1],
-            fit_baseline_scores(
-                train_xy, eval_xy[0], spec, tft_output.vocabulary_size_by_name, hparams.l2
-            ),
+        scorer = fit_baseline(
+            train_split.take(sample_rows(train_split.rows)), spec, vocabulary, hparams.l2
         )
+        scores = np.concatenate([scorer(features) for features, _ in eval_split.chunks()])
+        baseline_auc = metrics.roc_auc(eval_labels, scores)
         timings["baseline_seconds"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -280,21 +316,19 @@ def train(
 
         started = time.perf_counter()
         retrieval = train_retrieval(
-            spec, tft_output, train_xy, eval_xy, (train_data, eval_data), hparams,
+            spec, tft_output, train_split, eval_split, splits, hparams,
             model_dir / RETRIEVAL_DIRNAME,
         )  # fmt: skip
         timings["retrieval_seconds"] = time.perf_counter() - started
-    result = TrainResult(
+    return TrainResult(
         model_dir=str(model_dir),
-        rows_train=len(train_xy[1]),
-        rows_eval=len(eval_xy[1]),
+        rows_train=train_split.rows,
+        rows_eval=eval_split.rows,
         epochs_run=len(history.get("loss", [])),
         history=history,
-        eval_auc=metrics.roc_auc(eval_xy[1], eval_logits),
+        eval_auc=metrics.roc_auc(eval_labels, eval_logits),
         hparams=hparams,
         timings={k: round(v, 3) for k, v in timings.items()},
         baseline_eval_auc=baseline_auc,
         retrieval=retrieval,
     )
-    (out / TRAINING_SUMMARY).write_text(result.to_json())
-    return result

@@ -18,16 +18,41 @@ import numpy as np
 import pandas as pd
 
 from skewless.contract.spec import FeatureSpec
+from skewless.data.raw import read_column_batches
 from skewless.retrieval.index import exact_search
 from skewless.retrieval.retriever import Retriever
 
 RECALL_KS = (10, 100, 500)
 MAX_QUERIES = 5_000
+BATCH_ROWS = 65_536
 
 
 def _recall(rows: np.ndarray, targets: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
     hits = rows == targets[:, None]
     return {str(k): float(hits[:, :k].any(axis=1).mean()) if len(targets) else 0.0 for k in ks}
+
+
+def _first_positives(path: str | Path, columns: list[str], label: str, limit: int) -> pd.DataFrame:
+    """The first ``limit`` positive rows of a split, read in batches (the split may be large)."""
+    parts: list[pd.DataFrame] = []
+    found = 0
+    for batch in read_column_batches(path, columns, BATCH_ROWS):
+        if found >= limit:
+            break
+        part = pd.DataFrame(batch)
+        part = part[part[label] > 0.5].head(limit - found)
+        parts.append(part)
+        found += len(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
+def _positive_counts(path: str | Path, key: str, label: str) -> pd.Series:
+    """Positive rows per item of a split, read in batches: memory holds one count per item."""
+    counts = pd.Series(dtype=np.int64)
+    for batch in read_column_batches(path, [key, label], BATCH_ROWS):
+        found = pd.Series(batch[key][batch[label] > 0.5]).value_counts()
+        counts = counts.add(found, fill_value=0).astype(np.int64)
+    return counts
 
 
 def recall_metrics(
@@ -52,8 +77,7 @@ def recall_metrics(
     retriever = Retriever(model_dir)
     label, key = spec.label.name, retriever.item_key
     columns = list(dict.fromkeys([*retriever.query_features, key, label]))
-    frame = pd.read_parquet(eval_data, columns=columns)
-    frame = frame[frame[label] > 0.5].head(max_queries)
+    frame = _first_positives(eval_data, columns, label, max_queries)
     targets = frame[key].map(retriever.row_of_item).fillna(-2).to_numpy(dtype=np.int64)
     depth = min(max(ks), len(retriever.catalogue))
     model_rows = exact_rows = np.zeros((0, depth), dtype=np.int64)
@@ -66,8 +90,7 @@ def recall_metrics(
         model_rows = retriever.index.search(vectors, depth, threads=0)[0]
         exact_rows = exact_search(retriever.embeddings, vectors, depth, threads=0)[0]
 
-    train = pd.read_parquet(train_data, columns=[key, label])
-    counts = train.loc[train[label] > 0.5, key].value_counts()
+    counts = _positive_counts(train_data, key, label)
     popular = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
     popular_rows = np.array(
         [

@@ -36,8 +36,9 @@ import pandas as pd
 import tensorflow as tf
 
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec
+from skewless.data.raw import read_column_batches
 from skewless.model.hparams import HParams
-from skewless.model.inputs import shuffled_batches
+from skewless.model.inputs import TransformedSplit, shuffled_batches
 from skewless.model.network import embed_features, model_inputs
 from skewless.model.transform import id_space, raw_signature
 from skewless.retrieval import index as ann
@@ -223,8 +224,13 @@ def catalogue(spec: FeatureSpec, *splits: str | Path) -> pd.DataFrame:
     """
     names = item_names(spec)
     key = spec.item_key.name if spec.item_key else names[0]
-    frames = [pd.read_parquet(split, columns=names) for split in splits]
-    items = pd.concat(frames, ignore_index=True).drop_duplicates(key, keep="last")
+    # In record batches, keeping one row per item: memory holds the catalogue, not the splits.
+    items = pd.DataFrame(columns=names)
+    for batch in (b for split in splits for b in read_column_batches(split, names, 65_536)):
+        part = pd.DataFrame(batch)
+        items = (
+            pd.concat([items, part], ignore_index=True) if len(items) else part
+        ).drop_duplicates(key, keep="last")
     return items.sort_values(key, kind="stable").reset_index(drop=True)
 
 
@@ -279,8 +285,8 @@ def embed_items(signature: Any, items: pd.DataFrame, *, batch_rows: int = 16_384
 def train_retrieval(
     spec: FeatureSpec,
     tft_output: Any,
-    train_xy: tuple[dict[str, np.ndarray], np.ndarray],
-    eval_xy: tuple[dict[str, np.ndarray], np.ndarray],
+    train_split: TransformedSplit,
+    eval_split: TransformedSplit,
     splits: tuple[str | Path, ...],
     hparams: HParams,
     out_dir: str | Path,
@@ -290,8 +296,8 @@ def train_retrieval(
     Args:
         spec: The feature spec (with ``side`` options; see :attr:`FeatureSpec.has_retrieval`).
         tft_output: The transform graph.
-        train_xy: Transformed training features and labels (the ranker's; positives are used).
-        eval_xy: Transformed eval features and labels (their positives stop training early).
+        train_split: The ranker's transformed training split (its positives train the towers).
+        eval_split: The transformed eval split (its positives stop training early).
         splits: Clean splits whose items make the catalogue.
         hparams: Hyperparameters.
         out_dir: Receives the retrieval artifact (see the module docstring).
@@ -302,10 +308,10 @@ def train_retrieval(
     assert spec.item_key is not None, "train_retrieval needs a spec with side options"
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    positive = train_xy[1] > 0.5
-    if positive.sum() < 2:
+    tower_inputs = {*query_names(spec), *item_names(spec)}
+    positives = train_split.positives(tower_inputs)  # no crosses: half a transformed row
+    if (positives_train := len(positives[spec.item_key.name])) < 2:
         raise ValueError("retrieval needs at least 2 positive training rows")
-    positives = {name: values[positive] for name, values in train_xy[0].items()}
     vocabulary = tft_output.vocabulary_size_by_name
     query = build_tower(spec, vocabulary, hparams, query_names(spec), "query_tower")
     key = spec.item_key.name
@@ -313,10 +319,9 @@ def train_retrieval(
     candidate = build_tower(
         spec, vocabulary, hparams, item_names(spec), "candidate_tower", prior=prior
     )
-    held_out = eval_xy[1] > 0.5
     losses = fit_towers(
         query, candidate, positives, spec.item_key.name, hparams,
-        validation={name: values[held_out] for name, values in eval_xy[0].items()},
+        validation=eval_split.positives(tower_inputs),
     )  # fmt: skip
     timings["fit_seconds"] = time.perf_counter() - started
 
@@ -340,7 +345,7 @@ def train_retrieval(
         "query_features": query_names(spec),
         "item_features": item_names(spec),
         "items": len(items),
-        "positives_train": int(positive.sum()),
+        "positives_train": positives_train,
         "dim": int(embeddings.shape[1]),
         "index": index.describe(),
         "history": losses,
