@@ -116,7 +116,7 @@ def test_a_quantized_index_keeps_most_of_the_recall(tmp_path):
 
 
 def test_the_catalogue_keeps_each_items_latest_row(tmp_path):
-    from skewless.retrieval.towers import catalogue
+    from skewless.retrieval.catalogue import catalogue
 
     spec = load_spec_text(SIDED)
     first = pd.DataFrame({"item_id": ["b", "a", "b"], "price": [1.0, 2.0, 3.0],

@@ -36,7 +36,6 @@ import pandas as pd
 import tensorflow as tf
 
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec
-from skewless.data.raw import read_column_batches
 from skewless.model.hparams import HParams
 from skewless.model.inputs import TransformedSplit, shuffled_batches
 from skewless.model.network import embed_features, model_inputs
@@ -50,17 +49,13 @@ from skewless.retrieval.artifact import (
     QUERY_DIRNAME,
     SIGNATURE,
 )
+from skewless.retrieval.catalogue import catalogue, item_names
 from skewless.retrieval.prior import AppendOne, ItemPrior, log_prior
 
 
 def query_names(spec: FeatureSpec) -> list[str]:
     """Raw features the query tower reads (user and context sides), in spec order."""
     return [f.name for f in spec.on_side("user", "context")]
-
-
-def item_names(spec: FeatureSpec) -> list[str]:
-    """Raw features the candidate tower reads (item side), in spec order."""
-    return [f.name for f in spec.on_side("item")]
 
 
 def build_tower(
@@ -214,24 +209,6 @@ def fit_towers(
         query.set_weights(best_weights[0])
         candidate.set_weights(best_weights[1])
     return history
-
-
-def catalogue(spec: FeatureSpec, *splits: str | Path) -> pd.DataFrame:
-    """The items seen in ``splits``: their raw item-side features, the last row of each item.
-
-    Item features are item attributes, so every row of an item should agree; when they do not
-    (a price changed) the latest row wins, as it would in a catalogue.
-    """
-    names = item_names(spec)
-    key = spec.item_key.name if spec.item_key else names[0]
-    # In record batches, keeping one row per item: memory holds the catalogue, not the splits.
-    items = pd.DataFrame(columns=names)
-    for batch in (b for split in splits for b in read_column_batches(split, names, 65_536)):
-        part = pd.DataFrame(batch)
-        items = (
-            pd.concat([items, part], ignore_index=True) if len(items) else part
-        ).drop_duplicates(key, keep="last")
-    return items.sort_values(key, kind="stable").reset_index(drop=True)
 
 
 class _TowerModule(tf.Module):
