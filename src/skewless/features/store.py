@@ -27,9 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from skewless.contract.kinds import kind_of
 from skewless.contract.spec import FeatureSpec
+from skewless.features.changes import changes
 
 PROJECT = "skewless"
 CONFIG_FILE = "feature_store.yaml"
@@ -217,11 +220,6 @@ def _write_table(
     """Writes one view's offline table; returns its first and last event time (None when
     empty), each entity's latest row (plain pandas types) and its summary (rows, entities,
     features)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from skewless.features.changes import changes
-
     new = changes(view.key, time_name, view.features, splits)
     # Keep what is there: pushed values exist only in the offline table (or, for a repository in
     # an object store, in the pushed files). At one entity and instant a pushed value wins, then
@@ -242,16 +240,9 @@ def _write_table(
     # Sorted by time, and one row per entity and instant: the last row of each key is its latest.
     newest = table.drop_duplicates(view.key, keep="last")
     newest = pa.Table.from_pandas(newest, preserve_index=False).to_pandas()
-    return (
-        low,
-        high,
-        newest,
-        {
-            "rows": len(table),
-            "entities": int(table[view.key].nunique()),
-            "features": list(view.features),
-        },
-    )
+    summary = {"rows": len(table), "entities": int(table[view.key].nunique()),
+               "features": list(view.features)}  # fmt: skip
+    return low, high, newest, summary
 
 
 def _read_like(paths: list[Path], like: pd.DataFrame) -> list[pd.DataFrame]:
@@ -285,8 +276,6 @@ def include_pushed(repo: str | Path) -> None:
     Raises:
         FeatureStoreError: A pushed file is not a table of the view's columns.
     """
-    import pyarrow as pa
-
     root = Path(repo)
     views, time_name = read_views(root)
     for view in views:
