@@ -297,6 +297,7 @@ def test_experiment_overlay_serves_from_the_model_registry_with_logs_on_a_volume
     # The arguments are ones `skewless serve` parses, and they mean what the overlay says.
     args = build_parser().parse_args([a.replace("{{.Name}}", "ranking") for a in container["args"]])
     assert (args.command, args.registry, args.name) == ("serve", IN_CLUSTER_REGISTRY, "ranking")
+    assert args.host == "0.0.0.0"  # reached on the pod's address, not only from inside it
     volume = next(v for v in runtime["volumes"] if "persistentVolumeClaim" in v)
     name = volume["persistentVolumeClaim"]["claimName"]
     (claim,) = [
@@ -503,6 +504,7 @@ def test_a_server_with_a_feature_store_gets_arguments_skewless_serve_takes_and_i
     args = build_parser().parse_args([a.replace("{{.Name}}", "ranking") for a in runtime]
                                      + model["args"])  # fmt: skip
     assert args.feature_store == IN_CLUSTER_FEATURE_REPO and args.model == "/mnt/models"
+    assert args.host == "0.0.0.0"  # reached on the pod's address, not only from inside it
     (secret,) = [o for o in objects if o["kind"] == "Secret"]
     assert secret["metadata"]["name"] == S3_SECRET
     assert {e["valueFrom"]["secretKeyRef"]["key"] for e in model["env"]} == set(secret["data"])

@@ -20,6 +20,7 @@ from skewless.cli.common import (
 )
 from skewless.experiments.logs import DEFAULT_LOG_MAX_MB, EXPOSURE_LOG
 from skewless.serving.batching import DEFAULT_BATCH_ROWS
+from skewless.serving.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_HOST, check_host
 from skewless.serving.lookup import DEFAULT_FEATURE_LOG_SAMPLE, FEATURE_LOG
 from skewless.serving.validation import (
     DEFAULT_ITEM_FIELD,
@@ -67,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ),
         allow_push=args.allow_push,
     )
-    _check_ports(args.http_port, args.grpc_port)
+    _check_ports(args.http_port, args.grpc_port, host=args.host)
     from skewless.features.store import FeatureStoreError
     from skewless.serving.loading import ModelLoadError
 
@@ -76,6 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             args.model,
             registry=args.registry,
             name=args.name,
+            host=args.host,
             http_port=args.http_port,
             grpc_port=args.grpc_port,
             workers=args.workers,
@@ -84,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=args.access_log,
             log_format=args.log_format,
             allow_model_management=args.allow_model_management,
+            header_timeout=args.header_timeout,
         )
     except (FileNotFoundError, ModelLoadError) as err:
         raise CliError(f"--model: {err}") from None
@@ -107,22 +110,33 @@ def _feature_repo(repo: str | None) -> str | None:
     return repo
 
 
-def _check_ports(http_port: int, grpc_port: int) -> None:
-    """Fails with one line when a port the server needs is taken (before any work starts)."""
+def _check_ports(http_port: int, grpc_port: int, host: str = DEFAULT_HOST) -> None:
+    """Fails with one line when a port the server needs is taken, or ``host`` is not an address
+    of this machine (before any work starts)."""
+    import errno
     import socket
 
     if http_port == grpc_port:
         raise CliError(f"--http-port and --grpc-port are both {http_port}: give two ports")
     for flag, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
-        with socket.socket() as sock:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
             try:
-                sock.bind(("0.0.0.0", port))
+                sock.bind((host, port))
             except OSError as err:
+                if err.errno == errno.EADDRNOTAVAIL:
+                    raise CliError(f"--host {host}: not an address of this machine") from None
                 raise CliError(
                     f"{flag} {port}: cannot listen there ({err.strerror}); another server may "
                     "hold it: stop it or pick another port"
                 ) from None
+
+
+def _host(text: str) -> str:
+    try:
+        return check_host(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_commands(sub: Any) -> None:
@@ -137,6 +151,13 @@ def add_commands(sub: Any) -> None:
     )
     srv.add_argument(
         "--name", type=_model_name, default="ranking", help="model name in the URL paths"
+    )
+    srv.add_argument(
+        "--host",
+        type=_host,
+        default=DEFAULT_HOST,
+        help=f"IP address to listen on, REST and gRPC ({DEFAULT_HOST}: this machine only; 0.0.0.0: "
+        "every IPv4 address, as the container does)",
     )
     srv.add_argument("--http-port", type=_port, default=8080, help="REST port (8080)")
     srv.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port (8081)")
@@ -174,6 +195,14 @@ def add_commands(sub: Any) -> None:
         type=_positive_float,
         default=DEFAULT_MAX_BODY_MB,
         help=f"refuse larger request bodies with 413 ({DEFAULT_MAX_BODY_MB:g})",
+    )
+    srv.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help=f"close a connection whose request headers are not all in after this long "
+        f"({DEFAULT_HEADER_TIMEOUT:g})",
     )
     srv.add_argument(
         "--allow-model-management",
