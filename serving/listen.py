@@ -1,12 +1,12 @@
-"""Where ``skewless serve`` listens, how long a client may take over its headers, and gRPC
-requests that do not decode.
+"""Where ``skewless serve`` listens, how long a client may take over its headers, gRPC
+requests that do not decode, and what readiness means.
 
-KServe 0.21's ``ModelServer`` has no setting for any of the three: it binds REST to ``0.0.0.0`` and
+KServe 0.21's ``ModelServer`` has no setting for any of these: it binds REST to ``0.0.0.0`` and
 gRPC to ``[::]``; uvicorn closes an idle keep-alive connection but never one still sending its
-request headers (or one that sends nothing at all); and a gRPC request whose bytes are not the
+request headers (or one that sends nothing at all); a gRPC request whose bytes are not the
 method's protobuf message fails in grpc's own deserialization, before any handler, as
-``UNKNOWN``. :class:`ListeningServer` is KServe's ``ModelServer`` with those three set, changing
-only objects KServe has built and not yet started.
+``UNKNOWN``; and the server says ready whatever its models are. :class:`ListeningServer` is
+KServe's ``ModelServer`` with those set, changing only objects KServe has built and not yet started.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import kserve
 from google.protobuf.message import DecodeError
 from kserve.errors import InvalidInput
 from kserve.logging import logger
+from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc.server import GRPCServer
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -37,11 +38,17 @@ class ListeningServer(kserve.ModelServer):
                 moment it connects or sends the request's first byte.
         """
         super().__init__(**kwargs)
+        self.dataplane = ModelsReadyDataPlane(model_registry=self.registered_models)
         self.host = host
         self.header_timeout = header_timeout
         # KServe's own gRPC server would bind [::]; _serve starts ours (HostGRPCServer) instead.
         self.serve_grpc = bool(self.enable_grpc)  # type: ignore[has-type]
         self.enable_grpc = False
+
+    def start(self, models: list[Any]) -> None:
+        """Serves ``models`` until stopped; readiness requires every one of them loaded."""
+        self.dataplane.started_with = tuple(model.name for model in models)
+        super().start(models)
 
     async def _serve(self) -> None:
         """Sets the REST server's address and protocol, adds the gRPC server, then serves.
@@ -68,6 +75,26 @@ class ListeningServer(kserve.ModelServer):
             )  # fmt: skip
             self.servers.append(self._grpc_server.start(self.max_threads))
         await super()._serve()
+
+
+class ModelsReadyDataPlane(DataPlane):
+    """KServe's data plane, whose server readiness (REST ``/v2/health/ready``, gRPC
+    ``ServerReady``) is false unless every model the server started with is still registered and
+    loaded.
+
+    KServe's answers true whatever the models (kserve 0.21.0, kserve/protocol/dataplane.py
+    ``DataPlane.ready``, without a predictor host): a server whose model was unloaded (with
+    ``--allow-model-management``) answered 404 to every request and still said ready.
+    """
+
+    started_with: tuple[str, ...] = ()
+
+    async def ready(self) -> bool:
+        """Whether every model the server started with is loaded (in a REST worker still loading
+        its copy, it is not)."""
+        models = self.model_registry.get_models()
+        loaded = all(name in models and models[name].ready for name in self.started_with)
+        return bool(self.started_with) and loaded and bool(await super().ready())
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):

@@ -347,8 +347,28 @@ def test_model_management_is_off_unless_asked_for(server, trained):
     assert not [line for line in _log_lines(server)[before:] if "Traceback" in line]
 
     with serving(trained.model_dir, "--allow-model-management") as managed:
+        assert _server_ready(managed) == (200, True)
         status, answer, _ = post(f"{managed['http']}/v2/repository/models/ranking/unload", {})
         assert status == 200 and answer == {"name": "ranking", "unload": True}
+        # No model loaded: the server is not ready (KServe said ready whatever its models).
+        assert _server_ready(managed) == (503, False)
+        assert not [line for line in _log_lines(managed) if "Traceback" in line]
+
+
+def _server_ready(addresses: dict[str, Any]) -> tuple[int, bool]:
+    """REST /v2/health/ready's status and gRPC ServerReady's answer."""
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    try:
+        with urllib.request.urlopen(f"{addresses['http']}/v2/health/ready", timeout=60) as answer:
+            status = answer.status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    with grpc.insecure_channel(addresses["grpc"]) as channel:
+        ready = GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), timeout=60)
+    return status, ready.ready
 
 
 def test_a_body_over_the_limit_is_a_413_and_the_schema_pages_are_gone(trained):
