@@ -1,11 +1,12 @@
-"""Where ``skewless serve`` listens, how long a client may take over its headers, gRPC
-requests that do not decode, and what readiness means.
+"""Where ``skewless serve`` listens, how long a client may take over its headers, requests
+whose bytes do not decode, and what readiness means.
 
 KServe 0.21's ``ModelServer`` has no setting for any of these: it binds REST to ``0.0.0.0`` and
 gRPC to ``[::]``; uvicorn closes an idle keep-alive connection but never one still sending its
 request headers (or one that sends nothing at all); a gRPC request whose bytes are not the
 method's protobuf message fails in grpc's own deserialization, before any handler, as
-``UNKNOWN``; and the server says ready whatever its models are. :class:`ListeningServer` is
+``UNKNOWN``, and V2 binary tensor data that does not match its JSON header is a 500; and the
+server says ready whatever its models are. :class:`ListeningServer` is
 KServe's ``ModelServer`` with those set, changing only objects KServe has built and not yet started.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,7 +40,7 @@ class ListeningServer(kserve.ModelServer):
                 moment it connects or sends the request's first byte.
         """
         super().__init__(**kwargs)
-        self.dataplane = ModelsReadyDataPlane(model_registry=self.registered_models)
+        self.dataplane = ServingDataPlane(model_registry=self.registered_models)
         self.host = host
         self.header_timeout = header_timeout
         # KServe's own gRPC server would bind [::]; _serve starts ours (HostGRPCServer) instead.
@@ -77,15 +79,33 @@ class ListeningServer(kserve.ModelServer):
         await super()._serve()
 
 
-class ModelsReadyDataPlane(DataPlane):
+class ServingDataPlane(DataPlane):
     """KServe's data plane, whose server readiness (REST ``/v2/health/ready``, gRPC
     ``ServerReady``) is false unless every model the server started with is still registered and
-    loaded.
+    loaded, and which refuses V2 binary tensor data that does not match its header with a 400.
 
-    KServe's answers true whatever the models (kserve 0.21.0, kserve/protocol/dataplane.py
+    KServe's readiness is true whatever the models (kserve 0.21.0, kserve/protocol/dataplane.py
     ``DataPlane.ready``, without a predictor host): a server whose model was unloaded (with
     ``--allow-model-management``) answered 404 to every request and still said ready.
     """
+
+    def decode_inference_request(self, body: Any, headers: Any, model_name: str) -> Any:
+        """KServe's decoding; binary data that does not fit its header is ``InvalidInput``.
+
+        ``InferRequest.from_bytes`` slices each input's ``binary_data_size`` out of the body and
+        unpacks it with ``struct`` and NumPy (kserve 0.21.0, kserve/protocol/infer_type.py), whose
+        errors on a short or malformed payload were answered 500.
+        """
+        try:
+            return super().decode_inference_request(body, headers, model_name)
+        except InvalidInput:
+            raise
+        except (struct.error, ValueError, TypeError, IndexError) as err:
+            if not isinstance(body, bytes):
+                raise
+            raise InvalidInput(
+                f"binary tensor data does not match the request's JSON header ({str(err)[:200]})"
+            ) from None
 
     started_with: tuple[str, ...] = ()
 

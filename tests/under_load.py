@@ -1,9 +1,11 @@
 """The serving tests on a fully loaded machine, three times in a row: ``make test-loaded``.
 
 A test that passes on an idle machine and fails on a busy one depends on timing, and users' CI
-machines are busy. This starts one busy-loop process per core (as ``stress-ng --cpu N`` would),
-runs the serving test files in one pytest process next to them, ``--runs`` times in a row, and
-exits 1 unless every run passed. Not part of ``make test``: it takes tens of minutes.
+machines are busy. This starts one busy-loop process per core (as ``stress-ng --cpu N`` would)
+and, next to them, one pytest session that runs the serving test files ``--runs`` times in a row
+(each file given that many times, ``--keep-duplicates``: the model is trained once, which on a
+loaded machine alone takes minutes, and every test and server start happens ``--runs`` times).
+Exits 1 unless every test passed every time. Not part of ``make test``: it takes tens of minutes.
 """
 
 from __future__ import annotations
@@ -20,10 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 SERVING_TESTS = [
     "tests/e2e/test_serving.py",
     "tests/e2e/test_serving_hardening.py",
-    "tests/e2e/test_fuzz_http.py",
     "tests/unit/test_batching.py",
-    "tests/unit/test_v1_fast_path.py",
-    "tests/unit/test_request_validation.py",
 ]
 
 
@@ -33,7 +32,7 @@ def _burn() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the serving tests ``--runs`` times beside the burners; 0 when every run passed."""
+    """Runs the serving tests ``--runs`` times beside the burners; 0 when all passed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs in a row (3)")
     parser.add_argument(
@@ -47,26 +46,24 @@ def main(argv: list[str] | None = None) -> int:
     for burner in burners:
         burner.start()
     print(f"{len(burners)} CPU burners running; {len(SERVING_TESTS)} test files", flush=True)
-    results = []
+    started = time.monotonic()
     try:
-        for run in range(1, args.runs + 1):
-            started = time.monotonic()
-            done = subprocess.run(
-                [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *SERVING_TESTS],
-                cwd=REPO,
-                check=False,
-            )
-            seconds = time.monotonic() - started
-            results.append(done.returncode)
-            verdict = "passed" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
-            print(f"run {run}/{args.runs} under load: {verdict} in {seconds:.0f} s", flush=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rf",
+             "--keep-duplicates", *SERVING_TESTS * args.runs],
+            cwd=REPO,
+            check=False,
+        )  # fmt: skip
     finally:
         for burner in burners:
             burner.terminate()
             burner.join()
-    passed = sum(code == 0 for code in results)
-    print(f"{passed} of {args.runs} runs passed next to {len(burners)} CPU burners")
-    return 0 if passed == args.runs else 1
+    verdict = "passed" if done.returncode == 0 else f"FAILED (pytest exit {done.returncode})"
+    print(
+        f"the serving tests {args.runs} times in a row next to {len(burners)} CPU burners: "
+        f"{verdict} in {time.monotonic() - started:.0f} s"
+    )
+    return 0 if done.returncode == 0 else 1
 
 
 if __name__ == "__main__":

@@ -213,6 +213,60 @@ def _log_lines(addresses: dict[str, Any]) -> list[str]:
     return log.read().splitlines()
 
 
+def test_a_grpc_input_given_twice_is_refused(server):
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    request = _infer_request()
+    again = request.inputs.add(name="age", datatype="FP32", shape=[1])
+    again.contents.fp32_contents.append(7.0)
+    with grpc.insecure_channel(server["grpc"]) as channel:
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            infer(request, timeout=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == "inputs: 'age' is given more than once"
+
+
+def test_binary_tensor_data_that_does_not_match_its_header_is_a_400(server):
+    """V2's binary extension: an input's ``binary_data_size`` past the payload, or BYTES data
+    whose length prefix runs past it, was a 500 from struct/NumPy inside KServe."""
+    import urllib.error
+    import urllib.request
+
+    url = f"{server['http']}/v2/models/ranking/infer"
+    for binary_input in ("user_id", "age"):
+        inputs = []
+        for name, value in EXAMPLE.items():
+            numeric = name in NUMERIC
+            tensor = {"name": name, "shape": [1], "datatype": "FP32" if numeric else "BYTES"}
+            if name == binary_input:
+                tensor["parameters"] = {"binary_data_size": 1000}
+            else:
+                tensor["data"] = [float(value) if numeric else value]
+            inputs.append(tensor)
+        header = json.dumps({"inputs": inputs}).encode()
+        for content_type in ("application/octet-stream", None):
+            request = urllib.request.Request(
+                url,
+                data=header + b"\x00\x00\x80",  # 3 bytes: no whole length prefix, no whole float
+                headers={"inference-header-content-length": str(len(header)),
+                         **({"Content-Type": content_type} if content_type else {})},
+            )  # fmt: skip
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=60)
+            assert refused.value.code == 400, (binary_input, content_type)
+            assert json.loads(refused.value.read())["error"].startswith(
+                "binary tensor data does not match the request's JSON header ("
+            )
+    status, answer, _ = post(url.replace("/v2/models/ranking/infer", "/v1/models/ranking:predict"),
+                             {"instances": [EXAMPLE]})  # fmt: skip
+    assert status == 200 and 0 < answer["predictions"][0] < 1
+
+
 GRPC_EXAMPLES = int(os.environ.get("SKEWLESS_FUZZ_EXAMPLES", "120"))
 FIELDS = [*EXAMPLE, "clicked", "nonsense", ""]
 REFUSALS = {"INVALID_ARGUMENT", "NOT_FOUND"}

@@ -254,3 +254,25 @@ def test_numbers_on_the_command_line_are_finite_and_in_range(argv, message, caps
         main(argv)
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_out_that_cannot_be_written_is_one_clear_line(tmp_path: Path, capsys):
+    """Issue 12 item 13: an unwritable ``--out`` was a FileExistsError or NotADirectoryError
+    traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way of a folder")
+    data = tmp_path / "d.parquet"
+    assert main(["generate", "--rows", "200", "--seed", "1", "--out", str(data)]) == 0
+    capsys.readouterr()
+    cases = [
+        (["generate", "--rows", "10", "--seed", "1", "--out", f"{blocker}/x.parquet"],
+         f"cannot use {blocker}: File exists"),
+        (["validate", "--data", str(data), "--out", f"{blocker}/out"],
+         f"cannot use {blocker}/out: Not a directory"),
+        (["compile", "--out", f"{blocker}/pipeline.yaml"],
+         f"cannot use {blocker}/pipeline.yaml: Not a directory"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main(argv) == 1
+        assert _one_line(capsys) == f"skewless {argv[0]}: error: {message}"
+    assert blocker.read_text() == "in the way of a folder"

@@ -73,3 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as err:
         print(f"skewless {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # a path given on the command line that cannot be read or written
+        print(f"skewless {args.command}: error: {_path_error(err)}", file=sys.stderr)
+        return 1
+
+
+def _path_error(err: OSError) -> str:
+    """One line for a file system error: the path and the reason (an --out under a file, a
+    folder with no write permission, a read-only file system)."""
+    if err.filename is not None and err.strerror:
+        return f"cannot use {err.filename}: {err.strerror}"
+    return str(err).splitlines()[0][:300]
