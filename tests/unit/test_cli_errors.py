@@ -276,3 +276,22 @@ def test_an_out_that_cannot_be_written_is_one_clear_line(tmp_path: Path, capsys)
         assert main(argv) == 1
         assert _one_line(capsys) == f"skewless {argv[0]}: error: {message}"
     assert blocker.read_text() == "in the way of a folder"
+
+
+def test_serve_from_an_empty_or_garbage_registry_is_one_clear_line(tmp_path: Path):
+    """Issue 12 item 7's last command: ``serve --registry`` (a process of its own: serve
+    configures logging)."""
+    from support import free_port
+
+    registry = tmp_path / "registry.db"
+    cases = [
+        (b"", f"--registry: {registry} is empty (0 bytes), not a registry"),
+        (b"this is not sqlite " * 100,
+         f"{registry} is not a readable registry (file is not a database)"),
+    ]  # fmt: skip
+    for content, message in cases:
+        registry.write_bytes(content)
+        ports = ["--http-port", str(free_port()), "--grpc-port", str(free_port())]
+        line = _cli_error("serve", "--registry", str(registry), *ports)
+        assert line.startswith(f"skewless serve: error: {message}"), line
+        assert registry.read_bytes() == content  # not re-created
