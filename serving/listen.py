@@ -85,16 +85,16 @@ class ServingDataPlane(DataPlane):
     loaded, and which refuses V2 binary tensor data that does not match its header with a 400.
 
     KServe's readiness is true whatever the models (kserve 0.21.0, kserve/protocol/dataplane.py
-    ``DataPlane.ready``, without a predictor host): a server whose model was unloaded (with
-    ``--allow-model-management``) answered 404 to every request and still said ready.
+    line 247, ``DataPlane.ready`` without a predictor host): a server whose model was unloaded
+    (with ``--allow-model-management``) answered 404 to every request and still said ready.
     """
 
     def decode_inference_request(self, body: Any, headers: Any, model_name: str) -> Any:
         """KServe's decoding; binary data that does not fit its header is ``InvalidInput``.
 
-        ``InferRequest.from_bytes`` slices each input's ``binary_data_size`` out of the body and
-        unpacks it with ``struct`` and NumPy (kserve 0.21.0, kserve/protocol/infer_type.py), whose
-        errors on a short or malformed payload were answered 500.
+        ``InferRequest.from_bytes`` (kserve 0.21.0, kserve/protocol/infer_type.py line 593)
+        slices each input's ``binary_data_size`` out of the body and unpacks it with ``struct``
+        and NumPy, whose errors on a short or malformed payload were answered 500.
         """
         try:
             return super().decode_inference_request(body, headers, model_name)
@@ -175,9 +175,9 @@ class HostGRPCServer(GRPCServer):
     """KServe's gRPC server, listening on ``host``, refusing undecodable requests with
     ``INVALID_ARGUMENT``.
 
-    Its ``start`` (kserve 0.21.0, kserve/protocol/grpc/server.py lines 47-70) builds a
+    Its ``start`` (kserve 0.21.0, kserve/protocol/grpc/server.py lines 46-73) builds a
     ``grpc.aio`` server into ``self._server``, registers the servicer's handlers on it, and
-    binds ``listen_addr = f"[::]:{self._port}"`` (line 67). Setting ``_server`` here adapts that
+    binds ``listen_addr = f"[::]:{self._port}"`` (line 68). Setting ``_server`` here adapts that
     server object as it is stored, before any of those calls.
     """
 
