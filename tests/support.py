@@ -95,7 +95,10 @@ def serving(model_dir: str, *args: str, name: str = "ranking") -> Iterator[dict[
                     process.kill()
 
 
-def _wait_ready(url: str, process: subprocess.Popen[str], log: Any, seconds: float = 120) -> None:
+def _wait_ready(url: str, process: subprocess.Popen[str], log: Any, seconds: float = 900) -> None:
+    """Waits until ``url`` answers 200 or the server exits. The deadline only guards against a
+    hang: on a fully loaded machine, importing TensorFlow and loading a model took over 120 s
+    (the deadline before, which failed the workers and README tests under load)."""
     deadline = time.monotonic() + seconds
     while True:
         if process.poll() is not None:

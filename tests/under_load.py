@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rf",
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rf",
              "--keep-duplicates", *SERVING_TESTS * args.runs],
             cwd=REPO,
             check=False,
