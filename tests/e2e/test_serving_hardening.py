@@ -9,7 +9,7 @@ import socket
 from typing import Any
 
 import pytest
-from support import example, post, serving
+from support import example, log_lines, post, serving
 
 EXAMPLE = example()
 NUMERIC = {"age", "price", "hour"}
@@ -176,7 +176,7 @@ def test_grpc_bytes_that_are_not_a_request_are_invalid_argument(server):
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
     addresses = server
-    before = len(_log_lines(addresses))
+    before = len(log_lines(addresses))
     garbage = [
         b"\xff\xff\xff\xff",  # a field number 0 varint that never ends
         b"\x0a\xff\x01abc",  # model_name: a string said to be 255 bytes long, 3 sent
@@ -202,15 +202,8 @@ def test_grpc_bytes_that_are_not_a_request_are_invalid_argument(server):
     probability = answer.outputs[0]
     assert probability.name == "probability" and len(probability.contents.fp32_contents) == 1
     assert 0 < probability.contents.fp32_contents[0] < 1
-    log = "\n".join(_log_lines(addresses)[before:])
+    log = "\n".join(log_lines(addresses)[before:])
     assert "Traceback" not in log and log.count("request is not a valid protobuf") == 6, log[-3000:]
-
-
-def _log_lines(addresses: dict[str, Any]) -> list[str]:
-    log = addresses["log"]
-    log.flush()
-    log.seek(0)
-    return log.read().splitlines()
 
 
 def test_a_grpc_input_given_twice_is_refused(server):
