@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ServerNotReady
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from starlette.middleware import Middleware
 
@@ -235,7 +235,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class RefusedRequestFilter(logging.Filter):
-    """KServe logs every 400 (and 501) with its traceback; a refused request is one short line."""
+    """KServe logs every 400 (and 501, 503) with its traceback; a refused request is one short
+    line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrites records of refused requests; passes everything else."""
@@ -243,6 +244,8 @@ class RefusedRequestFilter(logging.Filter):
         status = 400 if isinstance(error, InvalidInput) else None
         if isinstance(error, ManagementOff):
             status = 501
+        if isinstance(error, ServerNotReady):  # a readiness probe while no model is loaded
+            status = 503
         if status is not None:
             message = str(error)
             record.msg = f"refused request ({status}): %s"

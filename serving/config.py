@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 
 from skewless.experiments.logs import DEFAULT_LOG_MAX_MB
 from skewless.serving.batching import DEFAULT_BATCH_ROWS
@@ -13,6 +14,26 @@ from skewless.serving.validation import (
     DEFAULT_MAX_BODY_MB,
     DEFAULT_UNIT_FIELD,
 )
+
+DEFAULT_HOST = "127.0.0.1"
+"""Where a local ``skewless serve`` listens: this machine only. The container sets 0.0.0.0."""
+DEFAULT_HEADER_TIMEOUT = 10.0
+"""Seconds a client has to send a request's headers before its connection is closed."""
+
+
+def check_host(host: str) -> str:
+    """``host`` as an IP address to listen on, or a ValueError saying what is expected.
+
+    An address, not a name: a name can resolve to several addresses, and REST and gRPC would
+    each pick their own.
+    """
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ValueError(
+            f"expected an IP address to listen on (127.0.0.1: this machine only; 0.0.0.0: every "
+            f"IPv4 address; '::': every address), got {host!r}"
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -95,7 +95,18 @@ def serving(model_dir: str, *args: str, name: str = "ranking") -> Iterator[dict[
                     process.kill()
 
 
-def _wait_ready(url: str, process: subprocess.Popen[str], log: Any, seconds: float = 120) -> None:
+def log_lines(addresses: dict[str, Any]) -> list[str]:
+    """Every line the server :func:`serving` started has logged so far."""
+    log = addresses["log"]
+    log.flush()
+    log.seek(0)
+    return list(log.read().splitlines())
+
+
+def _wait_ready(url: str, process: subprocess.Popen[str], log: Any, seconds: float = 900) -> None:
+    """Waits until ``url`` answers 200 or the server exits. The deadline only guards against a
+    hang: on a fully loaded machine, importing TensorFlow and loading a model took over 120 s
+    (the deadline before, which failed the workers and README tests under load)."""
     deadline = time.monotonic() + seconds
     while True:
         if process.poll() is not None:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from support import example, post, serving
+from support import example, log_lines, post, serving
 
 from skewless.serving.protocol import BATCH_ROWS_HEADER
 
@@ -196,10 +196,10 @@ def test_a_v2_input_given_twice_is_refused(server):
 
 def test_a_refused_request_is_one_short_log_line_and_a_short_answer(server):
     url = f"{server['http']}/v1/models/ranking:predict"
-    before = len(_log_lines(server))
+    before = len(log_lines(server))
     status, answer, _ = post(url, {"instances": [_row(country="X" * 1_000_000)]})
     assert status == 400 and len(answer["error"]) < 200, answer["error"][:300]
-    new = _log_lines(server)[before:]
+    new = log_lines(server)[before:]
     assert len(new) == 1 and "refused request (400): instances[0].country" in new[0], new[:5]
     assert len(new[0]) < 500
 
@@ -303,19 +303,12 @@ def test_sigterm_drains_requests_in_flight(trained):
     assert all(b'"predictions":[' in answer for answer in answers)
 
 
-def _log_lines(addresses: dict[str, Any]) -> list[str]:
-    log = addresses["log"]
-    log.flush()
-    log.seek(0)
-    return log.read().splitlines()
-
-
 def test_by_default_requests_write_no_log_lines_and_errors_still_do(server):
     url = f"{server['http']}/v1/models/ranking:predict"
-    before = len(_log_lines(server))
+    before = len(log_lines(server))
     for _ in range(20):
         assert post(url, {"instances": [EXAMPLE]})[0] == 200
-    new = _log_lines(server)[before:]
+    new = log_lines(server)[before:]
     assert not [line for line in new if "POST /v1/models" in line or "requestId" in line], new
 
 
@@ -324,7 +317,7 @@ def test_access_log_and_json_logs_are_options(trained):
         url = f"{addresses['http']}/v1/models/ranking:predict"
         for _ in range(5):
             assert post(url, {"instances": [EXAMPLE]})[0] == 200
-        records = [json.loads(line) for line in _log_lines(addresses) if line.startswith("{")]
+        records = [json.loads(line) for line in log_lines(addresses) if line.startswith("{")]
     requests = [
         r for r in records if r["logger"] == "uvicorn.access" and "POST /v1/" in r["message"]
     ]
@@ -341,7 +334,7 @@ def test_model_management_is_off_unless_asked_for(server, trained):
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
     from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
-    before = len(_log_lines(server))
+    before = len(log_lines(server))
     status, answer, _ = post(f"{server['http']}/v2/repository/models/ranking/unload", {})
     assert status == 501 and "--allow-model-management" in answer["error"]
     with grpc.insecure_channel(server["grpc"]) as channel:
@@ -353,11 +346,31 @@ def test_model_management_is_off_unless_asked_for(server, trained):
         f"{server['http']}/v1/models/ranking:predict", {"instances": [EXAMPLE]}
     )
     assert status == 200 and 0 < answer["predictions"][0] < 1
-    assert not [line for line in _log_lines(server)[before:] if "Traceback" in line]
+    assert not [line for line in log_lines(server)[before:] if "Traceback" in line]
 
     with serving(trained.model_dir, "--allow-model-management") as managed:
+        assert _server_ready(managed) == (200, True)
         status, answer, _ = post(f"{managed['http']}/v2/repository/models/ranking/unload", {})
         assert status == 200 and answer == {"name": "ranking", "unload": True}
+        # No model loaded: the server is not ready (KServe said ready whatever its models).
+        assert _server_ready(managed) == (503, False)
+        assert not [line for line in log_lines(managed) if "Traceback" in line]
+
+
+def _server_ready(addresses: dict[str, Any]) -> tuple[int, bool]:
+    """REST /v2/health/ready's status and gRPC ServerReady's answer."""
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    try:
+        with urllib.request.urlopen(f"{addresses['http']}/v2/health/ready", timeout=60) as answer:
+            status = answer.status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    with grpc.insecure_channel(addresses["grpc"]) as channel:
+        ready = GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), timeout=60)
+    return status, ready.ready
 
 
 def test_a_body_over_the_limit_is_a_413_and_the_schema_pages_are_gone(trained):

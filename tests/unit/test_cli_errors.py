@@ -331,3 +331,44 @@ def test_help_lists_every_command_and_succeeds(capsys):
         assert f"\n  {command} " in listed
     assert main(["experiment", "decide", "--help"]) == 0
     assert "--if-running" in capsys.readouterr().out
+
+
+def test_an_out_that_cannot_be_written_is_one_clear_line(tmp_path: Path, capsys):
+    """Issue 12 item 13: an unwritable ``--out`` was a FileExistsError or NotADirectoryError
+    traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way of a folder")
+    data = tmp_path / "d.parquet"
+    assert main(["generate", "--rows", "200", "--seed", "1", "--out", str(data)]) == 0
+    capsys.readouterr()
+    cases = [
+        (["generate", "--rows", "10", "--seed", "1", "--out", f"{blocker}/x.parquet"],
+         f"cannot use {blocker}: File exists"),
+        (["validate", "--data", str(data), "--out", f"{blocker}/out"],
+         f"cannot use {blocker}/out: Not a directory"),
+        (["compile", "--out", f"{blocker}/pipeline.yaml"],
+         f"cannot use {blocker}/pipeline.yaml: Not a directory"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main(argv) == 1
+        assert _one_line(capsys) == f"skewless {argv[0]}: error: {message}"
+    assert blocker.read_text() == "in the way of a folder"
+
+
+def test_serve_from_an_empty_or_garbage_registry_is_one_clear_line(tmp_path: Path):
+    """Issue 12 item 7's last command: ``serve --registry`` (a process of its own: serve
+    configures logging)."""
+    from support import free_port
+
+    registry = tmp_path / "registry.db"
+    cases = [
+        (b"", f"--registry: {registry} is empty (0 bytes), not a registry"),
+        (b"this is not sqlite " * 100,
+         f"{registry} is not a readable registry (file is not a database)"),
+    ]  # fmt: skip
+    for content, message in cases:
+        registry.write_bytes(content)
+        ports = ["--http-port", str(free_port()), "--grpc-port", str(free_port())]
+        line = _cli_error("serve", "--registry", str(registry), *ports)
+        assert line.startswith(f"skewless serve: error: {message}"), line
+        assert registry.read_bytes() == content  # not re-created

@@ -308,3 +308,48 @@ def test_object_store_data_without_credentials_names_what_is_missing(
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
     with pytest.raises(IngestError, match="AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
         ingest("minio://mlpipeline/data/raw.csv", SPEC, tmp_path / "out")
+
+
+def test_files_that_are_not_utf8_csv_or_readable_parquet_are_one_clear_error(tmp_path: Path):
+    """Issue 12 item 9: each of these was a UnicodeDecodeError, KeyError or Arrow error."""
+    import gzip
+
+    text = _write_csv(tmp_path / "good.csv", _good_rows(40)).read_text()
+    cases = {
+        "gz.csv": (gzip.compress(text.encode()), "file is gzip-compressed; decompress it"),
+        "utf16.csv": (text.encode("utf-16"), "file is not UTF-8 text (UTF-16 or binary?)"),
+        "latin1.csv": (
+            text.replace("title", "títle", 1).encode("latin-1"),
+            "header line is not UTF-8 text (byte 21); save the file as UTF-8",
+        ),
+        "twice.csv": (
+            text.replace("score", "age", 1).encode(),
+            "duplicate column name(s) in the header: ['age']",
+        ),
+    }
+    good_parquet = tmp_path / "good.parquet"
+    pd.read_csv(tmp_path / "good.csv", dtype=str).to_parquet(good_parquet)
+    whole = good_parquet.read_bytes()
+    cases["cut.parquet"] = (whole[: len(whole) // 2], "cannot be read as Parquet")
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(IngestError) as raised:
+            ingest(tmp_path / name, SPEC, tmp_path / f"out-{name}")
+        assert str(raised.value).startswith(f"{tmp_path / name}: ") and message in str(raised.value)
+
+    # A cell (not the header) that is not UTF-8 fails its row, not the file.
+    rows = _good_rows(40)
+    rows[3] = _with(rows[3], "title", "caf\xe9")
+    (tmp_path / "cell.csv").write_bytes(
+        _write_csv(tmp_path / "cell-text.csv", rows).read_text().encode("latin-1")
+    )
+    summary = ingest(tmp_path / "cell.csv", SPEC, tmp_path / "out-cell").summary
+    assert summary["rows_quarantined"] == 1
+    assert summary["reason_counts"] == {"title: not valid UTF-8 text": 1}
+
+    # A Parquet list column where the spec wants a value: each row is quarantined naming it.
+    frame = pd.read_csv(tmp_path / "good.csv", dtype=str)
+    frame["country"] = [["US", "GB"]] * len(frame)
+    frame.to_parquet(tmp_path / "lists.parquet")
+    with pytest.raises(QuarantineLimitError, match="country: expected text, got a list x40"):
+        ingest(tmp_path / "lists.parquet", SPEC, tmp_path / "out-lists")

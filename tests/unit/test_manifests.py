@@ -300,6 +300,7 @@ def test_experiment_overlay_serves_from_the_model_registry_with_logs_on_a_volume
     assert (serve.command_path, args["registry"], args["name"]) == (
         "skewless serve", IN_CLUSTER_REGISTRY, "ranking"
     )  # fmt: skip
+    assert args["host"] == "0.0.0.0"  # reached on the pod's address, not only from inside it
     volume = next(v for v in runtime["volumes"] if "persistentVolumeClaim" in v)
     name = volume["persistentVolumeClaim"]["claimName"]
     (claim,) = [
@@ -510,6 +511,7 @@ def test_a_server_with_a_feature_store_gets_arguments_skewless_serve_takes_and_i
     assert serve.command_path == "skewless serve"
     assert serve.params["feature_store"] == IN_CLUSTER_FEATURE_REPO
     assert serve.params["model"] == "/mnt/models"
+    assert serve.params["host"] == "0.0.0.0"  # reached on the pod's address, not only from inside
     (secret,) = [o for o in objects if o["kind"] == "Secret"]
     assert secret["metadata"]["name"] == S3_SECRET
     assert {e["valueFrom"]["secretKeyRef"]["key"] for e in model["env"]} == set(secret["data"])

@@ -95,6 +95,16 @@ class Command(click.Command):
             raise
         except _user_errors() as err:
             raise CommandFailed(ctx.command_path, str(err)) from None
+        except OSError as err:  # a path given on the command line that cannot be read or written
+            raise CommandFailed(ctx.command_path, _path_error(err)) from None
+
+
+def _path_error(err: OSError) -> str:
+    """One line for a file system error: the path and the reason (an --out under a file, a
+    folder with no write permission, a read-only file system)."""
+    if err.filename is not None and err.strerror:
+        return f"cannot use {err.filename}: {err.strerror}"
+    return str(err).splitlines()[0][:300]
 
 
 class Group(click.Group):

@@ -26,6 +26,7 @@ from skewless.cli.common import (
 from skewless.cli.registry import registry_file
 from skewless.experiments.logs import DEFAULT_LOG_MAX_MB, EXPOSURE_LOG
 from skewless.serving.batching import DEFAULT_BATCH_ROWS
+from skewless.serving.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_HOST, check_host
 from skewless.serving.lookup import DEFAULT_FEATURE_LOG_SAMPLE, FEATURE_LOG
 from skewless.serving.validation import (
     DEFAULT_ITEM_FIELD,
@@ -33,6 +34,22 @@ from skewless.serving.validation import (
     DEFAULT_MAX_BODY_MB,
     DEFAULT_UNIT_FIELD,
 )
+
+
+class Host(click.ParamType):
+    """An IP address to listen on (:func:`skewless.serving.config.check_host`)."""
+
+    name = "address"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The address, or a usage error saying what is expected."""
+        try:
+            return check_host(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+
+
+HOST = Host()
 
 
 def port_options(command: Any) -> Any:
@@ -59,6 +76,9 @@ class ServeCommand(Command):
               help="registry file, or a Kubeflow Model Registry URL: serve NAME's production "
               "version (and a canary's candidate) and follow them (or give --model)")  # fmt: skip
 @click.option("--name", type=MODEL_NAME, default="ranking", help="model name in the URL paths")
+@click.option("--host", type=HOST, default=DEFAULT_HOST,
+              help=f"IP address to listen on, REST and gRPC ({DEFAULT_HOST}: this machine only; "
+              "0.0.0.0: every IPv4 address, as the container does)")  # fmt: skip
 @port_options
 @click.option("--workers", type=POSITIVE_INT, default=1, help="REST worker processes")
 @click.option("--access-log", is_flag=True,
@@ -76,6 +96,9 @@ class ServeCommand(Command):
               "kept)")  # fmt: skip
 @click.option("--max-body-mb", type=POSITIVE, default=DEFAULT_MAX_BODY_MB,
               help="refuse larger request bodies with 413")  # fmt: skip
+@click.option("--header-timeout", type=POSITIVE, default=DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",
+              help="close a connection whose request headers are not all in after this "
+              "long")  # fmt: skip
 @click.option("--allow-model-management", is_flag=True,
               help="answer V2 model repository load/unload (off: anyone reaching the port could "
               "unload)")  # fmt: skip
@@ -107,6 +130,7 @@ def serve(
     model: str | None,
     registry: str | None,
     name: str,
+    host: str,
     http_port: int,
     grpc_port: int,
     workers: int,
@@ -116,6 +140,7 @@ def serve(
     item_field: str,
     log_max_mb: float,
     max_body_mb: float,
+    header_timeout: float,
     allow_model_management: bool,
     max_request_rows: int,
     max_batch_rows: int,
@@ -161,7 +186,7 @@ def serve(
         access_log=access_log,
         log_format=log_format,
     )
-    check_ports(http_port, grpc_port)
+    check_ports(http_port, grpc_port, host=host)
     from skewless.features.store import FeatureStoreError
     from skewless.serving.loading import ModelLoadError
 
@@ -170,12 +195,14 @@ def serve(
             model,
             registry=registry,
             name=name,
+            host=host,
             http_port=http_port,
             grpc_port=grpc_port,
             workers=workers,
             config=config,
             announce=True,
             allow_model_management=allow_model_management,
+            header_timeout=header_timeout,
         )
     except (FileNotFoundError, ModelLoadError) as err:
         raise CliError(f"--model: {err}") from None
@@ -198,18 +225,22 @@ def _feature_repo(repo: str | None) -> str | None:
     return repo
 
 
-def check_ports(http_port: int, grpc_port: int) -> None:
-    """Fails with one line when a port the server needs is taken (before any work starts)."""
+def check_ports(http_port: int, grpc_port: int, host: str = DEFAULT_HOST) -> None:
+    """Fails with one line when a port the server needs is taken, or ``host`` is not an address
+    of this machine (before any work starts)."""
+    import errno
     import socket
 
     if http_port == grpc_port:
         raise CliError(f"--http-port and --grpc-port are both {http_port}: give two ports")
     for flag, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
-        with socket.socket() as sock:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
             try:
-                sock.bind(("0.0.0.0", port))
+                sock.bind((host, port))
             except OSError as err:
+                if err.errno == errno.EADDRNOTAVAIL:
+                    raise CliError(f"--host {host}: not an address of this machine") from None
                 raise CliError(
                     f"{flag} {port}: cannot listen there ({err.strerror}); another server may "
                     "hold it: stop it or pick another port"

@@ -53,7 +53,8 @@ def serving_runtime(namespace: str, image: str = IMAGE) -> dict[str, Any]:
     """The ServingRuntime that runs ``skewless serve`` on the model KServe downloaded.
 
     The storage initializer puts the model under ``/mnt/models``; the server speaks V1 and V2 REST
-    on 8080 and V2 gRPC on 8081, and runs as a non-root user on a read-only root filesystem.
+    on 8080 and V2 gRPC on 8081 on every address of the pod, and runs as a non-root user on a
+    read-only root filesystem.
     """
     probe = {"httpGet": {"path": "/v2/health/ready", "port": 8080}, "periodSeconds": 10}
     return {
@@ -83,6 +84,10 @@ def serving_runtime(namespace: str, image: str = IMAGE) -> dict[str, Any]:
                         "/mnt/models",
                         "--name",
                         "{{.Name}}",
+                        # Pod traffic arrives on the pod's address (skewless serve's default
+                        # is this machine only).
+                        "--host",
+                        "0.0.0.0",
                         "--http-port",
                         "8080",
                         "--grpc-port",
