@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
+from skewless.registry.versions import RegistryError, check_model_name
+
 IN_CLUSTER_REGISTRY = "http://model-registry-service.kubeflow.svc.cluster.local:8080"
 """The Model Registry that `make cluster` installs, as pipeline pods reach it."""
 IN_CLUSTER_FEATURE_REPO = "minio://mlpipeline/skewless/feature_repo"
@@ -152,18 +154,22 @@ class FiniteRange(click.FloatRange):
         return super()._describe_range()
 
 
-class ModelName(click.ParamType):
-    """A model name the registry accepts (it becomes a folder and a URL path)."""
+class Checked(click.ParamType):
+    """A value the library checks (``check`` returns it, or raises ``errors`` saying what is
+    expected): a failed check is a usage error naming the option."""
 
-    name = "name"
+    def __init__(
+        self, name: str, check: Callable[[str], str], errors: tuple[type[Exception], ...]
+    ) -> None:
+        self.name = name
+        self.check = check
+        self.errors = errors
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        """The name, or a usage error saying what a name may hold."""
-        from skewless.registry.core import RegistryError, check_model_name
-
+        """The checked value, or a usage error with the check's words."""
         try:
-            return check_model_name(value)
-        except RegistryError as err:
+            return self.check(value)
+        except self.errors as err:
             self.fail(str(err), param, ctx)
 
 
@@ -175,7 +181,8 @@ FRACTION = FiniteRange(0.0, 1.0)
 PROBABILITY = FiniteRange(0.0, 1.0, min_open=True, max_open=True)
 NON_NEGATIVE = FiniteRange(min=0.0)
 POSITIVE = FiniteRange(min=0.0, min_open=True)
-MODEL_NAME = ModelName()
+MODEL_NAME = Checked("name", check_model_name, (RegistryError,))
+"""A model name the registry accepts (it becomes a folder and a URL path)."""
 
 
 def spec_option(command: F) -> F:

@@ -19,6 +19,7 @@ from skewless.cli.common import (
     PORT,
     POSITIVE,
     POSITIVE_INT,
+    Checked,
     CliError,
     Command,
     exposure_log_beside,
@@ -35,21 +36,8 @@ from skewless.serving.validation import (
     DEFAULT_UNIT_FIELD,
 )
 
-
-class Host(click.ParamType):
-    """An IP address to listen on (:func:`skewless.serving.config.check_host`)."""
-
-    name = "address"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        """The address, or a usage error saying what is expected."""
-        try:
-            return check_host(value)
-        except ValueError as err:
-            self.fail(str(err), param, ctx)
-
-
-HOST = Host()
+HOST = Checked("address", check_host, (ValueError,))
+"""An IP address to listen on."""
 
 
 def port_options(command: Any) -> Any:
