@@ -137,6 +137,14 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._arm()
 
+    def data_received(self, data: bytes) -> None:
+        """Bytes between requests (a CRLF httptools skips without starting a message) start the
+        clock too: uvicorn stops its keep-alive timer on any bytes, and nothing else would close
+        a connection that sends only those."""
+        if self.header_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm()
+        super().data_received(data)
+
     def on_message_begin(self) -> None:
         """A request's first byte: starts the clock unless the connection's is running."""
         super().on_message_begin()
@@ -239,7 +247,9 @@ class DecodingHandler(grpc.GenericRpcHandler):
         method = handler_call_details.method
         if method not in self.handlers:
             handler = self.inner.service(handler_call_details)
-            self.handlers[method] = decoding(handler) if handler is not None else None
+            if handler is None:  # not cached: a client naming random methods must not grow it
+                return None
+            self.handlers[method] = decoding(handler)
         return self.handlers[method]
 
 

@@ -144,6 +144,15 @@ def test_a_connection_that_stalls_its_headers_is_closed_and_others_are_not(train
             # A later request's headers have the timeout from their first byte.
             slow.sendall(request[:20])
             assert slow.recv(4096) == b""
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as idle:
+            # A CRLF between requests (httptools skips it, starting no request) must not hold
+            # a connection open past the header timeout: uvicorn stops its keep-alive timer on
+            # any bytes.
+            reader = idle.makefile("rb")
+            idle.sendall(request)
+            assert _response(reader)[0] == 200
+            idle.sendall(b"\r\n")
+            assert idle.recv(4096) == b""
         status, answer, _ = post(
             f"{addresses['http']}/v1/models/ranking:predict", {"instances": [EXAMPLE]}
         )

@@ -372,3 +372,16 @@ def test_serve_from_an_empty_or_garbage_registry_is_one_clear_line(tmp_path: Pat
         line = _cli_error("serve", "--registry", str(registry), *ports)
         assert line.startswith(f"skewless serve: error: {message}"), line
         assert registry.read_bytes() == content  # not re-created
+
+
+def test_only_file_errors_about_a_given_path_become_one_line():
+    """Any other OSError (a bug's wrong path, too many open files) keeps its traceback."""
+    import errno
+
+    from skewless.cli.common import _about_a_given_path
+
+    given = {"out": "/w/blocker/x.parquet", "rows": 10, "spec": None}
+    assert _about_a_given_path(FileExistsError(errno.EEXIST, "File exists", "/w/blocker"), given)
+    assert _about_a_given_path(OSError(errno.EACCES, "denied", "/w/blocker/x.parquet"), given)
+    assert not _about_a_given_path(OSError(errno.ENOENT, "missing", "/opt/internal"), given)
+    assert not _about_a_given_path(OSError(errno.EMFILE, "Too many open files"), given)

@@ -14,6 +14,7 @@ from skewless.features.offline import point_in_time
 from skewless.features.online import OnlineFeatures, PushRefused
 from skewless.features.store import (
     FeatureStoreError,
+    build_repository,
     entity_views,
 )
 
@@ -145,3 +146,57 @@ def test_a_new_run_keeps_pushed_values_in_the_offline_store(repo, ingested, defa
     assert point_in_time(copy, probe)["history"].tolist() == ["tools"]
     values, found = OnlineFeatures(copy).lookup(view, ["u000001"])
     assert found.tolist() == [True] and values["history"] == ["tools"]
+
+
+_TINY = (
+    "features:\n  event_id: {kind: key}\n  at: {kind: timestamp}\n"
+    "  user_id: {kind: id, side: user, hash_buckets: 64}\n  age: {kind: numeric, side: user}\n"
+    "  item_id: {kind: id, side: item, hash_buckets: 64}\n  price: {kind: numeric, side: item}\n"
+    "  clicked: {kind: label}\n"
+)
+
+
+def _tiny_split(path, rows: list[tuple[str, int, float | None]]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    at = [pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(minutes=m) for _, m, _ in rows]
+    pq.write_table(pa.table({
+        "event_id": [f"e{i}" for i in range(len(rows))],
+        "at": pa.array(at, pa.timestamp("us", tz="UTC")),
+        "user_id": [u for u, _, _ in rows], "age": pa.array([a for *_, a in rows], pa.float64()),
+        "item_id": ["i1"] * len(rows), "price": pa.array([p for *_, p in rows], pa.float64()),
+        "clicked": [0] * len(rows),
+    }), path)  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("pushed", [False, True])
+def test_a_rebuild_compresses_with_what_the_repository_holds(tmp_path, pushed):
+    """A row of the new data that repeats its previous new row still overrides what the table or
+    a push holds between them (the compression runs over every source together)."""
+    spec = load_spec_text(_TINY)
+    repo = tmp_path / "repo"
+    first = [("u1", 1, 30.0), ("u1", 7, 40.0)] if not pushed else [("u1", 1, 30.0)]
+    build_repository(spec, [_tiny_split(tmp_path / "1.parquet", first)], repo)
+    online = OnlineFeatures(repo)
+    user = next(v for v in online.views if v.side == "user")
+    if pushed:  # between the new data's two rows
+        at = pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(minutes=5)
+        online.push(user, pd.DataFrame({"user_id": ["u1"], "at": [at], "age": [99.0]}))
+    second = [("u1", 1, 30.0), ("u1", 7, 30.0)]
+    build_repository(spec, [_tiny_split(tmp_path / "2.parquet", second)], repo)
+    at8 = pd.DataFrame({"at": [pd.Timestamp("2026-01-01 00:08", tz="UTC")], "user_id": ["u1"]})
+    assert point_in_time(repo, at8)["age"].tolist() == [30.0]
+    assert OnlineFeatures(repo).lookup(user, ["u1"])[0]["age"] == [30.0]
+
+
+def test_a_view_whose_latest_values_are_all_null_is_written_online(tmp_path):
+    """Feast's write_to_online_store skips an all-null frame; the stale value must not stay."""
+    spec = load_spec_text(_TINY)
+    repo = tmp_path / "repo"
+    build_repository(spec, [_tiny_split(tmp_path / "1.parquet", [("u1", 1, 5.0)])], repo)
+    build_repository(spec, [_tiny_split(tmp_path / "2.parquet", [("u1", 9, None)])], repo)
+    online = OnlineFeatures(repo)
+    item = next(v for v in online.views if v.side == "item")
+    assert online.lookup(item, ["i1"])[0]["price"] == [None]

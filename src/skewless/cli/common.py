@@ -97,8 +97,22 @@ class Command(click.Command):
             raise
         except _user_errors() as err:
             raise CommandFailed(ctx.command_path, str(err)) from None
-        except OSError as err:  # a path given on the command line that cannot be read or written
+        except OSError as err:
+            if not _about_a_given_path(err, ctx.params):
+                raise  # not the user's path: a bug or the machine, with its traceback
             raise CommandFailed(ctx.command_path, _path_error(err)) from None
+
+
+def _about_a_given_path(err: OSError, params: dict[str, Any]) -> bool:
+    """Whether ``err`` concerns a path the command line gave, or a folder on the way to one
+    (an ``--out`` under a file)."""
+    given = [Path(v) for v in params.values() if isinstance(v, str | Path) and v]
+    for name in (err.filename, err.filename2):
+        if isinstance(name, str | Path) and name:
+            failed = Path(name)
+            if any(failed == path or failed in path.parents for path in given):
+                return True
+    return False
 
 
 def _path_error(err: OSError) -> str:

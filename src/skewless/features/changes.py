@@ -27,24 +27,34 @@ import pyarrow.parquet as pq
 
 
 def changes(
-    key: str, time_name: str, features: Sequence[str], splits: Sequence[str | Path]
+    key: str,
+    time_name: str,
+    features: Sequence[str],
+    splits: Sequence[str | Path],
+    *,
+    before: Sequence[str | Path] = (),
+    after: Sequence[str | Path] = (),
 ) -> pd.DataFrame:
-    """The rows of ``splits`` that start an entity's values, sorted by time then key.
+    """The rows that start an entity's values, sorted by time then key.
 
-    At one entity and instant the first row (in split order) is kept, as a ``drop_duplicates``
-    on key and time would.
+    At one entity and instant the first row is kept: of ``before``'s files, then the splits', then
+    ``after``'s, each in order. The compression runs over all of them together, so a row of one
+    source never hides behind a dropped row of another.
 
     Args:
         key: The entity's key column.
         time_name: The event time column.
         features: The entity's feature columns.
-        splits: Clean splits (Parquet).
+        splits: Clean splits (Parquet): their types are the table's.
+        before: Tables whose rows win over the splits' at one instant (pushed values, newest
+            first).
+        after: Tables the splits' rows win over (the offline table a repository already holds).
 
     Returns:
         The kept rows: ``key``, ``time_name``, then ``features``.
     """
     columns = [key, time_name, *features]
-    table = _read(splits, columns)
+    table = _read(splits, columns, before, after)
     codes = {name: _codes(table.column(name)) for name in [key, *features]}
     times = table.column(time_name).combine_chunks().cast(pa.int64()).to_numpy(False)
     order = np.lexsort((times, codes[key]))  # by key, then time; stable, so split order breaks ties
@@ -72,8 +82,14 @@ def changes(
     return frame.sort_values([time_name, key], kind="stable").reset_index(drop=True)
 
 
-def _read(splits: Sequence[str | Path], columns: list[str]) -> pa.Table:
-    """The columns of every split, text dictionary-encoded with one dictionary per column."""
+def _read(
+    splits: Sequence[str | Path],
+    columns: list[str],
+    before: Sequence[str | Path],
+    after: Sequence[str | Path],
+) -> pa.Table:
+    """The columns of every table, in order, text dictionary-encoded with one dictionary per
+    column, with the splits' types."""
     schema = pq.read_schema(splits[0])
     text = [
         name
@@ -81,8 +97,13 @@ def _read(splits: Sequence[str | Path], columns: list[str]) -> pa.Table:
         if pa.types.is_string(schema.field(name).type)
         or pa.types.is_large_string(schema.field(name).type)
     ]
-    tables = [pq.read_table(split, columns=columns, read_dictionary=text) for split in splits]
-    return pa.concat_tables(tables, promote_options="default").unify_dictionaries()
+    tables = [
+        pq.read_table(path, columns=columns, read_dictionary=text)
+        for path in [*before, *splits, *after]
+    ]
+    target = tables[len(before)].schema  # the first split's, as read
+    tables = [t if t.schema.equals(target) else t.cast(target) for t in tables]
+    return pa.concat_tables(tables).unify_dictionaries()
 
 
 def _codes(column: pa.ChunkedArray) -> np.ndarray:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from skewless.data import storage
+from skewless.features.pushed import include_pushed
 from skewless.features.store import (
     CONFIG_FILE,
     PUSHED_DIR,
@@ -29,7 +30,6 @@ from skewless.features.store import (
     VIEWS_FILE,
     EntityView,
     FeatureStoreError,
-    include_pushed,
 )
 
 

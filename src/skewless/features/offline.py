@@ -42,7 +42,8 @@ def _of_entities(repo: Path, views: list[Any], asked: pd.DataFrame, into: Path) 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    shutil.copytree(repo, into, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.parquet"))
+    skipped = shutil.ignore_patterns("*.parquet", "online.db")  # the join reads neither
+    shutil.copytree(repo, into, dirs_exist_ok=True, ignore=skipped)
     for view in views:
         source = view.table(repo)
         if not source.is_file():

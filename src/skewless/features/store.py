@@ -220,13 +220,15 @@ def _write_table(
     """Writes one view's offline table; returns its first and last event time (None when
     empty), each entity's latest row (plain pandas types) and its summary (rows, entities,
     features)."""
-    new = changes(view.key, time_name, view.features, splits)
     # Keep what is there: pushed values exist only in the offline table (or, for a repository in
-    # an object store, in the pushed files). At one entity and instant a pushed value wins, then
-    # the rows just ingested, then the table (include_pushed keeps the same order).
-    kept = _read_like([view.table(root)], new)
-    pushed = _read_like(_pushed_files(root, view), new)
-    table = _merged(view, time_name, [*kept, new, *pushed]) if kept or pushed else new
+    # an object store, in the pushed files). At one entity and instant a pushed value wins (the
+    # newest first), then the rows just ingested, then the table (include_pushed keeps the same
+    # order); the compression runs over all of them together.
+    existing = [view.table(root)] if view.table(root).is_file() else []
+    from skewless.features.pushed import pushed_files
+
+    newest_first = pushed_files(root, view)[::-1]
+    table = changes(view.key, time_name, view.features, splits, before=newest_first, after=existing)
     # Without pandas' metadata, which would name the Arrow-backed dtypes: a reader (Feast's
     # offline store) gets the types a plain table has.
     pq.write_table(
@@ -243,52 +245,6 @@ def _write_table(
     summary = {"rows": len(table), "entities": int(table[view.key].nunique()),
                "features": list(view.features)}  # fmt: skip
     return low, high, newest, summary
-
-
-def _read_like(paths: list[Path], like: pd.DataFrame) -> list[pd.DataFrame]:
-    """The tables at ``paths`` that exist, with ``like``'s columns and types."""
-    return [
-        pd.read_parquet(path, columns=list(like.columns)).astype(like.dtypes.to_dict())
-        for path in paths
-        if path.is_file()
-    ]
-
-
-def _pushed_files(root: Path, view: EntityView) -> list[Path]:
-    """The values pushed to a repository in an object store (:data:`PUSHED_DIR`), oldest first."""
-    return sorted((root / PUSHED_DIR / view.name).glob("*.parquet"))
-
-
-def _merged(view: EntityView, time_name: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """One offline table from several: the last value of an entity at an instant wins."""
-    return (
-        pd.concat(frames, ignore_index=True)
-        .drop_duplicates([view.key, time_name], keep="last")
-        .sort_values([time_name, view.key], kind="stable")
-        .reset_index(drop=True)
-    )
-
-
-def include_pushed(repo: str | Path) -> None:
-    """Folds the pushed files of a repository copied from an object store into its offline
-    tables, so a point-in-time join sees every pushed value.
-
-    Raises:
-        FeatureStoreError: A pushed file is not a table of the view's columns.
-    """
-    root = Path(repo)
-    views, time_name = read_views(root)
-    for view in views:
-        if (root / PUSHED_DIR / view.name).is_dir():
-            try:
-                table = pd.read_parquet(view.table(root))
-                pushed = _read_like(_pushed_files(root, view), table)
-            except (OSError, ValueError, KeyError, pa.ArrowException) as err:
-                raise FeatureStoreError(
-                    f"{root / PUSHED_DIR / view.name}: a pushed file cannot be read with the "
-                    f"offline table ({type(err).__name__}: {str(err)[:200]})"
-                ) from None
-            _merged(view, time_name, [table, *pushed]).to_parquet(view.table(root), index=False)
 
 
 def build_repository(
@@ -339,9 +295,17 @@ def build_repository(
     # What Feast's materialize would write online, each entity's latest values, taken from the
     # tables as they were written: materialize reads a view's whole offline table (at 10M rows,
     # GBs), these frames hold one row per entity.
-    for name, values in latest.items():
-        if len(values):
-            store.write_to_online_store(name, values)
+    for view in views:
+        values = latest[view.name]
+        if not len(values):
+            continue
+        if values[list(view.features)].isna().all(axis=None) and first and last:
+            # Feast skips a frame whose features are all null (with a warning); its materialize
+            # writes the nulls, so it does here (the one view's table, read back).
+            end = last + pd.Timedelta(seconds=1)  # Feast's end: one second past the last value
+            store.materialize(first.to_pydatetime(), end.to_pydatetime(), feature_views=[view.name])
+        else:
+            store.write_to_online_store(view.name, values)
     if first is not None and last is not None:
         summary["time_range"] = [first.isoformat(), last.isoformat()]
     summary["seconds"] = round(time.perf_counter() - started, 3)
