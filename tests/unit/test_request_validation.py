@@ -87,3 +87,40 @@ def test_blank_and_null_optional_values_take_the_spec_default(validator):
         [{"age": 1, "name": "a", "score": None}, {"age": 1, "name": "a", "score": " "}]
     )
     assert columns["score"].tolist() == [0.5, 0.5]
+
+
+TYPED = load_spec_text(
+    """
+features:
+  age: {kind: numeric}
+  name: {kind: categorical}
+  seen: {kind: timestamp}
+  y: {kind: label}
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("age", "a number"), ("name", "text"), ("seen", "a time"), ("y", "a number")],
+)
+def test_a_column_of_a_type_a_kind_does_not_take_fails_each_value_given(name, expected):
+    """The one rule for every kind (``kinds.base._refused``): values given fail, nulls are missing;
+    a column of Arrow's null type is all missing and fails nothing."""
+    import pyarrow as pa
+
+    from skewless.contract.kinds import KINDS
+    from skewless.contract.validate import Violations
+
+    feature = TYPED.features[name]
+    kind = KINDS[feature.kind]
+    v = Violations(3)
+    _, missing = kind.parse(feature, pa.array([[1], None, [2, 3]]), v)
+    assert missing.tolist() == [False, True, False]
+    assert v.failures == {
+        0: [(name, f"expected {expected}, got a list")],
+        2: [(name, f"expected {expected}, got a list")],
+    }
+    v = Violations(2)
+    _, missing = kind.parse(feature, pa.nulls(2), v)
+    assert missing.tolist() == [True, True] and v.failures == {}

@@ -91,6 +91,17 @@ def _blank(text: pa.Array) -> np.ndarray:
     return _filled(pc.equal(trimmed, _EMPTY), True).to_numpy(zero_copy_only=False)
 
 
+def _refused(
+    column: pa.Array, feature: Feature, v: Violations, expected: str, fill: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A column of a type the kind does not take: each value given fails ("expected ``expected``,
+    got ...") and ``fill`` stands for the values. A column of Arrow's null type lands here too:
+    nothing is given, so nothing fails and every value is missing."""
+    present = ~column.is_null().to_numpy(zero_copy_only=False)
+    v.fail(present, feature.name, f"expected {expected}, got {_type_name(column.type)}")
+    return fill, ~present
+
+
 def _nothing(n: int) -> np.ndarray:
     return np.zeros(n, dtype=bool)
 

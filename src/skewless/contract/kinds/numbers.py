@@ -22,7 +22,7 @@ from skewless.contract.kinds.base import (
     _blank,
     _decoded,
     _filled,
-    _type_name,
+    _refused,
 )
 from skewless.contract.kinds.text import _Text
 
@@ -37,14 +37,10 @@ class _Number(Kind):
         self, feature: Feature, column: pa.Array, v: Violations
     ) -> tuple[np.ndarray, np.ndarray]:
         """Float64 values and the missing mask; checks finiteness and the range."""
-        n = len(column)
         column = _decoded(column, feature, v)
-        kind = column.type
-        if pa.types.is_null(kind):
-            return np.zeros(n), np.ones(n, dtype=bool)
-        if pa.types.is_boolean(kind) and self.accepts_bool:
+        if pa.types.is_boolean(column.type) and self.accepts_bool:
             column = column.cast(pa.int8())
-            kind = column.type
+        kind = column.type
         if pa.types.is_integer(kind) or pa.types.is_floating(kind):
             missing = column.is_null().to_numpy(zero_copy_only=False)
             # Unsafe: an integer beyond 2**53 becomes the nearest float, as JSON parsers do.
@@ -55,9 +51,7 @@ class _Number(Kind):
             values, missing = self._from_text(feature, column, v)
             shown = column.to_numpy(zero_copy_only=False)  # quote the text as it was given
         else:
-            present = ~column.is_null().to_numpy(zero_copy_only=False)
-            v.fail(present, feature.name, f"expected a number, got {_type_name(kind)}")
-            return np.zeros(n), ~present
+            return _refused(column, feature, v, "a number", np.zeros(len(column)))
         failed = v.failed(feature.name)
         nonfinite = ~np.isfinite(values) & ~missing & ~failed
         v.fail(nonfinite, feature.name, "not a finite number", shown)

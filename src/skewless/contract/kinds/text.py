@@ -22,7 +22,7 @@ from skewless.contract.kinds.base import (
     _blank,
     _decoded,
     _filled,
-    _type_name,
+    _refused,
 )
 
 
@@ -40,11 +40,8 @@ class _Text(Kind):
         Whole numbers are accepted where ``accept_numbers`` (ids, categories, keys), written in
         their plain decimal form, so 19, 19.0 and "19" are the same id; other numbers fail.
         """
-        n = len(column)
         column = _decoded(column, feature, v)
         kind = column.type
-        if pa.types.is_null(kind):
-            return np.full(n, "", dtype=object), np.ones(n, dtype=bool)
         if accept_numbers and pa.types.is_integer(kind):
             column = column.cast(pa.string())
         elif accept_numbers and pa.types.is_floating(kind):
@@ -57,9 +54,7 @@ class _Text(Kind):
             rounded = pc.if_else(pa.array(whole), column, 0.0)
             column = pc.cast(pc.cast(rounded, pa.int64(), safe=False), pa.string())
         elif not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            present = ~column.is_null().to_numpy(zero_copy_only=False)
-            v.fail(present, feature.name, f"expected text, got {_type_name(kind)}")
-            return np.full(n, "", dtype=object), ~present
+            return _refused(column, feature, v, "text", np.full(len(column), "", dtype=object))
         missing = _blank(column)
         values = _filled(column, "").to_numpy(zero_copy_only=False)
         if feature.max_length is not None:

@@ -18,7 +18,7 @@ from skewless.contract.kinds.base import (
     _blank,
     _decoded,
     _filled,
-    _type_name,
+    _refused,
 )
 
 
@@ -45,12 +45,9 @@ class Timestamp(Kind):
         """See :meth:`Kind.parse`; values are ``datetime64[us]`` in UTC."""
         import pandas as pd
 
-        n = len(column)
         column = _decoded(column, feature, v)
         kind = column.type
-        zero = np.zeros(n, dtype="datetime64[us]")
-        if pa.types.is_null(kind):
-            return zero, np.ones(n, dtype=bool)
+        zero = np.zeros(len(column), dtype="datetime64[us]")
         missing = column.is_null().to_numpy(zero_copy_only=False)
         if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
             times = pd.to_datetime(column.to_pandas(), utc=True)
@@ -76,9 +73,7 @@ class Timestamp(Kind):
             shown = text.to_numpy()
             times = iso.where(~numeric, self._epoch(feature, seconds, numeric, v, shown))
         else:
-            present = ~missing
-            v.fail(present, feature.name, f"expected a time, got {_type_name(kind)}")
-            return zero, ~present
+            return _refused(column, feature, v, "a time", zero)
         times = pd.Series(times)
         bad = times.isna().to_numpy() & ~missing & ~v.failed(feature.name)
         v.fail(bad, feature.name, "not an ISO 8601 time or seconds since the epoch", shown)
