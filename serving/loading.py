@@ -47,10 +47,8 @@ def resolve_model_dir(model: str | Path) -> Path:
 
 def model_spec(model_dir: str | Path) -> FeatureSpec:
     """The feature spec stored inside an exported model."""
-    path = Path(model_dir) / SPEC_ASSET
-    if not path.is_file():
-        raise FileNotFoundError(f"{model_dir} has no {SPEC_ASSET}; was it exported by skewless?")
-    return load_spec(path)
+    absent = FileNotFoundError(f"{model_dir} has no {SPEC_ASSET}; was it exported by skewless?")
+    return load_spec(Path(model_dir) / SPEC_ASSET, absent=absent)
 
 
 def load_version(

@@ -200,3 +200,13 @@ def test_a_view_whose_latest_values_are_all_null_is_written_online(tmp_path):
     online = OnlineFeatures(repo)
     item = next(v for v in online.views if v.side == "item")
     assert online.lookup(item, ["i1"])[0]["price"] == [None]
+
+
+def test_a_folder_without_the_stored_spec_is_named_not_a_repository_or_a_model(tmp_path):
+    from serving.loading import model_spec
+    from skewless.features.store import FeatureStoreError, read_spec
+
+    with pytest.raises(FeatureStoreError, match="missing; the repository was not written by"):
+        read_spec(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"has no .*; was it exported by skewless"):
+        model_spec(tmp_path)

@@ -85,11 +85,13 @@ def default_spec_path() -> Path:
     return Path(str(resources.files("skewless.contract") / "ranking_spec.yaml"))
 
 
-def load_spec(path: str | Path | None = None) -> FeatureSpec:
+def load_spec(path: str | Path | None = None, *, absent: Exception | None = None) -> FeatureSpec:
     """Reads and validates a spec file.
 
     Args:
         path: YAML file; None loads the default spec shipped with the package.
+        absent: Raised instead when there is no file at ``path`` (a spec a step stored inside its
+            output, whose absence says the folder is not that output).
 
     Returns:
         The validated spec.
@@ -98,6 +100,8 @@ def load_spec(path: str | Path | None = None) -> FeatureSpec:
         SpecError: The file is missing, is not YAML, or breaks a rule; the message names the field.
     """
     spec_path = Path(path) if path is not None else default_spec_path()
+    if absent is not None and not spec_path.is_file():
+        raise absent
     try:
         text = spec_path.read_text()
     except OSError as err:

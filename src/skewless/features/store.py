@@ -209,9 +209,8 @@ def read_spec(repo: str | Path) -> FeatureSpec:
     from skewless.contract.spec import load_spec
 
     path = Path(repo) / SPEC_FILE
-    if not path.is_file():
-        raise FeatureStoreError(f"{path}: missing; the repository was not written by skewless")
-    return load_spec(path)
+    absent = FeatureStoreError(f"{path}: missing; the repository was not written by skewless")
+    return load_spec(path, absent=absent)
 
 
 def _write_table(
