@@ -41,6 +41,7 @@ def _train(data: Path, rows: int, out: Path, *, shuffle: bool = False) -> Path:
     from skewless.contract.spec import load_spec
     from skewless.data.ingest import ingest
     from skewless.model.hparams import HParams
+    from skewless.model.inputs import TrainingData
     from skewless.model.train import train
     from skewless.model.transform import analyze
 
@@ -53,8 +54,8 @@ def _train(data: Path, rows: int, out: Path, *, shuffle: bool = False) -> Path:
     frame.to_parquet(out / "raw.parquet")
     ingested = ingest(out / "raw.parquet", spec, out / "ingested").out_dir
     analyze(ingested / "train.parquet", spec, out / "transform")
-    result = train(ingested / "train.parquet", ingested / "eval.parquet", out / "transform", spec,
-                   out / "trained", HParams())  # fmt: skip
+    data = TrainingData.ingested(ingested, out / "transform", spec)
+    result = train(data, out / "trained", HParams())
     print(f"trained {out.name}: eval AUC {result.eval_auc:.4f}", flush=True)
     return Path(result.model_dir)
 

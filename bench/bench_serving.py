@@ -313,6 +313,7 @@ def _train_small_model(work: Path) -> str:
     from skewless.data.generate import write_dataset
     from skewless.data.ingest import ingest
     from skewless.model.hparams import HParams
+    from skewless.model.inputs import TrainingData
     from skewless.model.train import train
     from skewless.model.transform import analyze
 
@@ -320,8 +321,8 @@ def _train_small_model(work: Path) -> str:
     data = write_dataset(20_000, 0, work / "raw.parquet", show_progress=False)
     ingest(data, spec, work / "ingest")
     analyze(work / "ingest" / "train.parquet", spec, work / "tft")
-    summary = train(work / "ingest" / "train.parquet", work / "ingest" / "eval.parquet",
-                    work / "tft", spec, work / "train", HParams(epochs=2))  # fmt: skip
+    data = TrainingData.ingested(work / "ingest", work / "tft", spec)
+    summary = train(data, work / "train", HParams(epochs=2))
     return str(summary.model_dir)
 
 

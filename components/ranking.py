@@ -112,18 +112,12 @@ def train(
     from skewless.artifacts import TRAINING_LOGS, TRAINING_SUMMARY
     from skewless.config import from_overrides
     from skewless.contract.spec import load_spec_text
-    from skewless.data.ingest import IngestedFolder
     from skewless.model.hparams import HParams
+    from skewless.model.inputs import TrainingData
     from skewless.model.train import train as run_train
 
-    result = run_train(
-        IngestedFolder(ingested.path).train,
-        IngestedFolder(ingested.path).eval,
-        transform_graph.path,
-        load_spec_text(spec_yaml),
-        f"{model.path}.work",
-        from_overrides(HParams, hparams, "hparams"),
-    )
+    data = TrainingData.ingested(ingested.path, transform_graph.path, load_spec_text(spec_yaml))
+    result = run_train(data, f"{model.path}.work", from_overrides(HParams, hparams, "hparams"))
     shutil.move(result.model_dir, model.path)
     shutil.move(f"{model.path}.work/{TRAINING_LOGS}", tensorboard.path)
     shutil.move(f"{model.path}.work/{TRAINING_SUMMARY}", tensorboard.path)

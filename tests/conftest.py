@@ -57,16 +57,11 @@ def trained(
 ) -> TrainResult:
     """A small model trained for two epochs through the public training function."""
     from skewless.model.hparams import HParams
+    from skewless.model.inputs import TrainingData
     from skewless.model.train import train
 
-    return train(
-        ingested / "train.parquet",
-        ingested / "eval.parquet",
-        transform_dir,
-        default_spec,
-        tmp_path_factory.mktemp("trained"),
-        HParams(epochs=2),
-    )
+    data = TrainingData.ingested(ingested, transform_dir, default_spec)
+    return train(data, tmp_path_factory.mktemp("trained"), HParams(epochs=2))
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +86,7 @@ def shuffled_model(
     import pandas as pd
 
     from skewless.model.hparams import HParams
+    from skewless.model.inputs import TrainingData
     from skewless.model.train import train
 
     out = tmp_path_factory.mktemp("shuffled")
@@ -98,6 +94,8 @@ def shuffled_model(
     label = default_spec.label.name
     frame[label] = frame[label].sample(frac=1.0, random_state=0).to_numpy()
     frame.to_parquet(out / "train.parquet")
-    result = train(out / "train.parquet", ingested / "eval.parquet", transform_dir, default_spec,
-                   out / "trained", HParams(epochs=2))  # fmt: skip
+    data = TrainingData(
+        out / "train.parquet", ingested / "eval.parquet", transform_dir, default_spec
+    )
+    result = train(data, out / "trained", HParams(epochs=2))
     return Path(result.model_dir)

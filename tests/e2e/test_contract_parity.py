@@ -91,6 +91,7 @@ class Case:
 
 def _all_kinds_model(root: Path) -> str:
     from skewless.model.hparams import HParams
+    from skewless.model.inputs import TrainingData
     from skewless.model.train import train
     from skewless.model.transform import analyze
 
@@ -98,14 +99,8 @@ def _all_kinds_model(root: Path) -> str:
     _training_rows(600, 5).to_parquet(data)
     ingested = ingest(data, SPEC, root / "ingested").out_dir
     analyze(ingested / "train.parquet", SPEC, root / "transform")
-    trained = train(
-        ingested / "train.parquet",
-        ingested / "eval.parquet",
-        root / "transform",
-        SPEC,
-        root / "trained",
-        HParams(epochs=1, batch_size=64),
-    )
+    data = TrainingData.ingested(ingested, root / "transform", SPEC)
+    trained = train(data, root / "trained", HParams(epochs=1, batch_size=64))
     return str(trained.model_dir)
 
 

@@ -28,10 +28,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skewless.contract.spec import FeatureSpec, SpecError, load_spec
+from skewless.contract.spec import SpecError, load_spec
 from skewless.model.hparams import HParams
+
+if TYPE_CHECKING:
+    from skewless.model.inputs import TrainingData
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,20 +75,12 @@ def worker_role(tf_config: str | None) -> WorkerRole:
 
 
 def train_distributed(
-    train_data: str | Path,
-    eval_data: str | Path,
-    transform_dir: str | Path,
-    spec: FeatureSpec,
-    out_dir: str | Path,
-    hparams: HParams | None = None,
+    data: TrainingData, out_dir: str | Path, hparams: HParams | None = None
 ) -> dict[str, Any]:
     """Trains the ranking model as one worker of ``TF_CONFIG``'s cluster; the chief exports it.
 
     Args:
-        train_data: Clean training rows (Parquet), the same on every worker.
-        eval_data: Clean eval rows (Parquet), for early stopping and the reported AUC.
-        transform_dir: Output of :func:`skewless.model.transform.analyze`.
-        spec: The feature spec.
+        data: The clean splits (the same on every worker), the transform graph and the spec.
         out_dir: The chief writes ``model/`` (the SavedModel), ``logs/`` and
             ``training_summary.json`` here; other workers leave nothing behind.
         hparams: Hyperparameters (defaults when None); ``batch_size`` is the global batch.
@@ -93,14 +88,10 @@ def train_distributed(
     Returns:
         The training summary (the chief also writes it), with ``workers`` and ``is_chief``.
     """
-    import tempfile
-
     import tensorflow as tf
-    import tensorflow_transform as tft
 
     from skewless.artifacts import TRAINING_LOGS, TRAINING_SUMMARY
     from skewless.evaluation import metrics
-    from skewless.model.inputs import transform_split
     from skewless.model.network import build_model
     from skewless.model.train import (
         MODEL_DIRNAME,
@@ -120,27 +111,20 @@ def train_distributed(
     # Only the chief logs and exports; another worker's files go to a scratch folder.
     own = out if role.is_chief else out / f".worker-{role.task_type}-{role.index}"
     own.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".transformed-", dir=own))
-    try:
-        started = time.perf_counter()
-        tft_output = tft.TFTransformOutput(str(transform_dir))
-        train_split = transform_split(train_data, spec, tft_output, scratch / "train")
-        eval_split = transform_split(eval_data, spec, tft_output, scratch / "eval")
-        transform_seconds = time.perf_counter() - started
+    with data.transformed(own) as inputs:
+        train_split, eval_split = inputs.train, inputs.eval
         if hparams.batch_size == 0:
             hparams = dataclasses.replace(hparams, batch_size=auto_batch_size(train_split.rows))
         started = time.perf_counter()
         with strategy.scope():
-            model = build_model(spec, tft_output.vocabulary_size_by_name, hparams)
+            model = build_model(data.spec, inputs.tft_output.vocabulary_size_by_name, hparams)
             history = fit_model(
                 model, train_split, eval_split, hparams,
                 own / TRAINING_LOGS if role.is_chief else None,
             )  # fmt: skip
         fit_seconds = time.perf_counter() - started
-        model_dir = export_model(model, tft_output, spec, own / MODEL_DIRNAME)
+        model_dir = export_model(model, inputs.tft_output, data.spec, own / MODEL_DIRNAME)
         eval_auc = metrics.roc_auc(eval_split.labels(), predict_split(model, eval_split))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     summary: dict[str, Any] = {
         "workers": role.workers,
         "is_chief": role.is_chief,
@@ -151,7 +135,7 @@ def train_distributed(
         "eval_auc": eval_auc,
         "hparams": dataclasses.asdict(hparams),
         "timings": {
-            "transform_seconds": round(transform_seconds, 3),
+            "transform_seconds": round(inputs.seconds, 3),
             "fit_seconds": round(fit_seconds, 3),
         },
         "model_dir": str(model_dir) if role.is_chief else None,
@@ -204,7 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--{name}: {getattr(args, name)} not found")
     except (ValueError, SpecError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
-    summary = train_distributed(args.train, args.eval, args.transform, spec, args.out, hparams)
+    from skewless.model.inputs import TrainingData
+
+    data = TrainingData(args.train, args.eval, args.transform, spec)
+    summary = train_distributed(data, args.out, hparams)
     print(json.dumps({k: summary[k] for k in ("workers", "is_chief", "eval_auc", "timings")}))
     return 0
 

@@ -14,7 +14,11 @@ Evaluation and the baseline read the chunks in order (:meth:`TransformedSplit.ch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
+import tempfile
+import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -141,6 +145,60 @@ class TransformedSplit:
                 whole[start : start + size] = part
             start += size
         return window
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """What a training run reads (:func:`skewless.model.train.train`, one worker of
+    :func:`skewless.model.distributed.train_distributed`).
+
+    Attributes:
+        train_data: Clean training rows (Parquet).
+        eval_data: Clean eval rows (Parquet): early stopping and the reported AUC.
+        transform_dir: Output of :func:`skewless.model.transform.analyze`.
+        spec: The feature spec.
+    """
+
+    train_data: str | Path
+    eval_data: str | Path
+    transform_dir: str | Path
+    spec: FeatureSpec
+
+    @classmethod
+    def ingested(
+        cls, folder: str | Path, transform_dir: str | Path, spec: FeatureSpec
+    ) -> TrainingData:
+        """The two clean splits of an ingestion output folder."""
+        from skewless.data.folder import IngestedFolder
+
+        splits = IngestedFolder(folder)
+        return cls(splits.train, splits.eval, transform_dir, spec)
+
+    @contextlib.contextmanager
+    def transformed(self, scratch_in: Path) -> Iterator[Transformed]:
+        """Both splits transformed into chunk files in a scratch folder inside ``scratch_in``
+        (local disk, removed on exit: the chunks live for the training step only)."""
+        import tensorflow_transform as tft
+
+        started = time.perf_counter()
+        scratch = Path(tempfile.mkdtemp(prefix=".transformed-", dir=scratch_in))
+        try:
+            tft_output = tft.TFTransformOutput(str(self.transform_dir))
+            train = transform_split(self.train_data, self.spec, tft_output, scratch / "train")
+            eval_ = transform_split(self.eval_data, self.spec, tft_output, scratch / "eval")
+            yield Transformed(tft_output, train, eval_, time.perf_counter() - started)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Transformed:
+    """:meth:`TrainingData.transformed`'s splits, the graph that made them and its seconds."""
+
+    tft_output: Any
+    train: TransformedSplit
+    eval: TransformedSplit
+    seconds: float
 
 
 def transform_split(

@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ import tensorflow as tf
 from skewless.artifacts import TRAINING_LOGS, TRAINING_SUMMARY
 from skewless.contract.spec import SPEC_ASSET, FeatureSpec
 from skewless.model.hparams import HParams
-from skewless.model.inputs import TransformedSplit, transform_split
+from skewless.model.inputs import TrainingData, Transformed, TransformedSplit
 from skewless.model.network import build_model, model_inputs
 from skewless.model.transform import raw_feature_spec, raw_signature
 
@@ -219,10 +217,7 @@ def predict_split(model: tf.keras.Model, split: TransformedSplit) -> np.ndarray:
 
 
 def train(
-    train_data: str | Path,
-    eval_data: str | Path,
-    transform_dir: str | Path,
-    spec: FeatureSpec,
+    data: TrainingData,
     out_dir: str | Path,
     hparams: HParams | None = None,
     *,
@@ -231,10 +226,7 @@ def train(
     """Trains the ranking model (and the linear baseline) and exports the serving model.
 
     Args:
-        train_data: Clean training rows (Parquet).
-        eval_data: Clean eval rows (Parquet), used for early stopping.
-        transform_dir: Output of :func:`skewless.model.transform.analyze`.
-        spec: The feature spec.
+        data: The clean splits, the transform graph and the spec.
         out_dir: Receives ``model/`` (SavedModel; with ``model/retrieval/`` when the spec names
             sides, :mod:`skewless.retrieval.towers`), ``logs/`` (TensorBoard) and
             ``training_summary.json``.
@@ -244,46 +236,25 @@ def train(
     Returns:
         What was exported and measured (also written to ``training_summary.json``).
     """
-    import tensorflow_transform as tft
-
     hparams = hparams or HParams()
     tf.keras.utils.set_random_seed(hparams.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    tft_output = tft.TFTransformOutput(str(transform_dir))
-    # The transformed chunks live on local disk for the step's duration only.
-    scratch = Path(tempfile.mkdtemp(prefix=".transformed-", dir=out))
-    try:
-        train_split = transform_split(train_data, spec, tft_output, scratch / "train")
-        eval_split = transform_split(eval_data, spec, tft_output, scratch / "eval")
-        timings["transform_seconds"] = time.perf_counter() - started
-        result = _train_on(
-            train_split, eval_split, (train_data, eval_data), tft_output, spec, out, hparams,
-            timings, train_baseline=train_baseline,
-        )  # fmt: skip
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with data.transformed(out) as inputs:
+        result = _train_on(inputs, data, out, hparams, train_baseline=train_baseline)
     (out / TRAINING_SUMMARY).write_text(result.to_json())
     return result
 
 
 def _train_on(
-    train_split: TransformedSplit,
-    eval_split: TransformedSplit,
-    splits: tuple[str | Path, str | Path],
-    tft_output: Any,
-    spec: FeatureSpec,
-    out: Path,
-    hparams: HParams,
-    timings: dict[str, float],
-    *,
-    train_baseline: bool,
+    inputs: Transformed, data: TrainingData, out: Path, hparams: HParams, *, train_baseline: bool
 ) -> TrainResult:
     """:func:`train` past the transform: fit, baseline, export, retrieval."""
     from skewless.evaluation import metrics
 
+    tft_output, spec = inputs.tft_output, data.spec
+    train_split, eval_split = inputs.train, inputs.eval
+    timings = {"transform_seconds": inputs.seconds}
     if hparams.batch_size == 0:
         hparams = dataclasses.replace(hparams, batch_size=auto_batch_size(train_split.rows))
     started = time.perf_counter()
@@ -316,7 +287,7 @@ def _train_on(
 
         started = time.perf_counter()
         retrieval = train_retrieval(
-            spec, tft_output, train_split, eval_split, splits, hparams,
+            spec, tft_output, train_split, eval_split, (data.train_data, data.eval_data), hparams,
             model_dir / RETRIEVAL_DIRNAME,
         )  # fmt: skip
         timings["retrieval_seconds"] = time.perf_counter() - started
