@@ -210,3 +210,25 @@ def test_a_folder_without_the_stored_spec_is_named_not_a_repository_or_a_model(t
         read_spec(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"has no .*; was it exported by skewless"):
         model_spec(tmp_path)
+
+
+def test_pushed_files_fold_in_by_the_rule_a_run_builds_by(tmp_path):
+    """A repository copied from an object store folds its pushed files in: at one instant the
+    newest push wins, then older pushes, then the table (as ``changes`` orders them for a run)."""
+    from skewless.features.pushed import include_pushed
+    from skewless.features.store import PUSHED_DIR, read_views
+
+    spec = load_spec_text(_TINY)
+    repo = tmp_path / "repo"
+    build_repository(spec, [_tiny_split(tmp_path / "1.parquet", [("u1", 1, 30.0)])], repo)
+    user = next(v for v in read_views(repo)[0] if v.side == "user")
+    folder = repo / PUSHED_DIR / user.name
+    folder.mkdir(parents=True)
+    minute = [pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(minutes=m) for m in range(4)]
+    pushes = [(1, 50.0), (3, 60.0), (3, 70.0)]  # oldest first, as their file names sort
+    for index, (m, age) in enumerate(pushes):
+        frame = pd.DataFrame({"user_id": ["u1"], "at": [minute[m]], "age": [age]})
+        frame.to_parquet(folder / f"{index}.parquet")
+    include_pushed(repo)
+    probe = pd.DataFrame({"at": minute[1:4], "user_id": ["u1"] * 3})
+    assert point_in_time(repo, probe)["age"].tolist() == [50.0, 50.0, 70.0]

@@ -213,6 +213,20 @@ def read_spec(repo: str | Path) -> FeatureSpec:
     return load_spec(path, absent=absent)
 
 
+def pushed_files(root: Path, view: EntityView) -> list[Path]:
+    """The values pushed to a repository in an object store (:data:`PUSHED_DIR`), oldest first."""
+    return sorted((root / PUSHED_DIR / view.name).glob("*.parquet"))
+
+
+def write_offline(table: pd.DataFrame, path: Path) -> None:
+    """Writes an offline table (:func:`skewless.features.changes.changes`' frame) without pandas'
+    metadata, which would name the Arrow-backed dtypes: a reader (Feast's offline store) gets the
+    types a plain table has."""
+    pq.write_table(
+        pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(None), path
+    )
+
+
 def _write_table(
     view: EntityView, time_name: str, splits: Sequence[str | Path], root: Path
 ) -> tuple[Any, Any, pd.DataFrame, dict[str, Any]]:
@@ -224,16 +238,9 @@ def _write_table(
     # newest first), then the rows just ingested, then the table (include_pushed keeps the same
     # order); the compression runs over all of them together.
     existing = [view.table(root)] if view.table(root).is_file() else []
-    from skewless.features.pushed import pushed_files
-
     newest_first = pushed_files(root, view)[::-1]
     table = changes(view.key, time_name, view.features, splits, before=newest_first, after=existing)
-    # Without pandas' metadata, which would name the Arrow-backed dtypes: a reader (Feast's
-    # offline store) gets the types a plain table has.
-    pq.write_table(
-        pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(None),
-        view.table(root),
-    )
+    write_offline(table, view.table(root))
     if not len(table):
         low = high = None
     else:  # an Arrow-backed column's min is a datetime: as a Timestamp, like a NumPy one's
