@@ -80,6 +80,7 @@ def serve(
                 name, http_port, ranking.validator.spec,
                 by_id=lookup.online.sample_ids() if lookup else None,
                 looked_up=lookup.fields if lookup else frozenset(),
+                host=host,
             ),
             flush=True,
         )  # fmt: skip

@@ -155,13 +155,22 @@ def example_curl(
     *,
     by_id: dict[str, str] | None = None,
     looked_up: frozenset[str] = frozenset(),
+    host: str = "127.0.0.1",
 ) -> str:
-    """A ready-to-paste curl command for the V1 predict endpoint; with ``by_id`` (ids the
-    feature store knows) a second one that sends only ids and context."""
-    url = f"http://localhost:{http_port}/v1/models/{name}:predict"
+    """A ready-to-paste curl command for the V1 predict endpoint of a server listening on
+    ``host``; with ``by_id`` (ids the feature store knows) a second one that sends only ids and
+    context."""
+    # A server on every address (or loopback) is reached as localhost; one on a single address
+    # only there (an IPv6 address in brackets, as URLs write it).
+    if host in ("0.0.0.0", "::", "127.0.0.1", "::1", "localhost"):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    base = f"http://{host}:{http_port}"
+    url = f"{base}/v1/models/{name}:predict"
     curl = "curl -s -H 'Content-Type: application/json'"
     text = (
-        f"\nserving model {name!r} on http://localhost:{http_port} (Ctrl-C to stop). Try:\n\n"
+        f"\nserving model {name!r} on {base} (Ctrl-C to stop). Try:\n\n"
         f"{curl} {url} -d '{json.dumps({'instances': [example_row(spec)]})}'\n"
     )
     if by_id:
