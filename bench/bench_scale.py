@@ -5,7 +5,7 @@ a sampler reads the resident memory of every process of each pipeline step (a kf
 a subprocess whose command names its function) every 0.2 s; a step's peak is the largest sum
 over its processes seen. Writes bench/results/scale.{json,md}.
 
-Usage: python bench/bench_scale.py [--rows 1000000,3000000,10000000]
+Usage: python bench/bench_scale.py [--rows 1000000,3000000,10000000] [--render scale.json]
 """
 
 from __future__ import annotations
@@ -104,28 +104,42 @@ def _markdown(runs: list[dict[str, Any]]) -> str:
         "",
         "Per step: seconds / peak resident memory in MB (sampled every 0.2 s).",
         "",
-        "| rows | wall s | AUC | " + " | ".join(steps) + " |",
-        "|---|---|---|" + "---|" * len(steps),
+        "| rows | wall s | s per 1M rows | AUC | " + " | ".join(steps) + " |",
+        "|---|---|---|---|" + "---|" * len(steps),
     ]
     for run in runs:
         cells = [
             f"{run['step_seconds'].get(s, '-')} / {run['step_peak_rss_mb'].get(s, '-')}"
             for s in steps
         ]
+        per_million = run["wall_seconds"] / run["rows"] * 1e6
         lines.append(
-            f"| {run['rows']:,} | {run['wall_seconds']} | {run['auc']} | "
+            f"| {run['rows']:,} | {run['wall_seconds']} | {per_million:.1f} | {run['auc']} | "
             + " | ".join(cells)
             + " |"
         )
     worst = max(max(r["step_peak_rss_mb"].values(), default=0) for r in runs)
     lines += ["", f"Largest step peak: {worst:,} MB (goal: under {MEMORY_LIMIT_MB:,} MB)."]
+    if len(runs) > 1:  # linear (or better) when the wall grows no faster than the rows
+        small, large = min(runs, key=lambda r: r["rows"]), max(runs, key=lambda r: r["rows"])
+        rows, wall = large["rows"] / small["rows"], large["wall_seconds"] / small["wall_seconds"]
+        lines.append(
+            f"From {small['rows']:,} to {large['rows']:,} rows ({rows:g}x) the wall grew "
+            f"{wall:.2f}x (goal: linear in rows, at most {rows:g}x)."
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="1000000,3000000,10000000")
+    parser.add_argument(
+        "--render", metavar="JSON", help="only write scale.md from the runs of a scale.json"
+    )
     args = parser.parse_args()
+    if args.render:
+        (RESULTS / "scale.md").write_text(_markdown(json.loads(Path(args.render).read_text())))
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     runs = []
     for rows in (int(r) for r in args.rows.split(",")):
