@@ -1,4 +1,5 @@
-"""How ``skewless serve`` admits, batches, logs and looks features up: :class:`ServingConfig`."""
+"""How ``skewless serve`` listens (:class:`Listening`) and admits, batches, logs and looks features
+up (:class:`ServingConfig`)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,38 @@ def check_host(host: str) -> str:
             f"expected an IP address to listen on (127.0.0.1: this machine only; 0.0.0.0: every "
             f"IPv4 address; '::': every address), got {host!r}"
         ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Listening:
+    """Where and how the server listens.
+
+    Attributes:
+        host: The IP address REST and gRPC listen on: this machine only by default; the
+            container's command says 0.0.0.0.
+        http_port: REST port.
+        grpc_port: gRPC port.
+        workers: REST worker processes, each with its own copy of the model.
+        header_timeout: Seconds a REST client has to send a request's headers (from connecting,
+            or from a later request's first byte) before its connection is closed.
+
+    Raises:
+        ValueError: ``host`` is not an IP address, or ``header_timeout`` is not positive.
+    """
+
+    host: str = DEFAULT_HOST
+    http_port: int = 8080
+    grpc_port: int = 8081
+    workers: int = 1
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+
+    def __post_init__(self) -> None:
+        """Checks the values (and writes the host as ``ipaddress`` does)."""
+        object.__setattr__(self, "host", check_host(self.host))
+        if not self.header_timeout > 0:
+            raise ValueError(
+                f"the header timeout must be positive seconds, got {self.header_timeout}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,22 +27,24 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc.server import GRPCServer
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from skewless.serving.config import Listening
+
 
 class ListeningServer(kserve.ModelServer):
     """KServe's model server, listening on ``host`` only, REST with a header-read timeout."""
 
-    def __init__(self, *, host: str, header_timeout: float, **kwargs: Any) -> None:
-        """Takes ``kserve.ModelServer``'s keyword arguments, plus:
-
-        Args:
-            host: The IP address REST and gRPC listen on.
-            header_timeout: Seconds a REST client has to send a request's headers, from the
-                moment it connects or sends the request's first byte.
-        """
-        super().__init__(**kwargs)
+    def __init__(self, listening: Listening, **kwargs: Any) -> None:
+        """Listens as ``listening`` says; takes ``kserve.ModelServer``'s other keyword
+        arguments."""
+        super().__init__(
+            http_port=listening.http_port,
+            grpc_port=listening.grpc_port,
+            workers=listening.workers,
+            **kwargs,
+        )
         self.dataplane = ServingDataPlane(model_registry=self.registered_models)
-        self.host = host
-        self.header_timeout = header_timeout
+        self.host = listening.host
+        self.header_timeout = listening.header_timeout
         # KServe's own gRPC server would bind [::]; _serve starts ours (HostGRPCServer) instead.
         self.serve_grpc = bool(self.enable_grpc)  # type: ignore[has-type]
         self.enable_grpc = False

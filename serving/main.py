@@ -7,12 +7,7 @@ from pathlib import Path
 import kserve
 
 from skewless.serving.app import ReadOnlyRepository, configure_logging
-from skewless.serving.config import (
-    DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_HOST,
-    ServingConfig,
-    check_host,
-)
+from skewless.serving.config import Listening, ServingConfig
 from skewless.serving.listen import ListeningServer
 from skewless.serving.loading import ModelLoadError, resolve_model_dir
 from skewless.serving.protocol import example_curl
@@ -24,14 +19,10 @@ def serve(
     *,
     registry: str | Path | None = None,
     name: str = "ranking",
-    host: str = DEFAULT_HOST,
-    http_port: int = 8080,
-    grpc_port: int = 8081,
-    workers: int = 1,
+    listening: Listening | None = None,
     config: ServingConfig | None = None,
     announce: bool = False,
     allow_model_management: bool = False,
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
 ) -> None:
     """Starts the model server in the foreground; SIGTERM or Ctrl-C drains and stops it.
 
@@ -40,20 +31,11 @@ def serve(
         registry: Instead of ``model``: a registry file; serves ``name``'s production version
             and follows the alias (rollbacks and promotions apply without a restart).
         name: Model name in the URL paths.
-        host: The IP address REST and gRPC listen on: this machine only by default; the
-            container's command says 0.0.0.0.
-        http_port: REST port.
-        grpc_port: gRPC port.
-        workers: REST worker processes, each with its own copy of the model.
+        listening: Address, ports, workers and header timeout (defaults when None).
         config: Admission, batching and logging settings.
         announce: Print a ready-to-paste curl command first.
         allow_model_management: Answer the V2 model repository's load and unload (REST and
             gRPC); off by default, since anyone who reaches the port could unload the model.
-        header_timeout: Seconds a REST client has to send a request's headers (from connecting,
-            or from a later request's first byte) before its connection is closed.
-
-    Raises:
-        ValueError: ``host`` is not an IP address, or ``header_timeout`` is not positive.
     """
     from skewless.serving.recommend import RECOMMEND_NAME, RecommendModel
 
@@ -61,9 +43,7 @@ def serve(
         raise ModelLoadError(
             f"model name {name!r} is reserved for the two-stage endpoint; pick another --name"
         )
-    host = check_host(host)
-    if not header_timeout > 0:
-        raise ValueError(f"the header timeout must be positive seconds, got {header_timeout}")
+    listening = listening or Listening()
     config = config or ServingConfig()
     # This process's logging; each REST worker sets its own up as it unpickles the model.
     configure_logging(access_log=config.access_log, log_format=config.log_format)
@@ -77,21 +57,14 @@ def serve(
         lookup = ranking.lookup
         print(
             example_curl(
-                name, http_port, ranking.validator.spec,
+                name, listening.http_port, ranking.validator.spec,
                 by_id=lookup.online.sample_ids() if lookup else None,
                 looked_up=lookup.fields if lookup else frozenset(),
-                host=host,
+                host=listening.host,
             ),
             flush=True,
         )  # fmt: skip
-    server = ListeningServer(
-        host=host,
-        header_timeout=header_timeout,
-        http_port=http_port,
-        grpc_port=grpc_port,
-        workers=workers,
-        enable_latency_logging=config.access_log,
-    )
+    server = ListeningServer(listening, enable_latency_logging=config.access_log)
     if not allow_model_management:
         server.model_repository_extension = ReadOnlyRepository(server.registered_models)
     models: list[kserve.Model] = [ranking]

@@ -23,6 +23,7 @@ from skewless.cli.serving import check_ports, port_options
 from skewless.contract.spec import load_spec
 from skewless.rollout.deploy import REGISTRY_FILE
 from skewless.runner.local import DEFAULT_ROWS, DEFAULT_SEED
+from skewless.serving.config import Listening
 
 
 def _pipeline_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -104,8 +105,9 @@ def run(
     """
     from skewless.runner.local import run_local
 
+    listening = Listening(http_port=http_port, grpc_port=grpc_port)
     if not no_serve:  # a taken port fails now, not after the whole pipeline
-        check_ports(http_port, grpc_port)
+        check_ports(listening)
     summary = run_local(
         workdir=workdir,
         data=data,
@@ -129,8 +131,7 @@ def run(
     serve(
         registry=registry,
         name=model_name,
-        http_port=http_port,
-        grpc_port=grpc_port,
+        listening=listening,
         config=ServingConfig(
             request_log=exposure_log_beside(registry),
             feature_store=store.get("repository") if store.get("materialized") else None,

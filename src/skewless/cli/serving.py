@@ -27,7 +27,7 @@ from skewless.cli.common import (
 from skewless.cli.registry import registry_file
 from skewless.experiments.logs import DEFAULT_LOG_MAX_MB, EXPOSURE_LOG
 from skewless.serving.batching import DEFAULT_BATCH_ROWS
-from skewless.serving.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_HOST, check_host
+from skewless.serving.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_HOST, Listening, check_host
 from skewless.serving.lookup import DEFAULT_FEATURE_LOG_SAMPLE, FEATURE_LOG
 from skewless.serving.validation import (
     DEFAULT_ITEM_FIELD,
@@ -174,7 +174,8 @@ def serve(
         access_log=access_log,
         log_format=log_format,
     )
-    check_ports(http_port, grpc_port, host=host)
+    listening = Listening(host, http_port, grpc_port, workers, header_timeout)
+    check_ports(listening)
     from skewless.features.store import FeatureStoreError
     from skewless.serving.loading import ModelLoadError
 
@@ -183,14 +184,10 @@ def serve(
             model,
             registry=registry,
             name=name,
-            host=host,
-            http_port=http_port,
-            grpc_port=grpc_port,
-            workers=workers,
+            listening=listening,
             config=config,
             announce=True,
             allow_model_management=allow_model_management,
-            header_timeout=header_timeout,
         )
     except (FileNotFoundError, ModelLoadError) as err:
         raise CliError(f"--model: {err}") from None
@@ -213,12 +210,13 @@ def _feature_repo(repo: str | None) -> str | None:
     return repo
 
 
-def check_ports(http_port: int, grpc_port: int, host: str = DEFAULT_HOST) -> None:
-    """Fails with one line when a port the server needs is taken, or ``host`` is not an address
+def check_ports(listening: Listening) -> None:
+    """Fails with one line when a port the server needs is taken, or its host is not an address
     of this machine (before any work starts)."""
     import errno
     import socket
 
+    host, http_port, grpc_port = listening.host, listening.http_port, listening.grpc_port
     if http_port == grpc_port:
         raise CliError(f"--http-port and --grpc-port are both {http_port}: give two ports")
     for flag, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
