@@ -107,9 +107,6 @@ def train(
 
     ``hparams`` holds the hyperparameters that differ from :class:`HParams`' defaults.
     """
-    import shutil
-
-    from skewless.artifacts import TRAINING_LOGS, TRAINING_SUMMARY
     from skewless.config import from_overrides
     from skewless.contract.spec import load_spec_text
     from skewless.model.hparams import HParams
@@ -117,11 +114,9 @@ def train(
     from skewless.model.train import train as run_train
 
     data = TrainingData.ingested(ingested.path, transform_graph.path, load_spec_text(spec_yaml))
-    result = run_train(data, f"{model.path}.work", from_overrides(HParams, hparams, "hparams"))
-    shutil.move(result.model_dir, model.path)
-    shutil.move(f"{model.path}.work/{TRAINING_LOGS}", tensorboard.path)
-    shutil.move(f"{model.path}.work/{TRAINING_SUMMARY}", tensorboard.path)
-    shutil.rmtree(f"{model.path}.work")
+    settings = from_overrides(HParams, hparams, "hparams")
+    # TensorBoard's logs and the training summary are the tensorboard artifact.
+    result = run_train(data, tensorboard.path, settings, model_dir=model.path)
     model.metadata["framework"] = "tensorflow"
     model.metadata["signatures"] = ["serving_default", "serve_tf_examples"]
     train_metrics.log_metric("eval_auc", result.eval_auc)

@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, overload
 
-# Inside the train step's ``tensorboard`` artifact (and its work folder before that).
+# Inside the train step's ``tensorboard`` artifact.
 TRAINING_LOGS = "logs"
 TRAINING_SUMMARY = "training_summary.json"
 # Written by the evaluation into its output folder; the evaluate step copies them to its

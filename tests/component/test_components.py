@@ -137,7 +137,9 @@ def test_train_component(run):
     assert task.metadata("model")["signatures"] == ["serving_default", "serve_tf_examples"]
     assert any(task.path("tensorboard").rglob("events.out.tfevents.*"))
     assert (task.path("tensorboard") / "training_summary.json").is_file()
-    assert not task.path("model.work").exists()
+    # The transformed chunks lived in a scratch folder inside the artifact for the step only.
+    assert not any(task.path("tensorboard").glob(".transformed-*"))
+    assert {p.name for p in task.path("tensorboard").iterdir()} == {"logs", "training_summary.json"}
     metrics = task.metadata("train_metrics")
     assert 0.0 < metrics["eval_auc"] <= 1.0 and metrics["epochs_run"] == 1
 

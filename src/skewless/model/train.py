@@ -222,6 +222,7 @@ def train(
     hparams: HParams | None = None,
     *,
     train_baseline: bool = True,
+    model_dir: str | Path | None = None,
 ) -> TrainResult:
     """Trains the ranking model (and the linear baseline) and exports the serving model.
 
@@ -232,6 +233,8 @@ def train(
             ``training_summary.json``.
         hparams: Hyperparameters (defaults when None).
         train_baseline: Also train the logistic-regression baseline and report its eval AUC.
+        model_dir: The SavedModel's folder instead of ``out_dir/model`` (a pipeline step's
+            model artifact).
 
     Returns:
         What was exported and measured (also written to ``training_summary.json``).
@@ -240,14 +243,21 @@ def train(
     tf.keras.utils.set_random_seed(hparams.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    export_dir = Path(model_dir) if model_dir is not None else out / MODEL_DIRNAME
     with data.transformed(out) as inputs:
-        result = _train_on(inputs, data, out, hparams, train_baseline=train_baseline)
+        result = _train_on(inputs, data, out, export_dir, hparams, train_baseline=train_baseline)
     (out / TRAINING_SUMMARY).write_text(result.to_json())
     return result
 
 
 def _train_on(
-    inputs: Transformed, data: TrainingData, out: Path, hparams: HParams, *, train_baseline: bool
+    inputs: Transformed,
+    data: TrainingData,
+    out: Path,
+    export_dir: Path,
+    hparams: HParams,
+    *,
+    train_baseline: bool,
 ) -> TrainResult:
     """:func:`train` past the transform: fit, baseline, export, retrieval."""
     from skewless.evaluation import metrics
@@ -277,7 +287,7 @@ def _train_on(
         timings["baseline_seconds"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    model_dir = export_model(model, tft_output, spec, out / MODEL_DIRNAME)
+    model_dir = export_model(model, tft_output, spec, export_dir)
     timings["export_seconds"] = time.perf_counter() - started
     if spec.has_retrieval:
         # Inside the model folder: one registered version carries both stages, so aliases,
