@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from skewless.contract.spec import load_spec_text
+from skewless.contract.validate import Violations, check_column, check_values
 from skewless.serving.validation import RequestError, RequestValidator
 
 SPEC = load_spec_text(
@@ -87,3 +89,41 @@ def test_blank_and_null_optional_values_take_the_spec_default(validator):
         [{"age": 1, "name": "a", "score": None}, {"age": 1, "name": "a", "score": " "}]
     )
     assert columns["score"].tolist() == [0.5, 0.5]
+
+
+def test_repeated_values_are_checked_once_with_every_row_named():
+    """A ranking request repeats the user's values on every row: each distinct value is checked
+    once, and its verdict reaches every row that holds it, counted per row."""
+    validator = RequestValidator(SPEC, max_batch=200)
+    rows = [{"age": 30, "name": "x"} for _ in range(100)]
+    rows[10]["name"] = rows[50]["name"] = "toolong"
+    rows[70]["name"] = None
+    with pytest.raises(RequestError) as raised:
+        validator.from_rows(rows)
+    assert str(raised.value) == "instances[10].name: longer than max_length 5 (7) (and 2 more)"
+    name = SPEC.features["name"]
+    values = [row["name"] for row in rows]
+    violations = Violations(100)
+    checked = check_values(name, values, violations)
+    assert sorted(violations.failures) == [10, 50, 70]
+    assert violations.failures[70] == [("name", "missing required value")]
+    assert dict(violations.reason_counts) == {
+        "name: longer than max_length 5": 2,
+        "name: missing required value": 1,
+    }
+    assert np.flatnonzero(violations.failed("name")).tolist() == [10, 50, 70]
+    # The same verdicts and values as checking every row's value in one Arrow column.
+    whole = Violations(100)
+    values_whole, _ = check_column(name, pa.array(values), whole)
+    assert whole.failures == violations.failures
+    assert whole.reason_counts == violations.reason_counts
+    assert checked.tolist() == values_whole.tolist()
+
+
+def test_a_default_fills_every_row_of_a_repeated_missing_value():
+    validator = RequestValidator(SPEC, max_batch=200)
+    rows = [{"age": 1, "name": "abc", "tags": None if i % 2 else "a|b"} for i in range(80)]
+    rows[1]["tags"] = ""
+    columns = validator.from_rows(rows)
+    assert columns["tags"].tolist() == ["a|b", ""] * 40
+    assert columns["name"].tolist() == ["abc"] * 80
