@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skewless.contract.spec import load_spec_text
 from skewless.contract.validate import Violations, check_column, check_values
@@ -127,3 +129,26 @@ def test_a_default_fills_every_row_of_a_repeated_missing_value():
     columns = validator.from_rows(rows)
     assert columns["tags"].tolist() == ["a|b", ""] * 40
     assert columns["name"].tolist() == ["abc"] * 80
+
+
+POOL = ["x", "abc", "toolong", "", "  ", None, "a|b", "a|c", "19", " 7 ", "nan", "1e3", "é", "b|"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["age", "score", "tags", "name", "k"]),
+    st.lists(st.sampled_from(POOL), min_size=64, max_size=160),
+)
+def test_checking_distinct_values_gives_each_row_the_verdict_of_its_own_value(name, values):
+    """The distinct-value pass against the plain pass over the whole column: the same failures
+    per row, the same reason counts, the same canonical values."""
+    feature = SPEC.features[name]
+    spread = Violations(len(values))
+    checked = check_values(feature, values, spread)
+    whole = Violations(len(values))
+    plain, _ = check_column(feature, pa.array(values, type=pa.string()), whole)
+    assert spread.failures == whole.failures
+    assert spread.reason_counts == whole.reason_counts
+    assert (spread.bad_mask() == whole.bad_mask()).all()
+    ok = ~whole.bad_mask()
+    assert checked[ok].tolist() == plain[ok].tolist()
