@@ -7,7 +7,8 @@ stages, each in a worker thread of its own: ``prepare`` (validation and building
 inputs, Python work under the GIL) and ``predict`` (the model call, which runs in TensorFlow's own
 threads without the GIL), which answers each request with its own result or its own error, so one
 bad request never fails the others. The stages overlap: the next batch is formed and prepared while
-the model runs the previous one, so the model's cores do not wait for Python between calls. If a
+the model runs the previous one, so the model's cores do not wait for Python between calls; while
+the model is busy, the next batch keeps taking requests until it is full or the model is free. If a
 stage fails for a batch of several, each request is retried alone, so only the culprit fails. While
 the model runs, new requests queue up and form the next batch, so under load the per-call cost is
 paid per batch. A lone request on an idle server never waits and runs inline, so a single client
@@ -115,6 +116,16 @@ class MicroBatcher:
             first = await self._queue.get()
             batch = [first]
             rows = self._take_ready(batch, first.rows)
+            # While the model is busy, this batch could not start anyway: it keeps taking requests
+            # until it is full or the model is free (formed at once, it would be small).
+            while rows < self.max_batch_rows and self._running and not self._running.done():
+                getter = loop.create_task(self._queue.get())
+                await asyncio.wait((getter, self._running), return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()  # the model is free: this batch goes now
+                    break
+                batch.append(item := getter.result())
+                rows = self._take_ready(batch, rows + item.rows)
             # Wait for more only when the batch already has company (we are under load); a lone
             # request never waits, so a single client pays no batching latency.
             deadline = loop.time() + (self.max_wait if len(batch) > 1 else 0.0)

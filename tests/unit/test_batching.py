@@ -135,6 +135,34 @@ def test_the_next_batch_is_prepared_while_the_model_runs_the_previous_one():
     assert prepared == [0.0, 1.0, 2.0]
 
 
+def test_while_the_model_is_busy_the_next_batch_keeps_filling():
+    busy, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+        calls.append(len(requests))
+        if len(calls) == 1:
+            busy.set()
+            release.wait(timeout=60)  # the model is busy until every later request has come
+        return list(requests), "v1"
+
+    batcher = MicroBatcher(predict, max_batch_rows=64, max_wait_ms=0)
+
+    async def main() -> None:
+        first = [asyncio.ensure_future(batcher.submit(np.array([0.0]), 1)) for _ in range(2)]
+        await asyncio.to_thread(busy.wait, 60)
+        later = []
+        for i in range(3):  # one by one, the consumer seeing each before the next comes
+            later.append(asyncio.ensure_future(batcher.submit(np.array([float(i)]), 1)))
+            for _ in range(5):
+                await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(*first, *later)
+
+    asyncio.run(main())
+    assert calls == [2, 3]
+
+
 def test_a_batch_whose_preparation_fails_is_retried_per_request():
     def prepare(requests: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
         if any((r == 13).any() for r in requests):
