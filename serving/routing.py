@@ -5,10 +5,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from skewless.serving.validation import (
+    RawRequest,
+    RequestError,
     RequestValidator,
 )
 
@@ -26,6 +31,43 @@ class LoadedVersion:
     # validator of recommend requests (the spec's query side).
     retriever: Any = None
     query_validator: RequestValidator | None = None
+
+    def prepare(self, requests: Sequence[RawRequest]) -> PreparedBatch:
+        """A batch's Python stage: one validation pass, then the signature's tensors."""
+        columns, errors = self.validator.check(requests)
+        tensors = None
+        if any(error is None for error in errors):
+            import tensorflow as tf
+
+            tensors = {name: tf.constant(values) for name, values in columns.items()}
+        return PreparedBatch(self, [request.rows for request in requests], errors, tensors)
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedBatch:
+    """Requests validated together and their valid rows as the signature's input tensors."""
+
+    loaded: LoadedVersion
+    rows: list[int]  # per request
+    errors: list[str | None]  # per request: None, or why it is refused
+    tensors: dict[str, Any] | None  # None when every request is refused
+
+    def score(self) -> tuple[list[Any], str]:
+        """One signature call (TensorFlow's threads do the work, without the GIL).
+
+        Returns:
+            Per request its probabilities or the :class:`RequestError` that refuses it (the
+            others are still scored), and the version that answered.
+        """
+        results: list[Any] = [RequestError(e) if e is not None else None for e in self.errors]
+        if self.tensors is not None:
+            probability = np.asarray(self.loaded.signature(**self.tensors)["probability"])
+            start = 0
+            for index, rows in enumerate(self.rows):
+                if self.errors[index] is None:
+                    results[index] = probability[start : start + rows]
+                    start += rows
+        return results, self.loaded.version
 
 
 @dataclasses.dataclass(frozen=True)

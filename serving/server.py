@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import kserve
-import numpy as np
 from kserve.protocol.infer_type import InferRequest
 
 from skewless.contract.kinds import kind_of
@@ -64,10 +63,9 @@ from skewless.serving.protocol import (
     prediction_response,
     request_columns,
 )
-from skewless.serving.routing import LoadedVersion, Routing
+from skewless.serving.routing import LoadedVersion, PreparedBatch, Routing
 from skewless.serving.validation import (
     RawRequest,
-    RequestError,
     RequestValidator,
 )
 
@@ -149,7 +147,8 @@ class RankingModel(kserve.Model):
         # One batcher per role: a batch is one model call, so it never mixes two versions.
         self.batchers = {
             role: MicroBatcher(
-                functools.partial(self.score, role),
+                PreparedBatch.score,
+                prepare=functools.partial(self.prepare, role),
                 max_batch_rows=self.config.max_batch_rows,
                 max_wait_ms=self.config.max_wait_ms,
             )
@@ -247,30 +246,18 @@ class RankingModel(kserve.Model):
         finally:
             self._loaded.set()
 
-    def score(self, role: str, requests: Sequence[RawRequest]) -> tuple[list[Any], str]:
-        """One validation pass and one signature call for a batch of requests of one role.
-
-        Returns:
-            Per request its probabilities or the :class:`RequestError` that refuses it (the
-            others are still scored), and the version that answered.
-        """
-        import tensorflow as tf
-
+    def prepare(self, role: str, requests: Sequence[RawRequest]) -> PreparedBatch:
+        """A batch of one role's requests validated in one pass, as the signature's tensors."""
         routing = self.routing  # read once: a swap mid-call must not mix versions
         loaded = routing.candidate if role == "candidate" else routing.production
         if loaded is None:  # the canary ended between routing and this call
             loaded = routing.production
-        columns, errors = loaded.validator.check(requests)
-        results: list[Any] = [RequestError(e) if e is not None else None for e in errors]
-        if any(e is None for e in errors):
-            tensors = {name: tf.constant(values) for name, values in columns.items()}
-            probability = np.asarray(loaded.signature(**tensors)["probability"])
-            start = 0
-            for index, request in enumerate(requests):
-                if errors[index] is None:
-                    results[index] = probability[start : start + request.rows]
-                    start += request.rows
-        return results, loaded.version
+        return loaded.prepare(requests)
+
+    def score(self, role: str, requests: Sequence[RawRequest]) -> tuple[list[Any], str]:
+        """Both stages at once: per request its probabilities or its :class:`RequestError`, and
+        the version that answered."""
+        return self.prepare(role, requests).score()
 
     async def looked_up(
         self,

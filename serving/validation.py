@@ -131,9 +131,11 @@ class RequestValidator:
                 errors.append(f"{request.locate(row - start, field)}: {problem}{suffix}")
                 keep[start:end] = False
             start = end
+        every = bool(keep.all())  # the usual case: no copy
         columns = {
             name: np.asarray(
-                values[keep], dtype=np.float32 if kind_of(self.inputs[name]).numeric else object
+                values if every else values[keep],
+                dtype=np.float32 if kind_of(self.inputs[name]).numeric else object,
             )
             for name, values in merged.items()
         }

@@ -108,6 +108,86 @@ def test_a_call_that_fails_for_a_batch_is_retried_per_request_so_only_the_culpri
     assert max(calls) > 1  # they did share a call before the retry
 
 
+def test_the_next_batch_is_prepared_while_the_model_runs_the_previous_one():
+    second_prepared = threading.Event()
+    prepared: list[float] = []
+    overlapped: list[bool] = []
+
+    def prepare(requests: Sequence[np.ndarray]) -> list[np.ndarray]:
+        prepared.append(float(requests[0][0]))
+        if len(prepared) == 2:
+            second_prepared.set()
+        return [r * 10 for r in requests]
+
+    def predict(requests: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
+        if not overlapped:  # the first call returns only once the second batch is prepared
+            overlapped.append(second_prepared.wait(timeout=60))
+        return requests, "v1"
+
+    batcher = MicroBatcher(predict, prepare=prepare, max_batch_rows=1, max_wait_ms=0)
+
+    async def main() -> list[tuple[np.ndarray, int, str]]:
+        return await asyncio.gather(*(batcher.submit(np.array([float(i)]), 1) for i in range(3)))
+
+    results = asyncio.run(main())
+    assert overlapped == [True]
+    assert [values.tolist() for values, _, _ in results] == [[0.0], [10.0], [20.0]]
+    assert prepared == [0.0, 1.0, 2.0]
+
+
+def test_while_the_model_is_busy_the_next_batch_keeps_filling():
+    busy, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+        calls.append(len(requests))
+        if len(calls) == 1:
+            busy.set()
+            release.wait(timeout=60)  # the model is busy until every later request has come
+        return list(requests), "v1"
+
+    batcher = MicroBatcher(predict, max_batch_rows=64, max_wait_ms=0)
+
+    async def main() -> None:
+        first = [asyncio.ensure_future(batcher.submit(np.array([0.0]), 1)) for _ in range(2)]
+        await asyncio.to_thread(busy.wait, 60)
+        later = []
+        for i in range(3):  # one by one, the consumer seeing each before the next comes
+            later.append(asyncio.ensure_future(batcher.submit(np.array([float(i)]), 1)))
+            for _ in range(5):
+                await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(*first, *later)
+
+    asyncio.run(main())
+    assert calls == [2, 3]
+
+
+def test_a_batch_whose_preparation_fails_is_retried_per_request():
+    def prepare(requests: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+        if any((r == 13).any() for r in requests):
+            raise RuntimeError("cannot prepare 13")
+        return requests
+
+    batcher = MicroBatcher(lambda r: (list(r), "v1"), prepare=prepare, max_wait_ms=0)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(
+            *(batcher.submit(np.array([float(i)]), 1) for i in range(10, 16)),
+            return_exceptions=True,
+        )
+
+    results = asyncio.run(main())
+    assert [str(r) for r in results if isinstance(r, Exception)] == ["cannot prepare 13"]
+    assert [r[0].tolist() for r in results if not isinstance(r, Exception)] == [
+        [10.0],
+        [11.0],
+        [12.0],
+        [14.0],
+        [15.0],
+    ]
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="max_batch_rows must be at least 1"):
         MicroBatcher(lambda r: (list(r), ""), max_batch_rows=0)

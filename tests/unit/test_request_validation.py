@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skewless.contract.spec import load_spec_text
+from skewless.contract.validate import Violations, check_column, check_values
 from skewless.serving.validation import RequestError, RequestValidator
 
 SPEC = load_spec_text(
@@ -124,3 +128,64 @@ def test_a_column_of_a_type_a_kind_does_not_take_fails_each_value_given(name, ex
     v = Violations(2)
     _, missing = kind.parse(feature, pa.nulls(2), v)
     assert missing.tolist() == [True, True] and v.failures == {}
+
+
+def test_repeated_values_are_checked_once_with_every_row_named():
+    """A ranking request repeats the user's values on every row: each distinct value is checked
+    once, and its verdict reaches every row that holds it, counted per row."""
+    validator = RequestValidator(SPEC, max_batch=200)
+    rows = [{"age": 30, "name": "x"} for _ in range(100)]
+    rows[10]["name"] = rows[50]["name"] = "toolong"
+    rows[70]["name"] = None
+    with pytest.raises(RequestError) as raised:
+        validator.from_rows(rows)
+    assert str(raised.value) == "instances[10].name: longer than max_length 5 (7) (and 2 more)"
+    name = SPEC.features["name"]
+    values = [row["name"] for row in rows]
+    violations = Violations(100)
+    checked = check_values(name, values, violations)
+    assert sorted(violations.failures) == [10, 50, 70]
+    assert violations.failures[70] == [("name", "missing required value")]
+    assert dict(violations.reason_counts) == {
+        "name: longer than max_length 5": 2,
+        "name: missing required value": 1,
+    }
+    assert np.flatnonzero(violations.failed("name")).tolist() == [10, 50, 70]
+    # The same verdicts and values as checking every row's value in one Arrow column.
+    whole = Violations(100)
+    values_whole, _ = check_column(name, pa.array(values), whole)
+    assert whole.failures == violations.failures
+    assert whole.reason_counts == violations.reason_counts
+    assert checked.tolist() == values_whole.tolist()
+
+
+def test_a_default_fills_every_row_of_a_repeated_missing_value():
+    validator = RequestValidator(SPEC, max_batch=200)
+    rows = [{"age": 1, "name": "abc", "tags": None if i % 2 else "a|b"} for i in range(80)]
+    rows[1]["tags"] = ""
+    columns = validator.from_rows(rows)
+    assert columns["tags"].tolist() == ["a|b", ""] * 40
+    assert columns["name"].tolist() == ["abc"] * 80
+
+
+POOL = ["x", "abc", "toolong", "", "  ", None, "a|b", "a|c", "19", " 7 ", "nan", "1e3", "é", "b|"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["age", "score", "tags", "name", "k"]),
+    st.lists(st.sampled_from(POOL), min_size=64, max_size=160),
+)
+def test_checking_distinct_values_gives_each_row_the_verdict_of_its_own_value(name, values):
+    """The distinct-value pass against the plain pass over the whole column: the same failures
+    per row, the same reason counts, the same canonical values."""
+    feature = SPEC.features[name]
+    spread = Violations(len(values))
+    checked = check_values(feature, values, spread)
+    whole = Violations(len(values))
+    plain, _ = check_column(feature, pa.array(values, type=pa.string()), whole)
+    assert spread.failures == whole.failures
+    assert spread.reason_counts == whole.reason_counts
+    assert (spread.bad_mask() == whole.bad_mask()).all()
+    ok = ~whole.bad_mask()
+    assert checked[ok].tolist() == plain[ok].tolist()

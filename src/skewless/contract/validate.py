@@ -22,9 +22,11 @@ from skewless.contract.spec import Feature, FeatureSpec
 class Violations:
     """Per-row failures of one batch of rows, and per-reason counts."""
 
-    def __init__(self, rows: int) -> None:
-        """An empty record for ``rows`` rows."""
+    def __init__(self, rows: int, weights: np.ndarray | None = None) -> None:
+        """An empty record for ``rows`` rows; ``weights[i]`` is how many rows row i stands for
+        when the rows are a column's distinct values (each failure counts that many times)."""
         self.rows = rows
+        self.weights = weights
         self.failures: dict[int, list[tuple[str, str]]] = {}
         self.reason_counts: Counter[str] = Counter()
         self._failed: dict[str, np.ndarray] = {}
@@ -36,7 +38,8 @@ class Violations:
         indices = np.flatnonzero(mask)
         if indices.size == 0:
             return
-        self.reason_counts[f"{field}: {problem}"] += int(indices.size)
+        count = indices.size if self.weights is None else self.weights[indices].sum()
+        self.reason_counts[f"{field}: {problem}"] += int(count)
         failed = self._failed.setdefault(field, np.zeros(self.rows, dtype=bool))
         failed[indices] = True
         for i in indices:
@@ -66,6 +69,19 @@ class Violations:
             failed[np.asarray(rows)[mask]] = True
         for row, items in other.failures.items():
             self.failures.setdefault(int(rows[row]), []).extend(items)
+
+    def spread(self, other: Violations, indices: np.ndarray) -> None:
+        """Adds ``other``'s failures, whose row j stands for every row i with ``indices[i] == j``
+        (``other`` records a column's distinct values, weighted by how often each occurs)."""
+        self.reason_counts.update(other.reason_counts)
+        if not other.failures:
+            return
+        rows = np.flatnonzero(np.isin(indices, np.fromiter(other.failures, dtype=indices.dtype)))
+        for field, mask in other._failed.items():
+            failed = self._failed.setdefault(field, np.zeros(self.rows, dtype=bool))
+            failed[rows[mask[indices[rows]]]] = True
+        for row in rows:
+            self.failures.setdefault(int(row), []).extend(other.failures[int(indices[row])])
 
 
 def check_column(
@@ -117,7 +133,7 @@ def check_values(feature: Feature, values: Any, v: Violations) -> np.ndarray:
     """
     array = _homogeneous(values)
     if array is not None:
-        return check_column(feature, array, v)[0]
+        return _check_distinct(feature, array, v, values)
     items = list(values)
     groups: dict[str, list[int]] = {}
     for index, item in enumerate(items):
@@ -132,6 +148,37 @@ def check_values(feature: Feature, values: Any, v: Violations) -> np.ndarray:
         out[rows] = checked
     assert out is not None
     return out
+
+
+def _check_distinct(feature: Feature, array: pa.Array, v: Violations, values: Any) -> np.ndarray:
+    """:func:`check_column` on each distinct text value once, its verdict and canonical value
+    spread over the rows that hold it (every rule is a rule on one value). A ranking request
+    repeats the user's and the context's values on each of its hundreds of candidate rows; a
+    column of mostly distinct values (a sample of its first rows tells) is checked as it is."""
+    text = pa.types.is_string(array.type) or pa.types.is_binary(array.type)
+    if not text or len(array) < _DISTINCT_MIN_ROWS or _mostly_distinct(values):
+        return check_column(feature, array, v)[0]
+    encoded = array.dictionary_encode(null_encoding="encode")
+    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    distinct = encoded.dictionary
+    if 2 * len(distinct) > len(array):
+        return check_column(feature, array, v)[0]
+    sub = Violations(len(distinct), weights=np.bincount(indices, minlength=len(distinct)))
+    checked, _ = check_column(feature, distinct, sub)
+    v.spread(sub, indices)
+    return checked[indices]
+
+
+_DISTINCT_MIN_ROWS = 64  # below this, finding the distinct values costs about what it saves
+_SAMPLE = 32
+
+
+def _mostly_distinct(values: Any) -> bool:
+    """Whether the first rows of a column of text are mostly different values."""
+    try:
+        return 2 * len(set(values[:_SAMPLE])) > _SAMPLE
+    except TypeError:  # not sliceable or unhashable: let the dictionary decide
+        return False
 
 
 def _homogeneous(values: Any) -> pa.Array | None:
