@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferRequest
 
 from skewless.experiments.logs import AppendLog, FeedbackError, feedback_path, parse_feedback
-from skewless.serving.protocol import REQUEST_ID_HEADER
+from skewless.serving.protocol import REQUEST_ID_HEADER, VERSION_HEADER, Headers
 from skewless.serving.routing import Routing
 from skewless.serving.validation import RequestError
 
@@ -52,6 +53,25 @@ def failures_logged(
         if logs is not None:
             logs.exposure(routing, role, version, started, unit, 500)
         raise
+
+
+def answered(
+    logs: ExperimentLogs | None, routing: Routing, role: str, version: str, started: float,
+    unit: str | None, payload: Any, headers: Headers, response_headers: Headers, **fields: Any,
+) -> str | None:  # fmt: skip
+    """Logs an answered request (200) as an exposure with ``fields``, and says in the response
+    which version answered and the id its feedback joins on; returns that id (None without a
+    log)."""
+    exposure_id = None
+    if logs is not None:
+        given = payload.id if isinstance(payload, InferRequest) else None
+        exposure_id = request_id(headers, given)
+        logs.exposure(routing, role, version, started, unit, 200, request_id=exposure_id, **fields)
+    if response_headers is not None:
+        response_headers[VERSION_HEADER] = version
+        if exposure_id is not None:
+            response_headers[REQUEST_ID_HEADER] = exposure_id
+    return exposure_id
 
 
 class ExperimentLogs:

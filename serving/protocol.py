@@ -25,6 +25,8 @@ BATCH_ROWS_HEADER = "x-skewless-batch-rows"
 VERSION_HEADER = "x-model-version"
 REQUEST_ID_HEADER = "x-request-id"  # KServe's and Istio's name; feedback joins on it
 UNIT_HEADER = "x-experiment-unit"
+Headers = dict[str, str] | None
+"""A request's headers, or the response's that a model may set (KServe's ``predict`` takes both)."""
 
 
 def v2_columns(payload: InferRequest) -> dict[str, Any]:

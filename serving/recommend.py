@@ -31,11 +31,9 @@ from kserve.protocol.infer_type import (
 )
 
 from skewless.contract.spec import FeatureSpec
-from skewless.serving.exposures import failures_logged
-from skewless.serving.exposures import request_id as new_request_id
+from skewless.serving.exposures import answered, failures_logged
 from skewless.serving.protocol import (
-    REQUEST_ID_HEADER,
-    VERSION_HEADER,
+    Headers,
     check_content_type,
     json_object,
     v2_columns,
@@ -158,10 +156,7 @@ class RecommendModel(kserve.Model):
         )
 
     async def predict(
-        self,
-        payload: Any,
-        headers: dict[str, str] | None = None,
-        response_headers: dict[str, str] | None = None,
+        self, payload: Any, headers: Headers = None, response_headers: Headers = None
     ) -> Any:
         """Validates the query, retrieves, ranks; answers ``k`` items per query."""
         ranking = self.ranking
@@ -185,18 +180,10 @@ class RecommendModel(kserve.Model):
             items, probability, similarity = await asyncio.to_thread(
                 self.recommend, loaded, query, k, candidates
             )
-        request_id = None
-        if logs is not None:
-            request_id = new_request_id(
-                headers, payload.id if isinstance(payload, InferRequest) else None
-            )
-            logs.exposure(routing, role, loaded.version, started, unit, 200,
-                          probability=probability.reshape(-1), items=list(items.reshape(-1)),
-                          request_id=request_id)  # fmt: skip
-        if response_headers is not None:
-            response_headers[VERSION_HEADER] = loaded.version
-            if request_id is not None:
-                response_headers[REQUEST_ID_HEADER] = request_id
+        request_id = answered(
+            logs, routing, role, loaded.version, started, unit, payload, headers,
+            response_headers, probability=probability.reshape(-1), items=list(items.reshape(-1)),
+        )  # fmt: skip
         if isinstance(payload, InferRequest):
             outputs = [
                 InferOutput(name="items", shape=list(items.shape), datatype="BYTES",

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import kserve
-from kserve.protocol.infer_type import InferRequest
 
 from skewless.contract.kinds import kind_of
 from skewless.registry import open_registry
@@ -47,8 +46,7 @@ from skewless.serving.app import (
 )
 from skewless.serving.batching import MicroBatcher
 from skewless.serving.config import ServingConfig
-from skewless.serving.exposures import ExperimentLogs, failures_logged
-from skewless.serving.exposures import request_id as new_request_id
+from skewless.serving.exposures import ExperimentLogs, answered, failures_logged
 from skewless.serving.loading import ModelLoadError, load_routing
 from skewless.serving.lookup import (
     LOOKED_UP_HEADER,
@@ -57,8 +55,7 @@ from skewless.serving.lookup import (
 )
 from skewless.serving.protocol import (
     BATCH_ROWS_HEADER,
-    REQUEST_ID_HEADER,
-    VERSION_HEADER,
+    Headers,
     experiment_unit,
     prediction_response,
     request_columns,
@@ -292,10 +289,7 @@ class RankingModel(kserve.Model):
         return routing, role, loaded, unit
 
     async def predict(
-        self,
-        payload: Any,
-        headers: dict[str, str] | None = None,
-        response_headers: dict[str, str] | None = None,
+        self, payload: Any, headers: Headers = None, response_headers: Headers = None
     ) -> Any:
         """Picks a version by the traffic split, validates against its spec, then predicts."""
         started = time.perf_counter()
@@ -312,18 +306,10 @@ class RankingModel(kserve.Model):
             )
         if self.feature_log is not None:
             self.feature_log.record(request)
-        request_id = None
-        if logs is not None:
-            request_id = new_request_id(
-                headers, payload.id if isinstance(payload, InferRequest) else None
-            )
-            logs.exposure(routing, role, version, started, unit, 200, probability=probability,
-                          items=request.columns.get(self.config.item_field),
-                          request_id=request_id)  # fmt: skip
-        if response_headers is not None:
-            # Which version answered, and how many rows shared its model call.
-            response_headers[VERSION_HEADER] = version
+        request_id = answered(
+            logs, routing, role, version, started, unit, payload, headers, response_headers,
+            probability=probability, items=request.columns.get(self.config.item_field),
+        )  # fmt: skip
+        if response_headers is not None:  # how many rows shared its model call
             response_headers[BATCH_ROWS_HEADER] = str(batch_rows)
-            if request_id is not None:
-                response_headers[REQUEST_ID_HEADER] = request_id
         return prediction_response(self.name, payload, probability, request_id)
