@@ -102,14 +102,16 @@ def train(
     model: Output[Model],
     tensorboard: Output[Artifact],
     train_metrics: Output[Metrics],
+    eval_scores: Output[Dataset],
 ):
     """Trains the ranking model and exports one SavedModel that carries the transform.
 
-    ``hparams`` holds the hyperparameters that differ from :class:`HParams`' defaults.
+    ``hparams`` holds the hyperparameters that differ from :class:`HParams`' defaults;
+    ``eval_scores`` is the eval split scored through the exported model, for the evaluate step.
     """
     import shutil
 
-    from skewless.artifacts import TRAINING_LOGS, TRAINING_SUMMARY
+    from skewless.artifacts import EVAL_SCORES, TRAINING_LOGS, TRAINING_SUMMARY
     from skewless.config import from_overrides
     from skewless.contract.spec import load_spec_text
     from skewless.data.ingest import IngestedFolder
@@ -127,6 +129,7 @@ def train(
     shutil.move(result.model_dir, model.path)
     shutil.move(f"{model.path}.work/{TRAINING_LOGS}", tensorboard.path)
     shutil.move(f"{model.path}.work/{TRAINING_SUMMARY}", tensorboard.path)
+    shutil.move(f"{model.path}.work/{EVAL_SCORES}", eval_scores.path)
     shutil.rmtree(f"{model.path}.work")
     model.metadata["framework"] = "tensorflow"
     model.metadata["signatures"] = ["serving_default", "serve_tf_examples"]
@@ -143,6 +146,7 @@ def evaluate(
     model: Input[Model],
     ingested: Input[Dataset],
     train_metrics: Input[Metrics],
+    eval_scores: Input[Dataset],
     spec_yaml: str,
     model_name: str,
     model_repository: str,
@@ -155,8 +159,10 @@ def evaluate(
 ) -> bool:
     """Scores the eval split through the exported model, slices the metrics, and gates.
 
-    The model to beat is whatever the registry says is production when this step runs;
-    ``gate`` holds the thresholds that differ from :class:`GateConfig`'s defaults.
+    The candidate's scores come from the train step (``eval_scores``: the eval split through
+    the exported model), so this step loads TensorFlow only to score production or measure
+    retrieval. The model to beat is whatever the registry says is production when this step
+    runs; ``gate`` holds the thresholds that differ from :class:`GateConfig`'s defaults.
 
     Returns:
         Whether the gate promotes the model. A single ``bool`` output rather than a named one,
@@ -172,6 +178,7 @@ def evaluate(
     from skewless.data.ingest import IngestedFolder
     from skewless.evaluation.evaluate import GateConfig
     from skewless.evaluation.evaluate import evaluate as run_evaluate
+    from skewless.evaluation.scores import read_scores
     from skewless.rollout.deploy import production_to_beat
 
     work = tempfile.mkdtemp()
@@ -185,6 +192,7 @@ def evaluate(
         gate_config=from_overrides(GateConfig, gate, "gate"),
         baseline_auc=train_metrics.metadata.get("baseline_eval_auc"),
         train_data=IngestedFolder(ingested.path).train,
+        candidate_scores=read_scores(eval_scores.path),
     )
     shutil.copy(f"{work}/{EVALUATION_REPORT}", report.path)
     shutil.copy(f"{work}/{EVALUATION}", evaluation.path)
