@@ -3,7 +3,9 @@
 Each component is a lightweight Python component whose ``base_image`` is our image (which has
 ``skewless`` and ``kfp`` installed, hence ``install_kfp_package=False``). Its body turns artifact
 paths into plain arguments, makes one call into the package, and logs the returned figures. The same
-components run under ``kfp.local.SubprocessRunner`` on one machine and on a Kubeflow cluster.
+components run under ``kfp.local.SubprocessRunner`` on one machine and on a Kubeflow cluster. Each
+runs in a process of its own, so once its imports are done it takes its heap out of the cyclic
+garbage collector's way (:func:`skewless.runtime.freeze_heap`).
 """
 
 from kfp import dsl
@@ -23,6 +25,9 @@ def ingest(
     """Validates raw data into clean train/eval splits, quarantine and statistics."""
     from skewless.contract.spec import load_spec_text
     from skewless.data.ingest import ingest as run_ingest
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     summary = run_ingest(
         data_uri,
@@ -57,6 +62,9 @@ def materialize(
 
     from skewless.contract.spec import load_spec_text
     from skewless.features.materialize import materialize as run_materialize
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     summary = run_materialize(
         ingested.path, load_spec_text(spec_yaml), feature_repo, feature_online_store
@@ -83,6 +91,9 @@ def transform(
     from skewless.contract.spec import load_spec_text
     from skewless.data.ingest import IngestedFolder
     from skewless.model.transform import analyze
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     result = analyze(
         IngestedFolder(ingested.path).train,
@@ -117,6 +128,9 @@ def train(
     from skewless.data.ingest import IngestedFolder
     from skewless.model.hparams import HParams
     from skewless.model.train import train as run_train
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     result = run_train(
         IngestedFolder(ingested.path).train,
@@ -180,6 +194,9 @@ def evaluate(
     from skewless.evaluation.evaluate import evaluate as run_evaluate
     from skewless.evaluation.scores import read_scores
     from skewless.rollout.deploy import production_to_beat
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     work = tempfile.mkdtemp()
     production = production_to_beat(model_repository, model_name, registry=registry, workdir=work)
@@ -223,6 +240,9 @@ def register(
 
     from skewless.data.ingest import IngestedFolder
     from skewless.rollout.deploy import register_version
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     return register_version(
         model.path,
@@ -258,6 +278,9 @@ def deploy(
     import json
 
     from skewless.rollout.deploy import deploy_version
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     return json.dumps(
         deploy_version(
