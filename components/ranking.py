@@ -3,7 +3,9 @@
 Each component is a lightweight Python component whose ``base_image`` is our image (which has
 ``skewless`` and ``kfp`` installed, hence ``install_kfp_package=False``). Its body turns artifact
 paths into plain arguments, makes one call into the package, and logs the returned figures. The same
-components run under ``kfp.local.SubprocessRunner`` on one machine and on a Kubeflow cluster.
+components run under ``kfp.local.SubprocessRunner`` on one machine and on a Kubeflow cluster. Each
+runs in a process of its own, so once its imports are done it takes its heap out of the cyclic
+garbage collector's way (:func:`skewless.runtime.freeze_heap`).
 """
 
 from kfp import dsl
@@ -23,6 +25,9 @@ def ingest(
     """Validates raw data into clean train/eval splits, quarantine and statistics."""
     from skewless.contract.spec import load_spec_text
     from skewless.data.ingest import ingest as run_ingest
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     summary = run_ingest(
         data_uri,
@@ -57,6 +62,9 @@ def materialize(
 
     from skewless.contract.spec import load_spec_text
     from skewless.features.materialize import materialize as run_materialize
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     summary = run_materialize(
         ingested.path, load_spec_text(spec_yaml), feature_repo, feature_online_store
@@ -83,6 +91,9 @@ def transform(
     from skewless.contract.spec import load_spec_text
     from skewless.data.ingest import IngestedFolder
     from skewless.model.transform import analyze
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     result = analyze(
         IngestedFolder(ingested.path).train,
@@ -102,21 +113,28 @@ def train(
     model: Output[Model],
     tensorboard: Output[Artifact],
     train_metrics: Output[Metrics],
+    eval_scores: Output[Dataset],
 ):
     """Trains the ranking model and exports one SavedModel that carries the transform.
 
-    ``hparams`` holds the hyperparameters that differ from :class:`HParams`' defaults.
+    ``hparams`` holds the hyperparameters that differ from :class:`HParams`' defaults;
+    ``eval_scores`` is the eval split scored through the exported model, for the evaluate step.
     """
     from skewless.config import from_overrides
     from skewless.contract.spec import load_spec_text
     from skewless.model.hparams import HParams
     from skewless.model.inputs import TrainingData
     from skewless.model.train import train as run_train
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     data = TrainingData.ingested(ingested.path, transform_graph.path, load_spec_text(spec_yaml))
     settings = from_overrides(HParams, hparams, "hparams")
     # TensorBoard's logs and the training summary are the tensorboard artifact.
-    result = run_train(data, tensorboard.path, settings, model_dir=model.path)
+    result = run_train(
+        data, tensorboard.path, settings, model_dir=model.path, scores_path=eval_scores.path
+    )
     model.metadata["framework"] = "tensorflow"
     model.metadata["signatures"] = ["serving_default", "serve_tf_examples"]
     train_metrics.log_metric("eval_auc", result.eval_auc)
@@ -132,6 +150,7 @@ def evaluate(
     model: Input[Model],
     ingested: Input[Dataset],
     train_metrics: Input[Metrics],
+    eval_scores: Input[Dataset],
     spec_yaml: str,
     model_name: str,
     model_repository: str,
@@ -144,8 +163,10 @@ def evaluate(
 ) -> bool:
     """Scores the eval split through the exported model, slices the metrics, and gates.
 
-    The model to beat is whatever the registry says is production when this step runs;
-    ``gate`` holds the thresholds that differ from :class:`GateConfig`'s defaults.
+    The candidate's scores come from the train step (``eval_scores``: the eval split through
+    the exported model), so this step loads TensorFlow only to score production or measure
+    retrieval. The model to beat is whatever the registry says is production when this step
+    runs; ``gate`` holds the thresholds that differ from :class:`GateConfig`'s defaults.
 
     Returns:
         Whether the gate promotes the model. A single ``bool`` output rather than a named one,
@@ -161,7 +182,11 @@ def evaluate(
     from skewless.data.ingest import IngestedFolder
     from skewless.evaluation.evaluate import GateConfig
     from skewless.evaluation.evaluate import evaluate as run_evaluate
+    from skewless.evaluation.scores import read_scores
     from skewless.rollout.deploy import production_to_beat
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     work = tempfile.mkdtemp()
     production = production_to_beat(model_repository, model_name, registry=registry, workdir=work)
@@ -174,6 +199,7 @@ def evaluate(
         gate_config=from_overrides(GateConfig, gate, "gate"),
         baseline_auc=train_metrics.metadata.get("baseline_eval_auc"),
         train_data=IngestedFolder(ingested.path).train,
+        candidate_scores=read_scores(eval_scores.path),
     )
     shutil.copy(f"{work}/{EVALUATION_REPORT}", report.path)
     shutil.copy(f"{work}/{EVALUATION}", evaluation.path)
@@ -204,6 +230,9 @@ def register(
 
     from skewless.data.ingest import IngestedFolder
     from skewless.rollout.deploy import register_version
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     return register_version(
         model.path,
@@ -239,6 +268,9 @@ def deploy(
     import json
 
     from skewless.rollout.deploy import deploy_version
+    from skewless.runtime import freeze_heap
+
+    freeze_heap()
 
     return json.dumps(
         deploy_version(

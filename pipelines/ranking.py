@@ -144,6 +144,7 @@ def ranking_pipeline(
         model=train_task.outputs["model"],
         ingested=ingest_task.outputs["ingested"],
         train_metrics=train_task.outputs["train_metrics"],
+        eval_scores=train_task.outputs["eval_scores"],
         spec_yaml=spec_yaml,
         gate=gate,
         **versions,

@@ -100,3 +100,18 @@ def test_evaluate_scores_the_exported_model(tmp_path: Path, trained, ingested, d
     assert json.loads((tmp_path / "evaluation.json").read_text())["metrics"] == overall
     report = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in report and "By country" in report
+
+
+def test_evaluate_takes_the_scores_training_wrote(tmp_path: Path, trained, ingested, default_spec):
+    from skewless.artifacts import EVAL_SCORES
+    from skewless.evaluation.scores import read_scores
+
+    eval_data = ingested / "eval.parquet"
+    scores = read_scores(Path(trained.model_dir).parent / EVAL_SCORES)
+    given = evaluate(trained.model_dir, eval_data, default_spec, tmp_path / "given",
+                     candidate_scores=scores)  # fmt: skip
+    scored = evaluate(trained.model_dir, eval_data, default_spec, tmp_path / "scored")
+    assert given.to_json() == scored.to_json()
+    with pytest.raises(ValueError, match=f"2 candidate scores for the {len(scores)} rows of"):
+        evaluate(trained.model_dir, eval_data, default_spec, tmp_path / "bad",
+                 candidate_scores=scores[:2])  # fmt: skip

