@@ -173,43 +173,37 @@ def evaluate(
         because kfp.local's condition evaluator resolves only a task's single ``Output``.
     """
     import json
-    import shutil
-    import tempfile
 
-    from skewless.artifacts import EVALUATION, EVALUATION_REPORT
     from skewless.config import from_overrides
     from skewless.contract.spec import load_spec_text
-    from skewless.data.ingest import IngestedFolder
+    from skewless.evaluation.candidate import evaluate_candidate
     from skewless.evaluation.evaluate import GateConfig
-    from skewless.evaluation.evaluate import evaluate as run_evaluate
     from skewless.evaluation.scores import read_scores
-    from skewless.rollout.deploy import production_to_beat
     from skewless.runtime import freeze_heap
 
     freeze_heap()
 
-    work = tempfile.mkdtemp()
-    production = production_to_beat(model_repository, model_name, registry=registry, workdir=work)
-    result = run_evaluate(
+    outcome = evaluate_candidate(
         model.path,
-        IngestedFolder(ingested.path).eval,
+        ingested.path,
         load_spec_text(spec_yaml),
-        work,
-        production_model_dir=production.path if production else None,
+        model_name=model_name,
+        repository=model_repository,
+        registry=registry,
+        report_path=report.path,
+        evaluation_path=evaluation.path,
         gate_config=from_overrides(GateConfig, gate, "gate"),
         baseline_auc=train_metrics.metadata.get("baseline_eval_auc"),
-        train_data=IngestedFolder(ingested.path).train,
         candidate_scores=read_scores(eval_scores.path),
     )
-    shutil.copy(f"{work}/{EVALUATION_REPORT}", report.path)
-    shutil.copy(f"{work}/{EVALUATION}", evaluation.path)
+    result = outcome.evaluation
     for key, value in result.metrics.items():
         eval_metrics.log_metric(key, value)
     roc = result.roc
     classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
     classification.log_confusion_matrix(["0", "1"], result.confusion_matrix)
     evaluation.metadata["promote"] = result.gate["promote"]
-    evaluation.metadata["compared_with_version"] = production.version if production else 0
+    evaluation.metadata["compared_with_version"] = outcome.compared_with_version
     evaluation.metadata["reasons"] = json.dumps(result.gate["reasons"])
     return bool(result.gate["promote"])
 

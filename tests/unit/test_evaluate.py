@@ -115,3 +115,40 @@ def test_evaluate_takes_the_scores_training_wrote(tmp_path: Path, trained, inges
     with pytest.raises(ValueError, match=f"2 candidate scores for the {len(scores)} rows of"):
         evaluate(trained.model_dir, eval_data, default_spec, tmp_path / "bad",
                  candidate_scores=scores[:2])  # fmt: skip
+
+
+def test_the_evaluate_step_gates_against_production_found_in_the_registry_then(
+    tmp_path: Path, trained, ingested, default_spec, monkeypatch
+):
+    """``evaluate_candidate`` (the step's one call): production as the registry names it when the
+    step runs, its download in a scratch folder that does not outlive the step."""
+    import tempfile
+
+    from skewless.evaluation.candidate import evaluate_candidate
+    from skewless.rollout.deploy import deploy_version, register_version
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    repo = tmp_path / "repo"
+
+    def step(name: str):
+        return evaluate_candidate(
+            trained.model_dir, ingested, default_spec, model_name="ranking", repository=repo,
+            registry="", report_path=tmp_path / f"{name}.html",
+            evaluation_path=tmp_path / f"{name}.json",
+        )  # fmt: skip
+
+    first = step("first")
+    assert first.compared_with_version == 0 and first.evaluation.production_metrics is None
+    written = json.loads((tmp_path / "first.json").read_text())
+    assert written["gate"]["promote"] is first.evaluation.gate["promote"] is True
+    version = register_version(trained.model_dir, trained.model_dir, repo, "ranking", registry="",
+                               evaluation=written, stats_path=ingested / "stats.json",
+                               run_id="r1")  # fmt: skip
+    deploy_version(repo, "ranking", version, "r1")  # production now
+    second = step("second")
+    assert second.compared_with_version == 1
+    production, candidate = second.evaluation.production_metrics, second.evaluation.metrics
+    assert production is not None and production["auc"] == candidate["auc"]  # the same model
+    assert "data:image/png;base64," in (tmp_path / "second.html").read_text()
+    assert list((tmp_path / "tmp").iterdir()) == []
