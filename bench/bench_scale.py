@@ -94,6 +94,9 @@ def _run(rows: int, work: Path) -> dict[str, Any]:
         "step_seconds": summary["step_seconds"],
         "step_peak_rss_mb": {step: round(mb) for step, mb in peaks.items()},
         "auc": round(summary["metrics"]["auc"], 4),
+        # Early stopping varies the epochs: the fit per epoch is what grows with the rows.
+        "epochs_run": summary["train"]["epochs_run"],
+        "train_timings": summary["train"]["timings"],
     }
 
 
@@ -118,6 +121,15 @@ def _markdown(runs: list[dict[str, Any]]) -> str:
             + " | ".join(cells)
             + " |"
         )
+    if all("train_timings" in run for run in runs):
+        lines += ["", "| rows | epochs | fit s per epoch | retrieval towers s |"]
+        lines.append("|---|---|---|---|")
+        for run in runs:
+            timings, epochs = run["train_timings"], run["epochs_run"]
+            lines.append(
+                f"| {run['rows']:,} | {epochs} | {timings['fit_seconds'] / epochs:.1f} | "
+                f"{timings.get('retrieval_seconds', '-')} |"
+            )
     worst = max(max(r["step_peak_rss_mb"].values(), default=0) for r in runs)
     lines += ["", f"Largest step peak: {worst:,} MB (goal: under {MEMORY_LIMIT_MB:,} MB)."]
     if len(runs) > 1:  # linear (or better) when the wall grows no faster than the rows
@@ -127,6 +139,7 @@ def _markdown(runs: list[dict[str, Any]]) -> str:
             f"From {small['rows']:,} to {large['rows']:,} rows ({rows:g}x) the wall grew "
             f"{wall:.2f}x (goal: linear in rows, at most {rows:g}x)."
         )
+    lines += ["", "Notes on each run (the machine, its load): docs/performance.md, Scaling."]
     return "\n".join(lines) + "\n"
 
 

@@ -6,9 +6,10 @@ else already queued (up to ``max_batch_rows``); when that batch already holds se
 stages, each in a worker thread of its own: ``prepare`` (validation and building the model's
 inputs, Python work under the GIL) and ``predict`` (the model call, which runs in TensorFlow's own
 threads without the GIL), which answers each request with its own result or its own error, so one
-bad request never fails the others. The stages overlap: the next batch is formed and prepared while
-the model runs the previous one, so the model's cores do not wait for Python between calls; while
-the model is busy, the next batch keeps taking requests until it is full or the model is free. If a
+bad request never fails the others. While the model is busy, the next batch keeps taking requests
+until it is full or the model is free. A batch that fills while the model runs is prepared while it
+still runs, so the model's cores do not wait for Python between calls; one that does not fill is
+prepared once the model is free, so its stages run one after the other, as with one thread. If a
 stage fails for a batch of several, each request is retried alone, so only the culprit fails. While
 the model runs, new requests queue up and form the next batch, so under load the per-call cost is
 paid per batch. A lone request on an idle server never waits and runs inline, so a single client
@@ -148,10 +149,9 @@ class MicroBatcher:
             # A lone request on an idle server: thread hand-offs would only add latency.
             try:
                 results, tag = self.predict(self.prepare(requests))
+                self._answer(live, results, tag)
             except Exception as err:
                 self._fail(live, err)
-                return
-            self._answer(live, results, tag)
             return
         # Under load the stages run in their threads while the loop parses the next requests,
         # which then form the next batch; this batch is prepared while the model still runs the
@@ -161,8 +161,8 @@ class MicroBatcher:
         except Exception as err:
             await self._retry_alone(live, err, loop)
             return
-        if self._running is not None:
-            await self._running
+        if self._running is not None:  # its own failures reached its requests (_call)
+            await asyncio.wait({self._running})
         self._running = loop.create_task(self._call(live, prepared, loop))
 
     async def _call(
@@ -173,7 +173,11 @@ class MicroBatcher:
         except Exception as err:
             await self._retry_alone(live, err, loop)
             return
-        self._answer(live, results, tag)
+        try:
+            self._answer(live, results, tag)
+        except Exception as err:  # e.g. fewer results than requests: none may wait forever
+            for item in live:
+                self._fail([item], err)
 
     async def _retry_alone(
         self, live: list[_Pending], err: Exception, loop: asyncio.AbstractEventLoop
@@ -183,6 +187,8 @@ class MicroBatcher:
             self._fail(live, err)
             return
         for item in live:
+            if item.future.cancelled():  # its client has gone: no work for nobody
+                continue
             try:
                 prepared = await loop.run_in_executor(self._preparer, self.prepare, [item.request])
                 results, tag = await loop.run_in_executor(self._executor, self.predict, prepared)

@@ -36,6 +36,9 @@ def serve(
         announce: Print a ready-to-paste curl command first.
         allow_model_management: Answer the V2 model repository's load and unload (REST and
             gRPC); off by default, since anyone who reaches the port could unload the model.
+
+    Raises:
+        ModelLoadError: ``name`` is the two-stage endpoint's, or the model cannot be loaded.
     """
     from skewless.serving.recommend import RECOMMEND_NAME, RecommendModel
 

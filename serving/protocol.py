@@ -9,6 +9,7 @@ command ``skewless serve`` prints.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import uuid
 from typing import Any
@@ -164,9 +165,10 @@ def example_curl(
     context."""
     # A server on every address (or loopback) is reached as localhost; one on a single address
     # only there (an IPv6 address in brackets, as URLs write it).
-    if host in ("0.0.0.0", "::", "127.0.0.1", "::1", "localhost"):
+    address = ipaddress.ip_address(host)
+    if address.is_unspecified or address.is_loopback:
         host = "localhost"
-    elif ":" in host:
+    elif address.version == 6:
         host = f"[{host}]"
     base = f"http://{host}:{http_port}"
     url = f"{base}/v1/models/{name}:predict"

@@ -225,3 +225,65 @@ def test_canary_assignment_is_sticky_per_unit_and_monotone_in_the_share():
     # Without a unit, each request is drawn at random.
     random.seed(0)
     assert {routing.pick(None)[0] for _ in range(200)} == {"production", "candidate"}
+
+
+def test_a_call_that_answers_too_few_results_fails_its_requests_and_the_batcher_goes_on():
+    """A predict that breaks the batch contract (fewer results than requests) fails that batch's
+    requests; the consumer lives on and later requests are answered."""
+    broken = threading.Event()
+    broken.set()
+
+    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+        time.sleep(0.01)
+        if broken.is_set() and len(requests) > 1:
+            return [requests[0] * 2], "v1"  # one result for several requests
+        return [r * 2 for r in requests], "v1"
+
+    batcher = MicroBatcher(predict, max_batch_rows=64, max_wait_ms=5)
+
+    async def main() -> tuple[list[object], list[object]]:
+        first = await asyncio.gather(
+            *(batcher.submit(np.array([float(i)]), 1) for i in range(8)), return_exceptions=True
+        )
+        broken.clear()
+        later = await asyncio.gather(
+            *(batcher.submit(np.array([float(i)]), 1) for i in range(8)), return_exceptions=True
+        )
+        return first, later
+
+    first, later = asyncio.run(asyncio.wait_for(main(), 60))
+    assert any(isinstance(r, ValueError) for r in first)  # zip(strict=True) refused the batch
+    assert [r[0].tolist() for r in later] == [[2.0 * i] for i in range(8)]  # type: ignore[index]
+
+
+def test_a_request_whose_client_left_is_not_retried_alone():
+    """When a batch fails and is retried request by request, a cancelled request is skipped."""
+    prepared: list[list[float]] = []
+    started, release = threading.Event(), threading.Event()
+
+    def prepare(requests: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+        prepared.append([float(r[0]) for r in requests])
+        if len(requests) > 1:
+            started.set()
+            release.wait(60)  # until the test has cancelled one of the batch's requests
+            raise ValueError("the batch fails")
+        return requests
+
+    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+        return [r * 2 for r in requests], "v1"
+
+    batcher = MicroBatcher(predict, max_batch_rows=64, max_wait_ms=0, prepare=prepare)
+
+    async def main() -> list[object]:
+        tasks = [asyncio.create_task(batcher.submit(np.array([float(i)]), 1)) for i in range(4)]
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        tasks[2].cancel()
+        release.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(asyncio.wait_for(main(), 60))
+    assert prepared[0] == [0.0, 1.0, 2.0, 3.0]
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert prepared[1:] == [[0.0], [1.0], [3.0]]  # the one whose client left: not prepared again
+    assert [r[0].tolist() for i, r in enumerate(results) if i != 2] == [[0.0], [2.0], [6.0]]  # type: ignore[index]

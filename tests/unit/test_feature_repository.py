@@ -203,8 +203,8 @@ def test_a_view_whose_latest_values_are_all_null_is_written_online(tmp_path):
 
 
 def test_a_folder_without_the_stored_spec_is_named_not_a_repository_or_a_model(tmp_path):
-    from serving.loading import model_spec
     from skewless.features.store import FeatureStoreError, read_spec
+    from skewless.serving.loading import model_spec
 
     with pytest.raises(FeatureStoreError, match="missing; the repository was not written by"):
         read_spec(tmp_path)

@@ -174,7 +174,10 @@ def serve(
         access_log=access_log,
         log_format=log_format,
     )
-    listening = Listening(host, http_port, grpc_port, workers, header_timeout)
+    listening = Listening(
+        host=host, http_port=http_port, grpc_port=grpc_port, workers=workers,
+        header_timeout=header_timeout,
+    )  # fmt: skip
     check_ports(listening)
     from skewless.features.store import FeatureStoreError
     from skewless.serving.loading import ModelLoadError

@@ -30,7 +30,7 @@ def include_pushed(repo: str | Path) -> None:
     root = Path(repo)
     views, time_name = read_views(root)
     for view in views:
-        newest_first = pushed_files(root, view)[::-1]
+        newest_first = pushed_files(root, view)
         if not newest_first:
             continue
         try:

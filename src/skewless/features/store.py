@@ -214,8 +214,9 @@ def read_spec(repo: str | Path) -> FeatureSpec:
 
 
 def pushed_files(root: Path, view: EntityView) -> list[Path]:
-    """The values pushed to a repository in an object store (:data:`PUSHED_DIR`), oldest first."""
-    return sorted((root / PUSHED_DIR / view.name).glob("*.parquet"))
+    """The values pushed to a repository in an object store (:data:`PUSHED_DIR`), newest first:
+    the order in which they win at one entity and instant (their names sort by push)."""
+    return sorted((root / PUSHED_DIR / view.name).glob("*.parquet"), reverse=True)
 
 
 def write_offline(table: pd.DataFrame, path: Path) -> None:
@@ -238,7 +239,7 @@ def _write_table(
     # newest first), then the rows just ingested, then the table (include_pushed keeps the same
     # order); the compression runs over all of them together.
     existing = [view.table(root)] if view.table(root).is_file() else []
-    newest_first = pushed_files(root, view)[::-1]
+    newest_first = pushed_files(root, view)
     table = changes(view.key, time_name, view.features, splits, before=newest_first, after=existing)
     write_offline(table, view.table(root))
     if not len(table):

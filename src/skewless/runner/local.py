@@ -254,8 +254,11 @@ def run_local(
         "step_logs": {step: str(steps.log_path(step)) for step in steps.status},
         "pipeline_seconds": round(total_seconds, 3),
         "metrics": evaluation["metrics"],
-        # The hyperparameters as trained (batch_size resolved when it was 0, "auto").
-        "train": {key: training.get(key) for key in ("hparams", "epochs_run", "rows_train")},
+        # The hyperparameters as trained (batch_size resolved when it was 0, "auto"), and where
+        # the step's time went.
+        "train": {
+            key: training.get(key) for key in ("hparams", "epochs_run", "rows_train", "timings")
+        },
         "production_metrics": evaluation.get("production_metrics"),
         # Recall@K of the two-tower model, of exact search over its embeddings and of the
         # popularity baseline (None: the spec names no sides, the model only ranks).
