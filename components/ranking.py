@@ -161,7 +161,7 @@ def evaluate(
     report: Output[HTML],
     evaluation: Output[Artifact],
 ) -> bool:
-    """Scores the eval split through the exported model, slices the metrics, and gates.
+    """Measures the candidate on the eval split, slices the metrics, and gates.
 
     The candidate's scores come from the train step (``eval_scores``: the eval split through
     the exported model), so this step loads TensorFlow only to score production or measure
@@ -178,7 +178,6 @@ def evaluate(
     from skewless.contract.spec import load_spec_text
     from skewless.evaluation.candidate import evaluate_candidate
     from skewless.evaluation.evaluate import GateConfig
-    from skewless.evaluation.scores import read_scores
     from skewless.runtime import freeze_heap
 
     freeze_heap()
@@ -194,7 +193,7 @@ def evaluate(
         evaluation_path=evaluation.path,
         gate_config=from_overrides(GateConfig, gate, "gate"),
         baseline_auc=train_metrics.metadata.get("baseline_eval_auc"),
-        candidate_scores=read_scores(eval_scores.path),
+        scores_path=eval_scores.path,
     )
     result = outcome.evaluation
     for key, value in result.metrics.items():

@@ -137,7 +137,11 @@ class MicroBatcher:
                     break
                 batch.append(item)
                 rows = self._take_ready(batch, rows + item.rows)
-            await self._run(batch, loop)
+            try:
+                await self._run(batch, loop)
+            except Exception as err:  # nothing may end the consumer: later requests would hang
+                for item in batch:
+                    self._fail([item], err)
 
     async def _run(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
         live = [item for item in batch if not item.future.cancelled()]
@@ -192,10 +196,9 @@ class MicroBatcher:
             try:
                 prepared = await loop.run_in_executor(self._preparer, self.prepare, [item.request])
                 results, tag = await loop.run_in_executor(self._executor, self.predict, prepared)
+                self._answer([item], results, tag)
             except Exception as alone:
                 self._fail([item], alone)
-            else:
-                self._answer([item], results, tag)
 
     @staticmethod
     def _fail(live: list[_Pending], err: Exception) -> None:

@@ -15,9 +15,9 @@ from typing import Any, overload
 # Inside the train step's ``tensorboard`` artifact.
 TRAINING_LOGS = "logs"
 TRAINING_SUMMARY = "training_summary.json"
-# The eval split scored through the exported model, by training; the train step moves it to its
-# ``eval_scores`` artifact, which the evaluate step reads.
-EVAL_SCORES = "eval_scores.npy"
+# The eval split scored through the exported model, by training (its ``eval_scores`` artifact in
+# the pipeline), with digests of the model and the rows; the evaluate step checks both.
+EVAL_SCORES = "eval_scores.npz"
 # Written by the evaluation into its output folder; the evaluate step copies them to its
 # ``evaluation`` and ``report`` artifacts.
 EVALUATION = "evaluation.json"

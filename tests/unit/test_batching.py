@@ -287,3 +287,31 @@ def test_a_request_whose_client_left_is_not_retried_alone():
     assert isinstance(results[2], asyncio.CancelledError)
     assert prepared[1:] == [[0.0], [1.0], [3.0]]  # the one whose client left: not prepared again
     assert [r[0].tolist() for i, r in enumerate(results) if i != 2] == [[0.0], [2.0], [6.0]]  # type: ignore[index]
+
+
+def test_a_retry_alone_that_answers_too_few_results_fails_and_the_batcher_goes_on():
+    """The same broken contract on the retry path (preparing the batch failed): each request
+    fails, and the consumer answers the next ones."""
+    broken = threading.Event()
+    broken.set()
+
+    def prepare(requests: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+        if broken.is_set() and len(requests) > 1:
+            raise ValueError("the batch fails")
+        return requests
+
+    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+        return ([] if broken.is_set() else [r * 2 for r in requests]), "v1"
+
+    batcher = MicroBatcher(predict, max_batch_rows=64, max_wait_ms=0, prepare=prepare)
+
+    async def main() -> tuple[list[object], object]:
+        first = await asyncio.gather(
+            *(batcher.submit(np.array([float(i)]), 1) for i in range(4)), return_exceptions=True
+        )
+        broken.clear()
+        return first, await batcher.submit(np.array([5.0]), 1)
+
+    first, later = asyncio.run(asyncio.wait_for(main(), 60))
+    assert all(isinstance(r, ValueError) for r in first)
+    assert later[0].tolist() == [10.0]  # type: ignore[index]

@@ -107,7 +107,8 @@ def test_evaluate_takes_the_scores_training_wrote(tmp_path: Path, trained, inges
     from skewless.evaluation.scores import read_scores
 
     eval_data = ingested / "eval.parquet"
-    scores = read_scores(Path(trained.model_dir).parent / EVAL_SCORES)
+    scores = read_scores(Path(trained.model_dir).parent / EVAL_SCORES, model_dir=trained.model_dir,
+                         data=eval_data)  # fmt: skip
     given = evaluate(trained.model_dir, eval_data, default_spec, tmp_path / "given",
                      candidate_scores=scores)  # fmt: skip
     scored = evaluate(trained.model_dir, eval_data, default_spec, tmp_path / "scored")
@@ -152,3 +153,30 @@ def test_the_evaluate_step_gates_against_production_found_in_the_registry_then(
     assert production is not None and production["auc"] == candidate["auc"]  # the same model
     assert "data:image/png;base64," in (tmp_path / "second.html").read_text()
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_scores_for_another_model_or_other_rows_are_refused(tmp_path: Path, trained, ingested):
+    """The gate decides on the train step's scores only if that model scored these rows."""
+    import shutil
+
+    import pandas as pd
+
+    from skewless.evaluation.scores import read_scores, write_scores
+
+    eval_data = ingested / "eval.parquet"
+    path = tmp_path / "scores.npz"
+    write_scores(path, np.zeros(3), model_dir=trained.model_dir, data=eval_data)
+    assert read_scores(path, model_dir=trained.model_dir, data=eval_data).tolist() == [0, 0, 0]
+    other_model = tmp_path / "other"
+    shutil.copytree(trained.model_dir, other_model)
+    with open(other_model / "saved_model.pb", "ab") as graph:
+        graph.write(b"\0")
+    with pytest.raises(ValueError, match="scored by another model than"):
+        read_scores(path, model_dir=other_model, data=eval_data)
+    other_rows = tmp_path / "eval.parquet"
+    pd.read_parquet(eval_data).iloc[::-1].to_parquet(other_rows)  # the same rows, reordered
+    with pytest.raises(ValueError, match="scored on other rows than"):
+        read_scores(path, model_dir=trained.model_dir, data=other_rows)
+    (tmp_path / "junk.npz").write_bytes(b"not scores")
+    with pytest.raises(ValueError, match="not eval scores written by the train step"):
+        read_scores(tmp_path / "junk.npz", model_dir=trained.model_dir, data=eval_data)

@@ -101,7 +101,8 @@ def test_train_scores_the_eval_split_through_the_exported_model(trained, ingeste
     from skewless.artifacts import EVAL_SCORES
     from skewless.evaluation.scores import read_scores, score
 
-    written = read_scores(Path(trained.model_dir).parent / EVAL_SCORES)
+    written = read_scores(Path(trained.model_dir).parent / EVAL_SCORES, model_dir=trained.model_dir,
+                          data=ingested / "eval.parquet")  # fmt: skip
     assert written.dtype == np.float32 and written.shape == (trained.rows_eval,)
     # The very scores evaluation would get by loading the exported model itself.
     scored = score(trained.model_dir, ingested / "eval.parquet", default_spec)

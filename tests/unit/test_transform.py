@@ -113,3 +113,17 @@ def test_unseen_values_fall_into_oov_buckets(transformed):
     out = output.transform_features_layer()(raw)
     assert out["c"].numpy()[0] == 4  # the single OOV bucket after 3 vocabulary entries
     np.testing.assert_array_equal(out["t"].numpy()[0], [4, 1, 0])
+
+
+def test_the_transform_step_turns_beams_type_check_off_unless_asked():
+    from apache_beam.options.pipeline_options import PipelineOptions, TypeOptions
+
+    from skewless.model.transform import TYPE_CHECK_FLAG, beam_pipeline_args
+
+    def checked(args: list[str]) -> bool:
+        return PipelineOptions(beam_pipeline_args(args)).view_as(TypeOptions).pipeline_type_check
+
+    assert checked([]) is False
+    assert checked(["--runner=DirectRunner"]) is False
+    assert checked([TYPE_CHECK_FLAG, "--runner=DirectRunner"]) is True
+    assert beam_pipeline_args([TYPE_CHECK_FLAG, "--a=1"]) == ["--a=1"]  # Beam never sees ours

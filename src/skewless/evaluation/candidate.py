@@ -7,12 +7,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from skewless.artifacts import EVALUATION, EVALUATION_REPORT
 from skewless.contract.spec import FeatureSpec
 from skewless.data.folder import IngestedFolder
 from skewless.evaluation.evaluate import Evaluation, GateConfig, evaluate
+from skewless.evaluation.scores import read_scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +34,7 @@ def evaluate_candidate(
     evaluation_path: str | Path,
     gate_config: GateConfig | None = None,
     baseline_auc: float | None = None,
-    candidate_scores: np.ndarray | None = None,
+    scores_path: str | Path | None = None,
 ) -> Outcome:
     """Looks up production in the registry now, fetches and verifies its artifact into a scratch
     folder (removed after), and evaluates the candidate against it on the ingested eval split.
@@ -52,11 +51,18 @@ def evaluate_candidate(
         evaluation_path: Receives the evaluation JSON (the register step records it).
         gate_config: Gate thresholds (defaults when None).
         baseline_auc: The linear baseline's eval AUC, reported beside the model's.
-        candidate_scores: The train step's scores of the eval split (None scores it here).
+        scores_path: The train step's scores of the eval split, used only if that model scored
+            them on these rows (None scores the split here).
+
+    Raises:
+        ValueError: The scores were written for another model or other rows.
     """
     from skewless.rollout.deploy import production_to_beat
 
     folder = IngestedFolder(ingested)
+    candidate_scores = None
+    if scores_path is not None:
+        candidate_scores = read_scores(scores_path, model_dir=model_dir, data=folder.eval)
     with tempfile.TemporaryDirectory(prefix="evaluate-") as work:
         production = production_to_beat(repository, model_name, registry=registry, workdir=work)
         result = evaluate(

@@ -9,6 +9,7 @@ most of the step's time.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +33,49 @@ def score(
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
-def write_scores(path: str | Path, probabilities: np.ndarray) -> None:
-    """Writes one probability per row, in the split's row order (NumPy's ``.npy``)."""
-    with open(path, "wb") as out:  # a file object: np.save would add ".npy" to a bare name
-        np.save(out, np.asarray(probabilities, dtype=np.float32).reshape(-1))
-
-
-def read_scores(path: str | Path) -> np.ndarray:
-    """The probabilities :func:`write_scores` wrote (evaluation checks that they fit its rows)."""
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
     with open(path, "rb") as source:
-        return np.load(source, allow_pickle=False)
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _provenance(model_dir: str | Path, data: str | Path) -> dict[str, str]:
+    """What the scores belong to: the model's graph (``saved_model.pb``) and the data file."""
+    return {"model": _digest(Path(model_dir) / "saved_model.pb"), "data": _digest(Path(data))}
+
+
+def write_scores(
+    path: str | Path, probabilities: np.ndarray, *, model_dir: str | Path, data: str | Path
+) -> None:
+    """Writes one probability per row of ``data``, in its row order, with digests of the model
+    that scored them and of ``data`` (NumPy's ``.npz``)."""
+    with open(path, "wb") as out:  # a file object: NumPy would add its suffix to a bare name
+        provenance = _provenance(model_dir, data)
+        np.savez(
+            out,
+            probability=np.asarray(probabilities, dtype=np.float32).reshape(-1),
+            model=np.array(provenance["model"]),
+            data=np.array(provenance["data"]),
+        )
+
+
+def read_scores(path: str | Path, *, model_dir: str | Path, data: str | Path) -> np.ndarray:
+    """The probabilities :func:`write_scores` wrote, if ``model_dir`` scored them on ``data``.
+
+    Raises:
+        ValueError: They were written for another model or other rows (a gate must never
+            decide a model's promotion on scores it did not give); the file is not scores.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            written = {name: str(stored[name]) for name in ("model", "data")}
+            probabilities = np.asarray(stored["probability"])
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path}: not eval scores written by the train step ({err})") from None
+    if written["model"] != _digest(Path(model_dir) / "saved_model.pb"):
+        raise ValueError(f"{path}: scored by another model than {model_dir}")
+    if written["data"] != _digest(Path(data)):
+        raise ValueError(f"{path}: scored on other rows than {data}")
+    return probabilities

@@ -234,13 +234,13 @@ def train(
         data: The clean splits, the transform graph and the spec.
         out_dir: Receives ``model/`` (SavedModel; with ``model/retrieval/`` when the spec names
             sides, :mod:`skewless.retrieval.towers`), ``logs/`` (TensorBoard),
-            ``training_summary.json`` and ``eval_scores.npy`` (the eval split scored through the
+            ``training_summary.json`` and ``eval_scores.npz`` (the eval split scored through the
             exported model, :mod:`skewless.evaluation.scores`).
         hparams: Hyperparameters (defaults when None).
         train_baseline: Also train the logistic-regression baseline and report its eval AUC.
         model_dir: The SavedModel's folder instead of ``out_dir/model`` (a pipeline step's
             model artifact).
-        scores_path: Where the eval scores go instead of ``out_dir/eval_scores.npy``.
+        scores_path: Where the eval scores go instead of ``out_dir/eval_scores.npz``.
 
     Returns:
         What was exported and measured (also written to ``training_summary.json``).
@@ -255,7 +255,8 @@ def train(
     # Through the model as exported, reloaded: what evaluation measures is what will be served.
     started = time.perf_counter()
     scores = score(result.model_dir, data.eval_data, data.spec)
-    write_scores(Path(scores_path) if scores_path is not None else out / EVAL_SCORES, scores)
+    where = Path(scores_path) if scores_path is not None else out / EVAL_SCORES
+    write_scores(where, scores, model_dir=result.model_dir, data=data.eval_data)
     seconds = round(time.perf_counter() - started, 3)
     result = dataclasses.replace(result, timings={**result.timings, "score_seconds": seconds})
     (out / TRAINING_SUMMARY).write_text(result.to_json())
