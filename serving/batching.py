@@ -141,7 +141,7 @@ class MicroBatcher:
                 await self._run(batch, loop)
             except Exception as err:  # nothing may end the consumer: later requests would hang
                 for item in batch:
-                    self._fail([item], err)
+                    self._fail(item, err)
 
     async def _run(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
         live = [item for item in batch if not item.future.cancelled()]
@@ -155,7 +155,7 @@ class MicroBatcher:
                 results, tag = self.predict(self.prepare(requests))
                 self._answer(live, results, tag)
             except Exception as err:
-                self._fail(live, err)
+                self._fail(live[0], err)
             return
         # Under load the stages run in their threads while the loop parses the next requests,
         # which then form the next batch; this batch is prepared while the model still runs the
@@ -181,14 +181,14 @@ class MicroBatcher:
             self._answer(live, results, tag)
         except Exception as err:  # e.g. fewer results than requests: none may wait forever
             for item in live:
-                self._fail([item], err)
+                self._fail(item, err)
 
     async def _retry_alone(
         self, live: list[_Pending], err: Exception, loop: asyncio.AbstractEventLoop
     ) -> None:
         """A stage failed for the whole batch: each request alone, so only the culprit fails."""
         if len(live) == 1:
-            self._fail(live, err)
+            self._fail(live[0], err)
             return
         for item in live:
             if item.future.cancelled():  # its client has gone: no work for nobody
@@ -198,12 +198,12 @@ class MicroBatcher:
                 results, tag = await loop.run_in_executor(self._executor, self.predict, prepared)
                 self._answer([item], results, tag)
             except Exception as alone:
-                self._fail([item], alone)
+                self._fail(item, alone)
 
     @staticmethod
-    def _fail(live: list[_Pending], err: Exception) -> None:
-        if not live[0].future.done():
-            live[0].future.set_exception(err)
+    def _fail(item: _Pending, err: Exception) -> None:
+        if not item.future.done():
+            item.future.set_exception(err)
 
     def _answer(self, live: list[_Pending], results: Sequence[Any], tag: str) -> None:
         batch_rows = sum(item.rows for item in live)

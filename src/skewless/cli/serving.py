@@ -217,13 +217,15 @@ def check_ports(listening: Listening) -> None:
     """Fails with one line when a port the server needs is taken, or its host is not an address
     of this machine (before any work starts)."""
     import errno
+    import ipaddress
     import socket
 
     host, http_port, grpc_port = listening.host, listening.http_port, listening.grpc_port
     if http_port == grpc_port:
         raise CliError(f"--http-port and --grpc-port are both {http_port}: give two ports")
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     for flag, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        with socket.socket(family) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
             try:
                 sock.bind((host, port))
