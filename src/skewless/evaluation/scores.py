@@ -9,13 +9,13 @@ most of the step's time.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from skewless.contract.features import FeatureSpec
+from skewless.contract.spec import FeatureSpec
 from skewless.data.raw import read_column_batches
+from skewless.registry.versions import directory_sha256, file_sha256
 
 
 def score(
@@ -33,17 +33,10 @@ def score(
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        for block in iter(lambda: source.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _provenance(model_dir: str | Path, data: str | Path) -> dict[str, str]:
-    """What the scores belong to: the model's graph (``saved_model.pb``) and the data file."""
-    return {"model": _digest(Path(model_dir) / "saved_model.pb"), "data": _digest(Path(data))}
+    """What the scores belong to: the model folder (its checksum as the registry takes it, every
+    file included) and the data file."""
+    return {"model": directory_sha256(model_dir), "data": file_sha256(data)}
 
 
 def write_scores(
@@ -74,8 +67,8 @@ def read_scores(path: str | Path, *, model_dir: str | Path, data: str | Path) ->
             probabilities = np.asarray(stored["probability"])
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{path}: not eval scores written by the train step ({err})") from None
-    if written["model"] != _digest(Path(model_dir) / "saved_model.pb"):
+    if written["model"] != directory_sha256(model_dir):
         raise ValueError(f"{path}: scored by another model than {model_dir}")
-    if written["data"] != _digest(Path(data)):
+    if written["data"] != file_sha256(data):
         raise ValueError(f"{path}: scored on other rows than {data}")
     return probabilities

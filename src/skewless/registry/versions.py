@@ -80,6 +80,15 @@ class Traffic:
         return dataclasses.asdict(self)
 
 
+def file_sha256(path: str | Path) -> str:
+    """Checksum of one local file's contents, read a block at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def directory_sha256(path: str | Path) -> str:
     """Checksum of a folder: its files' relative paths and contents, in path order.
 

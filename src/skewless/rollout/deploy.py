@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -24,6 +23,7 @@ from skewless import __version__
 from skewless.contract.spec import SPEC_ASSET
 from skewless.registry import open_registry as registry_at
 from skewless.registry.core import Registry, check_model_name
+from skewless.registry.versions import file_sha256
 
 REGISTRY_FILE = "registry.db"
 
@@ -84,7 +84,7 @@ def production_to_beat(
 
 
 def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+    return file_sha256(path) if path.is_file() else ""
 
 
 def _lineage(
