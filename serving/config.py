@@ -95,6 +95,8 @@ class ServingConfig:
         feature_log_sample: The share of rows logged there.
         allow_push: Accept new feature values at ``POST /push`` (off by default: anyone who
             reaches the port could otherwise rewrite what the model sees).
+        allow_model_management: Answer the V2 model repository's load and unload (REST and
+            gRPC); off by default, since anyone who reaches the port could unload the model.
         access_log: Log a line (and KServe's latency lines) per request. Off by default: at
             thousands of requests per second the lines cost throughput and fill disks; errors,
             4xx summaries and start-up are logged either way.
@@ -114,5 +116,6 @@ class ServingConfig:
     feature_log: str | None = None
     feature_log_sample: float = DEFAULT_FEATURE_LOG_SAMPLE
     allow_push: bool = False
+    allow_model_management: bool = False
     access_log: bool = False
     log_format: str = "text"

@@ -22,7 +22,6 @@ def serve(
     listening: Listening | None = None,
     config: ServingConfig | None = None,
     announce: bool = False,
-    allow_model_management: bool = False,
 ) -> None:
     """Starts the model server in the foreground; SIGTERM or Ctrl-C drains and stops it.
 
@@ -32,10 +31,8 @@ def serve(
             and follows the alias (rollbacks and promotions apply without a restart).
         name: Model name in the URL paths.
         listening: Address, ports, workers and header timeout (defaults when None).
-        config: Admission, batching and logging settings.
+        config: Admission, batching, logging and endpoint settings.
         announce: Print a ready-to-paste curl command first.
-        allow_model_management: Answer the V2 model repository's load and unload (REST and
-            gRPC); off by default, since anyone who reaches the port could unload the model.
 
     Raises:
         ModelLoadError: ``name`` is the two-stage endpoint's, or the model cannot be loaded.
@@ -68,7 +65,7 @@ def serve(
             flush=True,
         )  # fmt: skip
     server = ListeningServer(listening, enable_latency_logging=config.access_log)
-    if not allow_model_management:
+    if not config.allow_model_management:
         server.model_repository_extension = ReadOnlyRepository(server.registered_models)
     models: list[kserve.Model] = [ranking]
     if ranking.routing.production.retriever is not None:

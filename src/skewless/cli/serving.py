@@ -171,6 +171,7 @@ def serve(
             feature_log_sample if feature_log_sample is not None else DEFAULT_FEATURE_LOG_SAMPLE
         ),
         allow_push=allow_push,
+        allow_model_management=allow_model_management,
         access_log=access_log,
         log_format=log_format,
     )
@@ -184,13 +185,7 @@ def serve(
 
     try:
         serve_model(
-            model,
-            registry=registry,
-            name=name,
-            listening=listening,
-            config=config,
-            announce=True,
-            allow_model_management=allow_model_management,
+            model, registry=registry, name=name, listening=listening, config=config, announce=True
         )
     except (FileNotFoundError, ModelLoadError) as err:
         raise CliError(f"--model: {err}") from None
