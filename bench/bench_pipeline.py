@@ -8,10 +8,14 @@ of the data: the same rows with TFX's label written out), with the spec ``skewle
 drafts. Runs alternate (TFX, ours, TFX, ours, ...) so drift in the machine's speed hits both.
 
 Each wall time is the whole command as a user waits for it: interpreter start, imports, the
-pipeline, exit. Optionally also times ``skewless run`` on the default data (``--default-rows``).
+pipeline, exit. Optionally also times ``skewless run`` on the default data (``--default-rows``),
+alternating with an older checkout of skewless on the same rows (``--baseline DIR``: a clone at
+that commit with its own ``.venv``; `make bench-pipeline` builds one at the commit issue 18 was
+filed against) for the goal's second ratio.
 Writes bench/results/pipeline.{json,md}.
 
 Usage: python bench/bench_pipeline.py [--rounds 2] [--tfx-venv DIR] [--default-rows 400000]
+                                      [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -89,8 +93,10 @@ def _run_tfx(work: Path, tfx_venv: Path, round_: int) -> dict[str, Any]:
     return {"wall_seconds": round(wall, 1), "pipeline_seconds": inside}
 
 
-def _run_ours(data: Path, spec: Path | None, workdir: Path, *extra: str) -> dict[str, Any]:
-    command = [*SKEWLESS, "run", "--data", str(data), "--no-serve", "--workdir", str(workdir)]
+def _run_ours(
+    data: Path, spec: Path | None, workdir: Path, *extra: str, skewless: list[str] = SKEWLESS
+) -> dict[str, Any]:
+    command = [*skewless, "run", "--data", str(data), "--no-serve", "--workdir", str(workdir)]
     command += ["--spec", str(spec)] if spec else []
     wall = _timed([*command, *extra], workdir.with_suffix(".log"))
     summary = json.loads((workdir / "run_summary.json").read_text())
@@ -128,17 +134,69 @@ def _markdown(result: dict[str, Any]) -> str:
         "Our steps in the last round: " + ", ".join(f"{k} {v} s" for k, v in steps.items()) + ".",
     ]
     if "default" in result:
-        run = result["default"]
+        lines += _default_markdown(result["default"])
+    return "\n".join(lines) + "\n"
+
+
+def _default_markdown(default: dict[str, Any]) -> list[str]:
+    lines = ["", f"## Default data ({default['rows']:,} rows, `skewless run --no-serve`)", ""]
+    baseline = default.get("baseline")
+    if baseline:
+        lines += [
+            f"Alternating with skewless at {baseline['commit']} (the commit issue 18 was filed "
+            "against) on the same rows, in its own checkout and virtualenv:",
+            "",
+            "| round | then: pipeline s | then: AUC | now: pipeline s | now: AUC |",
+            "|---|---|---|---|---|",
+        ]
+        for i, (then, now) in enumerate(zip(baseline["runs"], default["runs"], strict=True), 1):
+            lines.append(
+                f"| {i} | {then['pipeline_seconds']} | {then['auc']} | {now['pipeline_seconds']} "
+                f"| {now['auc']} |"
+            )
         lines += [
             "",
-            f"## Default data ({run['rows']:,} rows, `skewless run --no-serve`)",
+            f"Median pipeline: then {baseline['median_pipeline']} s, now "
+            f"{default['median_pipeline']} s: **ratio {baseline['ratio']}** (goal: at most 0.6, "
+            "AUC equal or better).",
             "",
-            f"Wall {run['wall_seconds']} s, pipeline {run['pipeline_seconds']} s; eval AUC "
-            f"{run['auc']} (linear baseline {run['baseline_auc']}).",
-            "",
-            "Steps: " + ", ".join(f"{k} {v} s" for k, v in run["step_seconds"].items()) + ".",
         ]
-    return "\n".join(lines) + "\n"
+    run = default["runs"][-1]
+    lines += [
+        f"Last round: wall {run['wall_seconds']} s, pipeline {run['pipeline_seconds']} s; eval AUC "
+        f"{run['auc']} (linear baseline {run['baseline_auc']}).",
+        "",
+        "Steps: " + ", ".join(f"{k} {v} s" for k, v in run["step_seconds"].items()) + ".",
+    ]
+    return lines
+
+
+def _run_default(work: Path, rows: int, rounds: int, baseline: Path | None) -> dict[str, Any]:
+    """Ours on the default data, alternating with ``baseline``'s skewless when one is given."""
+    data = work / "default.parquet"
+    _timed([*SKEWLESS, "generate", "--rows", str(rows), "--out", str(data)], work / "generate.log")
+    then_cli = [str(baseline / ".venv/bin/python"), "-m", "skewless.cli"] if baseline else []
+    then, now = [], []
+    for round_ in range(1, (rounds if baseline else 1) + 1):
+        if baseline:
+            then.append(_run_ours(data, None, work / f"then-{round_}", skewless=then_cli))
+        now.append(_run_ours(data, None, work / f"now-{round_}"))
+        print(f"default round {round_}: then {then[-1:]}, now {now[-1]}", flush=True)
+    median_now = statistics.median(r["pipeline_seconds"] for r in now)
+    result: dict[str, Any] = {"rows": rows, "runs": now, "median_pipeline": median_now}
+    if baseline:
+        commit = subprocess.run(
+            ["git", "-C", str(baseline), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        median_then = statistics.median(r["pipeline_seconds"] for r in then)
+        result["baseline"] = {
+            "commit": commit,
+            "runs": then,
+            "median_pipeline": median_then,
+            "ratio": round(median_now / median_then, 2),
+        }
+    return result
 
 
 def main() -> None:
@@ -146,9 +204,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tfx-venv", type=Path, default=Path("/tmp/perf_tfx"))
     parser.add_argument("--default-rows", type=int, default=0, help="0: skip the default data")
+    parser.add_argument(
+        "--baseline", type=Path, help="an older skewless checkout with its .venv, run alternating"
+    )
     args = parser.parse_args()
     if not (args.tfx_venv / "bin" / "python").exists():
         sys.exit(f"error: no TFX in {args.tfx_venv}: run {PEER / 'install_tfx.sh'} {args.tfx_venv}")
+    if args.baseline and not (args.baseline / ".venv" / "bin" / "python").exists():
+        sys.exit(f"error: --baseline {args.baseline}: no .venv/bin/python in it")
 
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     inputs = _prepare(work, args.tfx_venv)
@@ -170,15 +233,7 @@ def main() -> None:
         }
     }
     if args.default_rows:
-        data = work / "default.parquet"
-        _timed(
-            [*SKEWLESS, "generate", "--rows", str(args.default_rows), "--out", str(data)],
-            work / "generate.log",
-        )
-        result["default"] = {
-            "rows": args.default_rows,
-            **_run_ours(data, None, work / "ours-default"),
-        }
+        result["default"] = _run_default(work, args.default_rows, args.rounds, args.baseline)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pipeline.json").write_text(json.dumps(result, indent=1))
     (RESULTS / "pipeline.md").write_text(_markdown(result))
