@@ -51,7 +51,8 @@ class Listening:
             or from a later request's first byte) before its connection is closed.
 
     Raises:
-        ValueError: ``host`` is not an IP address, or ``header_timeout`` is not positive.
+        ValueError: ``host`` is not an IP address, the ports are the same or not ports,
+            ``workers`` is under 1, or ``header_timeout`` is not positive.
     """
 
     host: str = DEFAULT_HOST
@@ -63,6 +64,13 @@ class Listening:
     def __post_init__(self) -> None:
         """Checks the values (and writes the host as ``ipaddress`` does)."""
         object.__setattr__(self, "host", check_host(self.host))
+        for field in ("http_port", "grpc_port"):
+            if not 1 <= getattr(self, field) <= 65535:
+                raise ValueError(f"{field} must be a port (1-65535), got {getattr(self, field)}")
+        if self.http_port == self.grpc_port:
+            raise ValueError(f"the REST and gRPC ports are both {self.http_port}: give two ports")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
         if not self.header_timeout > 0:
             raise ValueError(
                 f"the header timeout must be positive seconds, got {self.header_timeout}"

@@ -194,8 +194,9 @@ def test_serve_names_a_taken_port_and_a_model_tensorflow_cannot_load(tmp_path: P
         line = _cli_error("run", "--workdir", str(tmp_path / "w"), "--http-port", port)
         assert f"--http-port {port}: cannot listen there" in line
         assert not (tmp_path / "w").exists()  # refused before the pipeline
-    line = _cli_error("serve", "--model", str(model), "--http-port", "7", "--grpc-port", "7")
-    assert "--http-port and --grpc-port are both 7" in line
+    for command in (["serve", "--model", str(model)], ["run", "--workdir", str(tmp_path / "w")]):
+        line = _cli_error(*command, "--http-port", "7", "--grpc-port", "7")
+        assert line.endswith("the REST and gRPC ports are both 7: give two ports")
 
     free = [socket.socket() for _ in range(2)]
     for sock in free:

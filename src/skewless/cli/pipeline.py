@@ -19,11 +19,10 @@ from skewless.cli.common import (
     exposure_log_beside,
     spec_option,
 )
-from skewless.cli.serving import check_ports, port_options
+from skewless.cli.serving import check_ports, listening_on, port_options
 from skewless.contract.spec import load_spec
 from skewless.rollout.deploy import REGISTRY_FILE
 from skewless.runner.local import DEFAULT_ROWS, DEFAULT_SEED
-from skewless.serving.config import Listening
 
 
 def _pipeline_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -105,7 +104,7 @@ def run(
     """
     from skewless.runner.local import run_local
 
-    listening = Listening(http_port=http_port, grpc_port=grpc_port)
+    listening = listening_on(http_port=http_port, grpc_port=grpc_port)
     if not no_serve:  # a taken port fails now, not after the whole pipeline
         check_ports(listening)
     summary = run_local(

@@ -175,7 +175,7 @@ def serve(
         access_log=access_log,
         log_format=log_format,
     )
-    listening = Listening(
+    listening = listening_on(
         host=host, http_port=http_port, grpc_port=grpc_port, workers=workers,
         header_timeout=header_timeout,
     )  # fmt: skip
@@ -208,6 +208,15 @@ def _feature_repo(repo: str | None) -> str | None:
     return repo
 
 
+def listening_on(**settings: Any) -> Listening:
+    """:class:`Listening` from the flags' values, or the one line saying what it refuses (the
+    flags' types refuse the rest: the same ports get here)."""
+    try:
+        return Listening(**settings)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+
+
 def check_ports(listening: Listening) -> None:
     """Fails with one line when a port the server needs is taken, or its host is not an address
     of this machine (before any work starts)."""
@@ -216,8 +225,6 @@ def check_ports(listening: Listening) -> None:
     import socket
 
     host, http_port, grpc_port = listening.host, listening.http_port, listening.grpc_port
-    if http_port == grpc_port:
-        raise CliError(f"--http-port and --grpc-port are both {http_port}: give two ports")
     family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     for flag, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
         with socket.socket(family) as sock:
