@@ -75,12 +75,14 @@ def test_a_spec_with_only_item_sides_has_no_query_tower():
         load_spec_text(text)
 
 
-def test_exact_search_is_the_sorted_brute_force_answer():
+@pytest.mark.parametrize(("k", "found"), [(1, 1), (20, 20), (500, 500), (600, 500)])
+def test_exact_search_is_the_sorted_brute_force_answer(k: int, found: int):
     items, queries = _unit_vectors(500, 8, 1), _unit_vectors(7, 8, 2)
-    rows, scores = ann.exact_search(items, queries, 20, block=3)
+    rows, scores = ann.exact_search(items, queries, k, block=3)
     sims = queries @ items.T
-    np.testing.assert_array_equal(rows, np.argsort(-sims, axis=1, kind="stable")[:, :20])
-    np.testing.assert_allclose(scores, np.take_along_axis(sims, rows, axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(rows, np.argsort(-sims, axis=1, kind="stable")[:, :found])
+    # rtol for the top, atol for the similarities near 0 the whole catalogue reaches
+    np.testing.assert_allclose(scores, np.take_along_axis(sims, rows, axis=1), rtol=1e-6, atol=1e-6)
 
 
 def test_the_index_finds_what_exact_search_finds_and_survives_a_save(tmp_path):
