@@ -232,3 +232,39 @@ def test_pushed_files_fold_in_by_the_rule_a_run_builds_by(tmp_path):
     include_pushed(repo)
     probe = pd.DataFrame({"at": minute[1:4], "user_id": ["u1"] * 3})
     assert point_in_time(repo, probe)["age"].tolist() == [50.0, 50.0, 70.0]
+
+
+def _checks_arguments(function) -> bool:
+    """Whether typeguard instrumented ``function`` (its code keeps a ``TypeCheckMemo``)."""
+    return "TypeCheckMemo" in function.__code__.co_names
+
+
+def test_feast_opened_through_the_store_is_not_instrumented_by_typeguard(repo):
+    import feast.entity
+    import feast.feature_view
+    import typeguard
+
+    checked = typeguard.typechecked
+    OnlineFeatures(repo)  # opens the store: Feast and the stores its config names are imported
+    assert typeguard.typechecked is checked  # put back after the block
+    assert not _checks_arguments(feast.feature_view.FeatureView.__init__)
+    assert not _checks_arguments(feast.entity.Entity.__init__)
+
+
+def test_only_what_is_first_imported_inside_the_block_is_left_unchecked(tmp_path, monkeypatch):
+    import importlib
+
+    import typeguard
+
+    from skewless.features.unchecked import unchecked
+
+    source = "from typeguard import typechecked\n\n@typechecked\ndef twice(n: int) -> int:\n"
+    for name in ("inside", "outside"):
+        (tmp_path / f"{name}_block.py").write_text(source + "    return 2 * n\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with unchecked(), unchecked():  # nested blocks put the decorator back in order
+        inside = importlib.import_module("inside_block")
+    outside = importlib.import_module("outside_block")
+    assert inside.twice("ab") == "abab"  # not checked: what Feast's functions are here
+    with pytest.raises(typeguard.TypeCheckError, match='argument "n"'):
+        outside.twice("ab")

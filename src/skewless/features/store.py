@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from skewless.contract.kinds import kind_of
 from skewless.contract.spec import FeatureSpec
 from skewless.features.changes import changes
+from skewless.features.unchecked import unchecked
 
 PROJECT = "skewless"
 CONFIG_FILE = "feature_store.yaml"
@@ -154,8 +155,9 @@ def entity_views(spec: FeatureSpec) -> list[EntityView]:
 
 
 def _feast_objects(views: Sequence[EntityView], event_time: str) -> list[Any]:
-    from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
-    from feast.types import Float32, String
+    with unchecked():
+        from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
+        from feast.types import Float32, String
 
     objects: list[Any] = []
     for view in views:
@@ -182,12 +184,14 @@ def _feast_objects(views: Sequence[EntityView], event_time: str) -> list[Any]:
 
 def open_store(repo: str | Path) -> Any:
     """Feast's ``FeatureStore`` for a repository written by :func:`build_repository`."""
-    from feast import FeatureStore
+    with unchecked():
+        from feast import FeatureStore
 
     path = Path(repo)
     if not (path / CONFIG_FILE).is_file():
         raise FeatureStoreError(f"{path} is not a feature repository (no {CONFIG_FILE})")
-    return FeatureStore(repo_path=str(path))
+    with unchecked():  # the stores' modules are imported as the repository's config names them
+        return FeatureStore(repo_path=str(path))
 
 
 def read_views(repo: str | Path) -> tuple[list[EntityView], str]:
