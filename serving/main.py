@@ -88,7 +88,7 @@ def serving_threads() -> None:
     By default TensorFlow runs an intra-op pool of one thread per core beside its inter-op pool,
     and both spin for work. A ranking call is many small ops that the inter-op pool already runs
     side by side; the second pool only competed with the server's Python threads for the cores.
-    Measured on 2 cores, 500-row requests at concurrency 8: about 7% less server CPU per request,
+    Measured on 2 cores, 500-row requests at concurrency 8: 4 to 7% less server CPU per request,
     the same c1 latency, and the same probabilities bit for bit (docs/serving.md). TensorFlow reads
     the variable when its runtime starts, so it is set before the model loads.
     """
