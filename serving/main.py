@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import kserve
@@ -45,6 +46,7 @@ def serve(
         )
     listening = listening or Listening()
     config = config or ServingConfig()
+    serving_threads()
     # This process's logging; each REST worker sets its own up as it unpickles the model.
     configure_logging(access_log=config.access_log, log_format=config.log_format)
     if registry is not None:
@@ -71,3 +73,20 @@ def serve(
     if ranking.routing.production.retriever is not None:
         models.append(RecommendModel(ranking))
     server.start(models)
+
+
+INTRA_OP_THREADS = "TF_NUM_INTRAOP_THREADS"
+
+
+def serving_threads() -> None:
+    """One intra-op thread per TensorFlow op in this process, unless ``TF_NUM_INTRAOP_THREADS``
+    (TensorFlow's own variable) says otherwise; REST workers inherit it.
+
+    By default TensorFlow runs an intra-op pool of one thread per core beside its inter-op pool,
+    and both spin for work. A ranking call is many small ops that the inter-op pool already runs
+    side by side; the second pool only competed with the server's Python threads for the cores.
+    Measured on 2 cores, 500-row requests at concurrency 8: 4 to 7% less server CPU per request,
+    the same c1 latency, and the same probabilities bit for bit (docs/serving.md). TensorFlow reads
+    the variable when its runtime starts, so it is set before the model loads.
+    """
+    os.environ.setdefault(INTRA_OP_THREADS, "1")

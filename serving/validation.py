@@ -152,24 +152,31 @@ class RequestValidator:
         if not isinstance(rows, list):
             raise RequestError(f"{where}: expected a list of objects, got {type(rows).__name__}")
         self._check_size(len(rows))
-        # C-level passes for the usual case (JSON objects with known fields); a row-by-row pass
+        # C-level passes for the usual case (JSON objects holding every input); a row-by-row pass
         # finds the culprit otherwise.
-        if set(map(type, rows)) != {dict} or not self.known.issuperset(
-            itertools.chain.from_iterable(rows)
-        ):
-            for index, row in enumerate(rows):
-                if not isinstance(row, Mapping):
-                    raise RequestError(
-                        f"{where}[{index}]: expected an object, got {type(row).__name__}"
-                    )
-                if not self.known.issuperset(row):
-                    self._check_fields(list(row), f"{where}[{index}]")
+        if set(map(type, rows)) != {dict}:
+            self._check_rows(rows, where)
         try:  # every row has every input (the usual case): one C-level pivot
             pivoted = zip(*map(self._getter, rows), strict=True)
             columns = dict(zip(self.inputs, map(list, pivoted), strict=True))
+            # Rows holding every input and no more keys than that hold no unknown field.
+            exact = set(map(len, rows)) == {len(self.inputs)}
         except KeyError:  # absent optional fields read as missing
             columns = {name: [row.get(name) for row in rows] for name in self.inputs}
+            exact = False
+        if not exact and not self.known.issuperset(itertools.chain.from_iterable(rows)):
+            self._check_rows(rows, where)
         return RawRequest(columns, len(rows), where, row_major=True)
+
+    def _check_rows(self, rows: list[Any], where: str) -> None:
+        """Names the first row that is not an object or holds an unknown field."""
+        for index, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise RequestError(
+                    f"{where}[{index}]: expected an object, got {type(row).__name__}"
+                )
+            if not self.known.issuperset(row):
+                self._check_fields(list(row), f"{where}[{index}]")
 
     def shape_columns(self, data: Any, where: str = "inputs") -> RawRequest:
         """Checks column-oriented input: an object of equal-length lists (TF Serving style)."""

@@ -65,7 +65,8 @@ def test_every_protocol_equals_the_in_process_signature(server, trained, rows):
     url = f"{server['http']}/v1/models/ranking:predict"
     status, body, _ = post(url, {"instances": _instances(rows)})
     assert status == 200
-    np.testing.assert_allclose(body["predictions"], expected, rtol=1e-6)
+    # Bit for bit: the server's TensorFlow threads (serving_threads) change no probability.
+    np.testing.assert_array_equal(np.float32(body["predictions"]), expected)
 
     columns = {n: [float(v) if n in NUMERIC else v for v in rows[n]] for n in EXAMPLE}
     status, body, _ = post(url, {"inputs": columns})
@@ -94,6 +95,32 @@ def test_every_protocol_equals_the_in_process_signature(server, trained, rows):
         return response.outputs[0].as_numpy()
 
     np.testing.assert_allclose(asyncio.run(grpc_call()), expected, rtol=1e-6)
+
+
+SETTINGS = """
+import gc, os, sys
+from skewless.serving.main import serving_threads
+serving_threads()
+if len(sys.argv) > 1:
+    from skewless.serving.server import RankingModel
+    RankingModel("ranking", sys.argv[1]).load()
+print(os.environ["TF_NUM_INTRAOP_THREADS"], gc.get_threshold()[0])
+"""
+
+
+def test_the_serving_process_takes_one_intra_op_thread_unless_told_and_a_young_gc_room(trained):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTRAOP_THREADS"}
+    run = subprocess.run([sys.executable, "-c", SETTINGS, trained.model_dir], env=env,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert run.stdout.split() == ["1", "20000"]  # set before the model loads; after its freeze
+    env["TF_NUM_INTRAOP_THREADS"] = "3"  # TensorFlow's own variable wins
+    run = subprocess.run([sys.executable, "-c", SETTINGS], env=env,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert run.stdout.split() == ["3", "700"]
 
 
 def test_metadata_readiness_and_metrics(server):

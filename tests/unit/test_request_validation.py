@@ -70,6 +70,38 @@ def test_row_errors_name_row_and_field(validator, rows, message):
     assert message in str(raised.value)
 
 
+FULL = {"age": 1, "score": 0.1, "tags": "a", "name": "x"}  # every input of SPEC, nothing else
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        # Every input and one more key: the count of keys gives the unknown field away.
+        ([FULL, {**FULL, "shoe": 1}], "instances[1]: unknown field 'shoe'"),
+        # As many keys as inputs, one of them unknown (an input is absent).
+        ([FULL, {"age": 1, "score": 0.1, "tags": "a", "shoe": 1}], "instances[1]: unknown field"),
+        # Fewer keys (an optional input left out) beside an unknown one.
+        ([{"age": 1, "name": "x", "shoe": 1}], "instances[0]: unknown field 'shoe'"),
+        # A known column riding along beside an unknown one.
+        ([{**FULL, "y": 1}, {**FULL, "y": 1, "shoe": 1}], "instances[1]: unknown field 'shoe'"),
+        ([FULL, [1]], "instances[1]: expected an object, got list"),
+    ],
+)
+def test_an_unknown_field_is_named_with_its_row_whatever_else_the_rows_hold(
+    validator, rows, message
+):
+    with pytest.raises(RequestError) as raised:
+        validator.from_rows(rows)
+    assert str(raised.value).startswith(message)
+
+
+def test_rows_with_every_input_or_known_extras_are_accepted(validator):
+    columns = validator.from_rows([FULL, {**FULL, "y": 0, "k": "r"}, {"age": 2, "name": "z"}])
+    assert columns["age"].tolist() == [1.0, 1.0, 2.0]
+    assert columns["score"].tolist() == pytest.approx([0.1, 0.1, 0.5])
+    assert columns["name"].tolist() == ["x", "x", "z"]
+
+
 def test_column_errors(validator):
     with pytest.raises(RequestError, match=r"inputs\.name: missing required field"):
         validator.from_columns({"age": [1]})
