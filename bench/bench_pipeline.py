@@ -176,12 +176,18 @@ def _run_default(work: Path, rows: int, rounds: int, baseline: Path | None) -> d
     data = work / "default.parquet"
     _timed([*SKEWLESS, "generate", "--rows", str(rows), "--out", str(data)], work / "generate.log")
     then_cli = [str(baseline / ".venv/bin/python"), "-m", "skewless.cli"] if baseline else []
-    then, now = [], []
+    then: list[dict[str, Any]] = []
+    now: list[dict[str, Any]] = []
     for round_ in range(1, (rounds if baseline else 1) + 1):
-        if baseline:
-            then.append(_run_ours(data, None, work / f"then-{round_}", skewless=then_cli))
-        now.append(_run_ours(data, None, work / f"now-{round_}"))
-        print(f"default round {round_}: then {then[-1:]}, now {now[-1]}", flush=True)
+        # Each round swaps which goes first (then-now, now-then, ...): a warm page cache or the
+        # load drifting within a round favours neither side.
+        for side in ("then", "now") if round_ % 2 else ("now", "then"):
+            if side == "now":
+                now.append(_run_ours(data, None, work / f"now-{round_}"))
+            elif baseline:
+                then.append(_run_ours(data, None, work / f"then-{round_}", skewless=then_cli))
+        print(f"default round {round_}: then {then[-1] if then else None}, now {now[-1]}",
+              flush=True)  # fmt: skip
     median_now = statistics.median(r["pipeline_seconds"] for r in now)
     result: dict[str, Any] = {"rows": rows, "runs": now, "median_pipeline": median_now}
     if baseline:
@@ -194,7 +200,7 @@ def _run_default(work: Path, rows: int, rounds: int, baseline: Path | None) -> d
             "commit": commit,
             "runs": then,
             "median_pipeline": median_then,
-            "ratio": round(median_now / median_then, 2),
+            "ratio": round(median_now / median_then, 3),
         }
     return result
 

@@ -20,6 +20,8 @@ DEFAULT_HOST = "127.0.0.1"
 """Where a local ``skewless serve`` listens: this machine only. The container sets 0.0.0.0."""
 DEFAULT_HEADER_TIMEOUT = 10.0
 """Seconds a client has to send a request's headers before its connection is closed."""
+PORTS = (1, 65535)
+"""The ports a server may listen on (the CLI's ``--http-port`` and ``--grpc-port`` take these)."""
 
 
 def check_host(host: str) -> str:
@@ -65,8 +67,10 @@ class Listening:
         """Checks the values (and writes the host as ``ipaddress`` does)."""
         object.__setattr__(self, "host", check_host(self.host))
         for field in ("http_port", "grpc_port"):
-            if not 1 <= getattr(self, field) <= 65535:
-                raise ValueError(f"{field} must be a port (1-65535), got {getattr(self, field)}")
+            if not PORTS[0] <= getattr(self, field) <= PORTS[1]:
+                raise ValueError(
+                    f"{field} must be a port ({PORTS[0]}-{PORTS[1]}), got {getattr(self, field)}"
+                )
         if self.http_port == self.grpc_port:
             raise ValueError(f"the REST and gRPC ports are both {self.http_port}: give two ports")
         if self.workers < 1:

@@ -14,6 +14,8 @@ from skewless.serving.loading import ModelLoadError, resolve_model_dir
 from skewless.serving.protocol import example_curl
 from skewless.serving.server import RankingModel
 
+INTRA_OP_THREADS = "TF_NUM_INTRAOP_THREADS"
+
 
 def serve(
     model: str | Path | None = None,
@@ -25,6 +27,9 @@ def serve(
     announce: bool = False,
 ) -> None:
     """Starts the model server in the foreground; SIGTERM or Ctrl-C drains and stops it.
+
+    Sets ``TF_NUM_INTRAOP_THREADS`` in this process's environment to 1 unless it is set
+    (:func:`serving_threads`).
 
     Args:
         model: Exported SavedModel folder or storage URI.
@@ -75,9 +80,6 @@ def serve(
     server.start(models)
 
 
-INTRA_OP_THREADS = "TF_NUM_INTRAOP_THREADS"
-
-
 def serving_threads() -> None:
     """One intra-op thread per TensorFlow op in this process, unless ``TF_NUM_INTRAOP_THREADS``
     (TensorFlow's own variable) says otherwise; REST workers inherit it.
@@ -85,8 +87,8 @@ def serving_threads() -> None:
     By default TensorFlow runs an intra-op pool of one thread per core beside its inter-op pool,
     and both spin for work. A ranking call is many small ops that the inter-op pool already runs
     side by side; the second pool only competed with the server's Python threads for the cores.
-    Measured on 2 cores, 500-row requests at concurrency 8: 4 to 7% less server CPU per request,
-    the same c1 latency, and the same probabilities bit for bit (docs/serving.md). TensorFlow reads
-    the variable when its runtime starts, so it is set before the model loads.
+    Measured on 2 cores, loaded by other work, 500-row requests at concurrency 8, three pairs:
+    4 to 7% less server CPU per request, the same probabilities bit for bit (docs/serving.md).
+    TensorFlow reads the variable when its runtime starts, so it is set before the model loads.
     """
     os.environ.setdefault(INTRA_OP_THREADS, "1")

@@ -196,7 +196,10 @@ def test_serve_names_a_taken_port_and_a_model_tensorflow_cannot_load(tmp_path: P
         assert not (tmp_path / "w").exists()  # refused before the pipeline
     for command in (["serve", "--model", str(model)], ["run", "--workdir", str(tmp_path / "w")]):
         line = _cli_error(*command, "--http-port", "7", "--grpc-port", "7")
-        assert line.endswith("the REST and gRPC ports are both 7: give two ports")
+        assert line.endswith(
+            "--http-port 7, --grpc-port 7: the REST and gRPC ports are both 7: give two ports"
+        )
+    assert not (tmp_path / "w").exists()  # refused before the pipeline
 
     free = [socket.socket() for _ in range(2)]
     for sock in free:

@@ -234,25 +234,43 @@ def test_pushed_files_fold_in_by_the_rule_a_run_builds_by(tmp_path):
     assert point_in_time(repo, probe)["age"].tolist() == [50.0, 50.0, 70.0]
 
 
-def _checks_arguments(function) -> bool:
-    """Whether typeguard instrumented ``function`` (its code keeps a ``TypeCheckMemo``)."""
-    return "TypeCheckMemo" in function.__code__.co_names
+def _instrumented_feast_functions() -> list[str]:
+    """Every function of the loaded Feast modules typeguard instrumented (its code keeps a
+    ``TypeCheckMemo``), module functions and methods alike."""
+    import inspect
+    import sys
+
+    found = []
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "feast" or name.startswith("feast.")):
+            continue
+        for value in list(vars(module).values()):
+            if getattr(value, "__module__", None) != name:
+                continue
+            functions = list(vars(value).values()) if inspect.isclass(value) else [value]
+            found += [
+                f"{name}.{f.__qualname__}"
+                for f in functions
+                if inspect.isfunction(f) and "TypeCheckMemo" in f.__code__.co_names
+            ]
+    return found
 
 
-def test_feast_opened_through_the_store_is_not_instrumented_by_typeguard(repo):
-    import feast.entity
-    import feast.feature_view
+def test_feast_used_through_the_store_is_not_instrumented_by_typeguard(repo, ingested):
     import typeguard
 
     checked = typeguard.typechecked
-    OnlineFeatures(repo)  # opens the store: Feast and the stores its config names are imported
-    assert typeguard.typechecked is checked  # put back after the block
-    assert not _checks_arguments(feast.feature_view.FeatureView.__init__)
-    assert not _checks_arguments(feast.entity.Entity.__init__)
+    online = OnlineFeatures(repo)  # opens the store: Feast and the stores its config names
+    view = next(v for v in online.views if v.side == "user")
+    assert online.lookup(view, ["u-never-seen"])[1].tolist() == [False]
+    point_in_time(repo, pd.read_parquet(ingested / "eval.parquet").head(20))
+    assert typeguard.typechecked is checked  # put back after each block
+    assert _instrumented_feast_functions() == []
 
 
 def test_only_what_is_first_imported_inside_the_block_is_left_unchecked(tmp_path, monkeypatch):
     import importlib
+    import sys
 
     import typeguard
 
@@ -262,9 +280,13 @@ def test_only_what_is_first_imported_inside_the_block_is_left_unchecked(tmp_path
     for name in ("inside", "outside"):
         (tmp_path / f"{name}_block.py").write_text(source + "    return 2 * n\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with unchecked(), unchecked():  # nested blocks put the decorator back in order
-        inside = importlib.import_module("inside_block")
-    outside = importlib.import_module("outside_block")
-    assert inside.twice("ab") == "abab"  # not checked: what Feast's functions are here
-    with pytest.raises(typeguard.TypeCheckError, match='argument "n"'):
-        outside.twice("ab")
+    try:
+        with unchecked(), unchecked():  # nested blocks put the decorator back in order
+            inside = importlib.import_module("inside_block")
+        outside = importlib.import_module("outside_block")
+        assert inside.twice("ab") == "abab"  # not checked: what Feast's functions are here
+        with pytest.raises(typeguard.TypeCheckError, match='argument "n"'):
+            outside.twice("ab")
+    finally:
+        for name in ("inside_block", "outside_block"):
+            sys.modules.pop(name, None)

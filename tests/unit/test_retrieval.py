@@ -85,6 +85,14 @@ def test_exact_search_is_the_sorted_brute_force_answer(k: int, found: int):
     np.testing.assert_allclose(scores, np.take_along_axis(sims, rows, axis=1), rtol=1e-6, atol=1e-6)
 
 
+def test_exact_search_ranks_an_item_gone_nan_last():
+    items, queries = _unit_vectors(50, 8, 1), _unit_vectors(4, 8, 2)
+    items[3] = np.nan
+    assert not (ann.exact_search(items, queries, 5)[0] == 3).any()
+    rows, _ = ann.exact_search(items, queries, 50)
+    assert (rows[:, -1] == 3).all() and not (rows[:, :49] == 3).any()
+
+
 def test_the_index_finds_what_exact_search_finds_and_survives_a_save(tmp_path):
     items, queries = _unit_vectors(3_000, 16, 3), _unit_vectors(50, 16, 4)
     index = ann.build(items)

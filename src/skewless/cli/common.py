@@ -188,7 +188,6 @@ class Checked(click.ParamType):
 
 
 POSITIVE_INT = WholeRange(min=1)
-PORT = WholeRange(1, 65535)
 PERCENT = WholeRange(0, 100)
 FINITE = FiniteRange()
 FRACTION = FiniteRange(0.0, 1.0)

@@ -104,9 +104,8 @@ def run(
     """
     from skewless.runner.local import run_local
 
-    listening = listening_on(http_port=http_port, grpc_port=grpc_port)
-    if not no_serve:  # a taken port fails now, not after the whole pipeline
-        check_ports(listening)
+    if not no_serve:  # ports that cannot serve fail now, not after the whole pipeline
+        check_ports(listening_on(http_port=http_port, grpc_port=grpc_port))
     summary = run_local(
         workdir=workdir,
         data=data,
@@ -130,7 +129,7 @@ def run(
     serve(
         registry=registry,
         name=model_name,
-        listening=listening,
+        listening=listening_on(http_port=http_port, grpc_port=grpc_port),
         config=ServingConfig(
             request_log=exposure_log_beside(registry),
             feature_store=store.get("repository") if store.get("materialized") else None,

@@ -16,18 +16,24 @@ from skewless.cli.common import (
     FRACTION,
     MODEL_NAME,
     NON_NEGATIVE,
-    PORT,
     POSITIVE,
     POSITIVE_INT,
     Checked,
     CliError,
     Command,
+    WholeRange,
     exposure_log_beside,
 )
 from skewless.cli.registry import registry_file
 from skewless.experiments.logs import DEFAULT_LOG_MAX_MB, EXPOSURE_LOG
 from skewless.serving.batching import DEFAULT_BATCH_ROWS
-from skewless.serving.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_HOST, Listening, check_host
+from skewless.serving.config import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_HOST,
+    PORTS,
+    Listening,
+    check_host,
+)
 from skewless.serving.lookup import DEFAULT_FEATURE_LOG_SAMPLE, FEATURE_LOG
 from skewless.serving.validation import (
     DEFAULT_ITEM_FIELD,
@@ -42,8 +48,9 @@ HOST = Checked("address", check_host, (ValueError,))
 
 def port_options(command: Any) -> Any:
     """``--http-port`` and ``--grpc-port``: where the server listens (``serve`` and ``run``)."""
-    command = click.option("--grpc-port", type=PORT, default=8081, help="gRPC port")(command)
-    return click.option("--http-port", type=PORT, default=8080, help="REST port")(command)
+    port = WholeRange(*PORTS)
+    command = click.option("--grpc-port", type=port, default=8081, help="gRPC port")(command)
+    return click.option("--http-port", type=port, default=8080, help="REST port")(command)
 
 
 class ServeCommand(Command):
@@ -208,13 +215,20 @@ def _feature_repo(repo: str | None) -> str | None:
     return repo
 
 
-def listening_on(**settings: Any) -> Listening:
-    """:class:`Listening` from the flags' values, or the one line saying what it refuses (the
-    flags' types refuse the rest: the same ports get here)."""
+def listening_on(
+    *, http_port: int, grpc_port: int, host: str = DEFAULT_HOST, workers: int = 1,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+) -> Listening:  # fmt: skip
+    """:class:`Listening` from the flags' values.
+
+    Raises:
+        CliError: What ``Listening`` refuses, after the port flags: their types refuse the rest
+            of its checks, so only one port given for both gets here.
+    """
     try:
-        return Listening(**settings)
+        return Listening(host, http_port, grpc_port, workers, header_timeout)
     except ValueError as err:
-        raise CliError(str(err)) from None
+        raise CliError(f"--http-port {http_port}, --grpc-port {grpc_port}: {err}") from None
 
 
 def check_ports(listening: Listening) -> None:
