@@ -88,10 +88,13 @@ def transform(
     """Runs TFT analysis on Beam over the training split; writes the transform graph."""
     import shlex
 
+    from skewless.runtime import freeze_heap, tft_keras_only
+
+    tft_keras_only()  # before TensorFlow's import: this step builds no Keras 3 model
+
     from skewless.contract.spec import load_spec_text
-    from skewless.data.ingest import IngestedFolder
+    from skewless.data.folder import IngestedFolder
     from skewless.model.transform import analyze
-    from skewless.runtime import freeze_heap
 
     freeze_heap()
 
@@ -221,7 +224,7 @@ def register(
     import json
     from pathlib import Path
 
-    from skewless.data.ingest import IngestedFolder
+    from skewless.data.folder import IngestedFolder
     from skewless.rollout.deploy import register_version
     from skewless.runtime import freeze_heap
 

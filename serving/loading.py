@@ -14,7 +14,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from skewless.contract.spec import SPEC_ASSET, FeatureSpec, load_spec
+from skewless.artifacts import SPEC_ASSET
+from skewless.contract.spec import FeatureSpec, load_spec
 from skewless.registry.core import Registry, Traffic
 from skewless.retrieval.artifact import has_retrieval
 from skewless.serving.routing import LoadedVersion, Routing

@@ -1,9 +1,9 @@
 """The file names the pipeline's steps write into their artifacts, and the layout of a local run's
 workdir: the one place they are spelled.
 
-Ingestion's folder has its own class, :class:`skewless.data.folder.IngestedFolder`; the spec
-inside an exported model is :data:`skewless.contract.spec.SPEC_ASSET`; the registry file beside a
-model repository is :data:`skewless.rollout.deploy.REGISTRY_FILE`.
+Ingestion's folder has its own class, :class:`skewless.data.folder.IngestedFolder`; the registry
+file beside a model repository is :data:`skewless.rollout.deploy.REGISTRY_FILE`. This module imports
+nothing heavy: the register and deploy steps read these names without loading the spec's parsers.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ EVAL_SCORES = "eval_scores.npz"
 # ``evaluation`` and ``report`` artifacts.
 EVALUATION = "evaluation.json"
 EVALUATION_REPORT = "report.html"
+# The feature spec inside an exported model (and a retrieval model): the server validates
+# requests with the contract the model was trained under.
+SPEC_ASSET = "assets.extra/feature_spec.yaml"
 
 
 class Entry:

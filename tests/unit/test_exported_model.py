@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from skewless.contract.spec import SPEC_ASSET, load_spec
+from skewless.artifacts import SPEC_ASSET
+from skewless.contract.spec import load_spec
 from skewless.model.inputs import transform_split
 from skewless.model.network import build_model
 from skewless.model.train import HParams, export_model, fit_model, predict_logits
@@ -108,6 +109,18 @@ def test_train_scores_the_eval_split_through_the_exported_model(trained, ingeste
     scored = score(trained.model_dir, ingested / "eval.parquet", default_spec)
     np.testing.assert_array_equal(written, scored)
     assert trained.timings["score_seconds"] > 0
+
+
+def test_the_model_keeps_the_network_weights_and_not_the_optimizer(exported):
+    """Every variable saved is one of the network's weights: no optimizer slot, no Keras object."""
+    model, _, path = exported
+    saved = [
+        name
+        for name, _ in tf.train.list_variables(str(path / "variables" / "variables"))
+        if name.endswith("VARIABLE_VALUE")
+    ]
+    assert len(saved) == len(model.weights) and len(model.optimizer.variables) > len(saved)
+    assert all(name.startswith("weights/") for name in saved)
 
 
 def test_model_needs_only_core_ops_so_tf_serving_can_load_it(exported):

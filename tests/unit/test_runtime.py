@@ -30,3 +30,41 @@ def test_freeze_heap_freezes_what_is_alive_now_and_what_is_alive_at_exit():
         "made by the step: True",  # collectable while the step runs...
         "at exit: False",  # ...but no longer by the interpreter's final collections
     ]
+
+
+# What a transform step's process imports: TFT's analysis, and no Keras 3.
+TFT_ONLY = """
+import sys
+from skewless.runtime import tft_keras_only
+tft_keras_only()
+import tensorflow as tf
+import tensorflow_transform
+print("tf.keras:", tf.keras.__name__.split(".")[0], "keras 3 loaded:", "keras.src" in sys.modules)
+try:
+    tft_keras_only()
+except RuntimeError as err:
+    print(err)
+"""
+
+
+def test_a_tft_only_process_loads_keras_2_alone_and_says_when_it_is_too_late():
+    done = subprocess.run(
+        [sys.executable, "-c", TFT_ONLY], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.splitlines() == [
+        "tf.keras: tf_keras keras 3 loaded: False",
+        "tft_keras_only() must run before TensorFlow is imported",
+    ]
+
+
+def test_the_register_and_deploy_steps_import_neither_pandas_nor_the_spec_parsers():
+    """Their component bodies' imports: each step pays its imports in a process of its own."""
+    imports = (
+        "import sys; import skewless.data.folder, skewless.rollout.deploy; "
+        "print(sorted(m for m in ('pandas', 'pyarrow.compute', 'skewless.contract.spec') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", imports], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

@@ -49,7 +49,6 @@ __all__ = [
     "ENCODINGS",
     "NUMERIC_TRANSFORMS",
     "SIDES",
-    "SPEC_ASSET",
     "Cross",
     "Feature",
     "FeatureSpec",
@@ -75,9 +74,6 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
-
-
-SPEC_ASSET = "assets.extra/feature_spec.yaml"
 
 
 def default_spec_path() -> Path:

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from skewless.contract.spec import FeatureSpec
 from skewless.model.hparams import HParams
-from skewless.model.transform import id_space
+from skewless.model.transform import SavedTransform, id_space
 
 
 class CrossLayer(tf.keras.layers.Layer):
@@ -135,3 +135,26 @@ def model_inputs(transformed: dict[str, tf.Tensor], names: Any) -> dict[str, tf.
         else transformed[name]
         for name in names
     }
+
+
+class ServedNetwork(tf.Module):
+    """What an exported model holds: the transform graph and a trained network's weights.
+
+    Calling it maps raw features (named ``[batch]`` tensors) through the transform to the network's
+    output; the serving signatures call it. It keeps the weights, not the Keras model: a Keras
+    model in a SavedModel brings its optimizer's slots (3 of every 4 variables) and Keras's own
+    objects, which cost time to save and to load and which no signature reads.
+    """
+
+    def __init__(self, network: tf.keras.Model, tft_output: Any, names: list[str]) -> None:
+        """``names``: the transformed features the network takes, in its inputs' order."""
+        super().__init__()
+        self.weights = list(network.weights)
+        self._network_call = network.__call__  # a bound method: not a trackable, so not saved
+        self.transform = SavedTransform(tft_output)
+        self.input_names = names
+
+    def __call__(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """The network's output for raw ``features``."""
+        inputs = model_inputs(self.transform(features), self.input_names)
+        return self._network_call(inputs, training=False)

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from skewless.artifacts import EVAL_SCORES, TRAINING_LOGS, TRAINING_SUMMARY
-from skewless.contract.spec import SPEC_ASSET, FeatureSpec
+from skewless.artifacts import EVAL_SCORES, SPEC_ASSET, TRAINING_LOGS, TRAINING_SUMMARY
+from skewless.contract.spec import FeatureSpec
 from skewless.evaluation.scores import score, write_scores
 from skewless.model.hparams import HParams
 from skewless.model.inputs import TrainingData, Transformed, TransformedSplit
-from skewless.model.network import build_model, model_inputs
+from skewless.model.network import ServedNetwork, build_model, model_inputs
 from skewless.model.transform import raw_feature_spec, raw_signature
 
 MODEL_DIRNAME = "model"
@@ -148,41 +148,31 @@ def fit_model(
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
-@tf.autograph.experimental.do_not_convert  # plain Python over names; nothing to convert
-class _ServingModule(tf.Module):
-    """What the SavedModel holds: the TFT layer and the trained network."""
-
-    def __init__(self, model: tf.keras.Model, tft_output: Any, spec: FeatureSpec) -> None:
-        super().__init__()
-        self.model = model
-        self.tft_layer = tft_output.transform_features_layer()
-        self.input_names = sorted(inputs for inputs in model.input)
-        self.raw_spec = raw_feature_spec(spec, with_label=False)
-
-    def predict_raw(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        logit = self.model(model_inputs(self.tft_layer(features), self.input_names), training=False)
-        return {"probability": tf.sigmoid(logit), "logit": logit}
-
-
 def export_model(
     model: tf.keras.Model, tft_output: Any, spec: FeatureSpec, export_dir: str | Path
 ) -> Path:
     """Writes the SavedModel with the transform graph and both serving signatures."""
-    module = _ServingModule(model, tft_output, spec)
+    network = ServedNetwork(model, tft_output, sorted(model.input))
+    raw_spec = raw_feature_spec(spec, with_label=False)
 
-    @tf.function(input_signature=[raw_signature(spec)])
+    # No AutoGraph: nothing here branches or loops on a tensor, and AutoGraph would convert the
+    # TFT layer's and Keras's Python, recursively, only to trace the same graph.
+    @tf.function(input_signature=[raw_signature(spec)], autograph=False)
     def serve_raw(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return module.predict_raw(features)
+        logit = network(features)
+        return {"probability": tf.sigmoid(logit), "logit": logit}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False
+    )
     def serve_examples(examples: tf.Tensor) -> dict[str, tf.Tensor]:
         # Calls the traced raw signature: the transform and the network are traced once, not
         # twice (a quarter of the export's time).
-        return serve_raw(tf.io.parse_example(examples, module.raw_spec))
+        return serve_raw(tf.io.parse_example(examples, raw_spec))
 
     path = Path(export_dir)
     tf.saved_model.save(
-        module,
+        network,
         str(path),
         signatures={SIGNATURE_RAW: serve_raw, SIGNATURE_EXAMPLES: serve_examples},
     )

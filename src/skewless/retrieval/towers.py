@@ -35,10 +35,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from skewless.contract.spec import SPEC_ASSET, FeatureSpec
+from skewless.artifacts import SPEC_ASSET
+from skewless.contract.spec import FeatureSpec
 from skewless.model.hparams import HParams
 from skewless.model.inputs import TransformedSplit, shuffled_batches
-from skewless.model.network import embed_features, model_inputs
+from skewless.model.network import ServedNetwork, embed_features
 from skewless.model.transform import id_space, raw_signature
 from skewless.retrieval import index as ann
 from skewless.retrieval.artifact import (
@@ -211,30 +212,18 @@ def fit_towers(
     return history
 
 
-class _TowerModule(tf.Module):
-    """What a tower's SavedModel holds: the TFT layer and the tower."""
-
-    def __init__(self, tower: tf.keras.Model, tft_output: Any) -> None:
-        super().__init__()
-        self.tower = tower
-        self.tft_layer = tft_output.transform_features_layer()
-        self.input_names = list(tower.input)
-
-    def embed(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
-        return self.tower(model_inputs(self.tft_layer(features), self.input_names), training=False)
-
-
 def export_tower(
     tower: tf.keras.Model, tft_output: Any, spec: FeatureSpec, names: list[str], export_dir: Path
 ) -> Path:
     """Writes a tower's SavedModel: its side's raw features -> ``embedding``."""
-    module = _TowerModule(tower, tft_output)
+    network = ServedNetwork(tower, tft_output, list(tower.input))
 
-    @tf.function(input_signature=[raw_signature(spec, names)])
+    # No AutoGraph, as in skewless.model.train.export_model: no tensor branches to convert.
+    @tf.function(input_signature=[raw_signature(spec, names)], autograph=False)
     def serve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return {"embedding": module.embed(features)}
+        return {"embedding": network(features)}
 
-    tf.saved_model.save(module, str(export_dir), signatures={SIGNATURE: serve})
+    tf.saved_model.save(network, str(export_dir), signatures={SIGNATURE: serve})
     (export_dir / SPEC_ASSET).parent.mkdir(parents=True, exist_ok=True)
     (export_dir / SPEC_ASSET).write_text(spec.source_text)
     return export_dir

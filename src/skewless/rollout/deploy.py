@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from skewless import __version__
-from skewless.contract.spec import SPEC_ASSET
+from skewless.artifacts import SPEC_ASSET
 from skewless.registry import open_registry as registry_at
 from skewless.registry.core import Registry, check_model_name
 from skewless.registry.versions import file_sha256
