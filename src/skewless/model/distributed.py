@@ -197,4 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from skewless.runtime import legacy_keras
+
+    # A worker trains with Keras 2 (tf_keras): Keras 3's fit under MultiWorkerMirroredStrategy
+    # fails on the dict-of-features dataset ("Attempt to convert a value ({'price':
+    # PerReplica...}) ... unsupported type dict"). The export holds the weights and the transform
+    # graph, so what serves the model is the same either way.
+    legacy_keras()
     sys.exit(main())
