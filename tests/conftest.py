@@ -15,8 +15,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from skewless.contract.spec import FeatureSpec, load_spec
 from skewless.data.generate import write_dataset
 
-if TYPE_CHECKING:  # TensorFlow is imported by the fixtures that train, not by every test
+if TYPE_CHECKING:
     from skewless.model.train import TrainResult
+
+
+def _keras_as_in_the_steps() -> None:
+    """This process's ``tf.keras`` is Keras 3, as in the train step, and the processes it starts
+    (pipeline steps, CLI commands, workers) choose their own Keras, as they do outside tests.
+
+    TFT sets ``TF_USE_LEGACY_KERAS=1`` in ``os.environ`` when imported. Without this, whichever
+    test imported TFT first made ``tf.keras`` Keras 2 here, and every step a test started later
+    inherited the variable: tests trained Keras 2 models where ``skewless run`` trains Keras 3.
+    """
+    told = os.environ.get("TF_USE_LEGACY_KERAS")
+    import tensorflow as tf
+
+    tf.keras.layers  # noqa: B018  (resolves tf.keras now, before TFT's variable)
+    import tensorflow_transform  # noqa: F401  (takes Keras 2 for itself: tf_keras)
+
+    if told is None:
+        os.environ.pop("TF_USE_LEGACY_KERAS", None)
+
+
+_keras_as_in_the_steps()
 
 
 @pytest.fixture(scope="session")

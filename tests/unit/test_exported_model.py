@@ -36,6 +36,12 @@ def _raw(ingested: Path, spec, rows: int = 64) -> dict[str, np.ndarray]:
     return {f.name: frame[f.name].to_numpy() for f in spec.model_inputs}
 
 
+def test_the_model_here_is_keras_3_as_in_the_train_step(exported):
+    """conftest keeps TFT's import from turning this process's tf.keras into Keras 2."""
+    model, _, _ = exported
+    assert type(model).__module__.split(".")[0] == "keras"
+
+
 def test_signatures_take_named_raw_features(exported, default_spec):
     _, _, path = exported
     loaded = tf.saved_model.load(str(path))
@@ -112,15 +118,17 @@ def test_train_scores_the_eval_split_through_the_exported_model(trained, ingeste
 
 
 def test_the_model_keeps_the_network_weights_and_not_the_optimizer(exported):
-    """Every variable saved is one of the network's weights: no optimizer slot, no Keras object."""
+    """What is saved is the network's weights, value for value: no optimizer slot, nothing else."""
     model, _, path = exported
+    reader = tf.train.load_checkpoint(str(path / "variables" / "variables"))
     saved = [
-        name
-        for name, _ in tf.train.list_variables(str(path / "variables" / "variables"))
+        reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
         if name.endswith("VARIABLE_VALUE")
     ]
-    assert len(saved) == len(model.weights) and len(model.optimizer.variables) > len(saved)
-    assert all(name.startswith("weights/") for name in saved)
+    assert sum(value.size for value in saved) == model.count_params()
+    weights = sorted(w.numpy().tobytes() for w in model.weights)
+    assert sorted(value.tobytes() for value in saved) == weights
 
 
 def test_model_needs_only_core_ops_so_tf_serving_can_load_it(exported):
@@ -140,3 +148,49 @@ def test_model_needs_only_core_ops_so_tf_serving_can_load_it(exported):
     # Vocabularies travel as SavedModel assets, which TF Serving copies with the model.
     assert any((path / "assets").glob("vocab_*"))
     assert "serving_default" in saved.meta_graphs[0].signature_def
+
+
+TF_SERVING_LOAD = """
+import sys
+import numpy as np, pandas as pd, tensorflow as tf
+tf.keras.layers  # Keras 3, as in the train step: chosen before TFT's import can pick Keras 2
+import tensorflow_transform as tft
+from skewless.contract.spec import default_spec_path, load_spec
+from skewless.model.hparams import HParams
+from skewless.model.network import build_model
+from skewless.model.train import export_model
+
+transform_dir, eval_file, out = sys.argv[1:]
+spec, output = load_spec(default_spec_path()), tft.TFTransformOutput(transform_dir)
+model = build_model(spec, output.vocabulary_size_by_name, HParams())
+path = str(export_model(model, output, spec, out))
+rows = pd.read_parquet(eval_file).head(16)
+# As TF Serving loads a model: a TF1 session restores the variables by name, then runs the
+# init op (tables from the vocabulary assets).
+with tf.compat.v1.Session(graph=tf.Graph()) as session:
+    meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+    signature = meta.signature_def["serving_default"]
+    feeds = {signature.inputs[n].name: rows[n].to_numpy() for n in signature.inputs}
+    served = session.run(signature.outputs["probability"].name, feeds)
+loaded = tf.saved_model.load(path).signatures["serving_default"]
+reference = loaded(**{n: tf.constant(rows[n].to_numpy()) for n in signature.inputs})
+print(type(model).__module__.split(".")[0], np.abs(served - reference["probability"]).max())
+"""
+
+
+def test_a_keras_3_model_loads_as_tf_serving_loads_it(ingested, transform_dir, tmp_path):
+    """The train step builds Keras 3 models (this test process has Keras 2: TFT chose it), so
+    a process of its own, as a step's, exports one and loads it with TF1's loader."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    run = subprocess.run(
+        [sys.executable, "-c", TF_SERVING_LOAD, str(transform_dir),
+         str(ingested / "eval.parquet"), str(tmp_path / "m")],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    keras, gap = run.stdout.split()
+    assert keras == "keras" and float(gap) < 1e-6

@@ -142,17 +142,18 @@ class ServedNetwork(tf.Module):
 
     Calling it maps raw features (named ``[batch]`` tensors) through the transform to the network's
     output; the serving signatures call it. It keeps the weights, not the Keras model: a Keras
-    model in a SavedModel brings its optimizer's slots (3 of every 4 variables) and Keras's own
+    model in a SavedModel brings its optimizer's slots (2 of every 3 variables) and Keras's own
     objects, which cost time to save and to load and which no signature reads.
     """
 
-    def __init__(self, network: tf.keras.Model, tft_output: Any, names: list[str]) -> None:
-        """``names``: the transformed features the network takes, in its inputs' order."""
+    def __init__(self, network: tf.keras.Model, tft_output: Any) -> None:
         super().__init__()
-        self.weights = list(network.weights)
+        # Keras 3 wraps each weight in a Variable of its own; the tf.Variable behind it is what
+        # the graph reads, so the checkpoint names what TF1 loaders (TF Serving's) restore by.
+        self.weights = [w if isinstance(w, tf.Variable) else w.value for w in network.weights]
         self._network_call = network.__call__  # a bound method: not a trackable, so not saved
         self.transform = SavedTransform(tft_output)
-        self.input_names = names
+        self.input_names = sorted(network.input)  # the transformed features it takes, by name
 
     def __call__(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         """The network's output for raw ``features``."""

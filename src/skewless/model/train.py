@@ -152,7 +152,7 @@ def export_model(
     model: tf.keras.Model, tft_output: Any, spec: FeatureSpec, export_dir: str | Path
 ) -> Path:
     """Writes the SavedModel with the transform graph and both serving signatures."""
-    network = ServedNetwork(model, tft_output, sorted(model.input))
+    network = ServedNetwork(model, tft_output)
     raw_spec = raw_feature_spec(spec, with_label=False)
 
     # No AutoGraph: nothing here branches or loops on a tensor, and AutoGraph would convert the

@@ -142,8 +142,9 @@ class SavedTransform(tf.Module):
 
     It keeps what TFT's Keras layer (``transform_features_layer()``) keeps for a SavedModel, the
     loaded transform graph with its tables and vocabulary files, and calls the layer, but it does
-    not hold the layer itself. A ``tf_keras`` layer in a SavedModel is traced once more for Keras's
-    own metadata, which nothing reads: on the taxi sample that was half of the export's time.
+    not track the layer, so the layer is not saved. A ``tf_keras`` layer in a SavedModel is traced
+    once more for Keras's own metadata, which nothing reads: on the taxi sample that was half of
+    the export's time.
     """
 
     def __init__(self, tft_output: Any) -> None:

@@ -216,7 +216,7 @@ def export_tower(
     tower: tf.keras.Model, tft_output: Any, spec: FeatureSpec, names: list[str], export_dir: Path
 ) -> Path:
     """Writes a tower's SavedModel: its side's raw features -> ``embedding``."""
-    network = ServedNetwork(tower, tft_output, list(tower.input))
+    network = ServedNetwork(tower, tft_output)
 
     # No AutoGraph, as in skewless.model.train.export_model: no tensor branches to convert.
     @tf.function(input_signature=[raw_signature(spec, names)], autograph=False)
