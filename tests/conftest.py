@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 
 
 def _keras_as_in_the_steps() -> None:
-    """This process's ``tf.keras`` is Keras 3, as in the train step, and the processes it starts
-    (pipeline steps, CLI commands, workers) choose their own Keras, as they do outside tests.
+    """This process's ``tf.keras`` is Keras 3, as in the train step (unless the user set
+    ``TF_USE_LEGACY_KERAS``), and the processes it starts (pipeline steps, CLI commands, workers)
+    choose their own Keras, as they do outside tests. It imports TensorFlow and TFT when the
+    session starts (each xdist worker: a few seconds), where only the fixtures that train did.
 
     TFT sets ``TF_USE_LEGACY_KERAS=1`` in ``os.environ`` when imported. Without this, whichever
     test imported TFT first made ``tf.keras`` Keras 2 here, and every step a test started later

@@ -46,6 +46,12 @@ def example() -> dict[str, Any]:
     return example_row(load_spec())
 
 
+def step_environment() -> dict[str, str]:
+    """The environment of a process a step or a pod runs in: without the Keras choice
+    (``TF_USE_LEGACY_KERAS``) a TFT import in this process may have left, whatever conftest did."""
+    return {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:

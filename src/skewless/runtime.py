@@ -29,15 +29,16 @@ def freeze_heap() -> None:
     atexit.register(gc.freeze)
 
 
-def legacy_keras() -> None:
+def legacy_keras(caller: str = "legacy_keras") -> None:
     """Makes ``tf.keras`` Keras 2 (``tf_keras``) in this process; call it before anything imports
     TensorFlow. A value of ``TF_USE_LEGACY_KERAS`` the user set is kept.
 
     Raises:
-        RuntimeError: TensorFlow is already imported (too late to choose its Keras).
+        RuntimeError: TensorFlow is already imported (too late to choose its Keras); the message
+            names ``caller``.
     """
     if "tensorflow" in sys.modules:
-        raise RuntimeError("legacy_keras() must run before TensorFlow is imported")
+        raise RuntimeError(f"{caller}() must run before TensorFlow is imported")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
@@ -53,4 +54,4 @@ def tft_keras_only() -> None:
     Raises:
         RuntimeError: TensorFlow is already imported (too late to choose its Keras).
     """
-    legacy_keras()
+    legacy_keras("tft_keras_only")

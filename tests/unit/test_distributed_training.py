@@ -12,23 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from support import free_port
+from support import free_port, step_environment
 
 from skewless.evaluation.metrics import roc_auc
 from skewless.model.distributed import WorkerRole, main, worker_role
 
 AUC_TOLERANCE = 0.03
-# A pod's environment: not the Keras choice this test process inherited from TFT's import.
-CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
 
 
 def _eval_auc(model_dir: str | Path, eval_rows: pd.DataFrame, spec) -> float:
@@ -58,7 +56,7 @@ def test_two_workers_train_a_model_as_good_as_one_process(
                  "--transform", str(transform_dir), "--out", str(tmp_path / "out"),
                  "--hparams", json.dumps(dataclasses.asdict(trained.hparams))],
                 stdout=log, stderr=subprocess.STDOUT, text=True,
-                env={**CLEAN_ENV, "TF_CONFIG": json.dumps(tf_config)},
+                env={**step_environment(), "TF_CONFIG": json.dumps(tf_config)},
             )))  # fmt: skip
         outcomes = []
         for log, process in workers:
@@ -88,6 +86,19 @@ def test_two_workers_train_a_model_as_good_as_one_process(
     assert distributed == pytest.approx(chief["eval_auc"], abs=1e-3)  # the export is the model
     assert abs(distributed - single) <= AUC_TOLERANCE, (distributed, single)
     assert distributed > 0.6  # it learned: 0.5 is chance on this data
+
+    # The chief's export (Keras 2 weights) loads as TF Serving loads a model too: TF1's session
+    # loader restores the variables by name, then runs the init op.
+    model_dir = str(tmp_path / "out" / "model")
+    rows = eval_rows.head(32)
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], model_dir)
+        signature = meta.signature_def["serving_default"]
+        feeds = {signature.inputs[n].name: rows[n].to_numpy() for n in signature.inputs}
+        served = session.run(signature.outputs["probability"].name, feeds)
+    loaded = tf.saved_model.load(model_dir).signatures["serving_default"]
+    reference = loaded(**{n: tf.constant(rows[n].to_numpy()) for n in signature.inputs})
+    np.testing.assert_allclose(served, reference["probability"].numpy(), atol=1e-6)
 
 
 def test_tf_config_roles():

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import inspect
-import os
 import subprocess
 import sys
 
 import pytest
+from support import step_environment
 
 # gc.get_objects() lists what the collector tracks: frozen objects are not among them.
 STEP = """
@@ -51,16 +51,12 @@ except RuntimeError as err:
 """
 
 
-# A step's environment: not the Keras choice this test process inherited from TFT's import.
-CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-
-
 def test_a_tft_only_process_loads_keras_2_alone_and_says_when_it_is_too_late():
     done = subprocess.run([sys.executable, "-c", TFT_ONLY], capture_output=True, text=True,
-                          check=True, timeout=120, env=CLEAN_ENV)  # fmt: skip
+                          check=True, timeout=120, env=step_environment())  # fmt: skip
     assert done.stdout.splitlines() == [
         "tf.keras: tf_keras keras 3 loaded: False",
-        "legacy_keras() must run before TensorFlow is imported",
+        "tft_keras_only() must run before TensorFlow is imported",
     ]
 
 

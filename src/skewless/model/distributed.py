@@ -202,6 +202,11 @@ if __name__ == "__main__":
     # A worker trains with Keras 2 (tf_keras): Keras 3's fit under MultiWorkerMirroredStrategy
     # fails on the dict-of-features dataset ("Attempt to convert a value ({'price':
     # PerReplica...}) ... unsupported type dict"). The export holds the weights and the transform
-    # graph, so what serves the model is the same either way.
+    # graph (the test loads the chief's with TF2's and TF1's loaders).
+    if os.environ.get("TF_USE_LEGACY_KERAS", "1") not in ("1", "true", "True"):
+        sys.exit(
+            "skewless.model.distributed: error: TF_USE_LEGACY_KERAS="
+            f"{os.environ['TF_USE_LEGACY_KERAS']}: a worker trains with Keras 2 (leave it unset)"
+        )
     legacy_keras()
     sys.exit(main())

@@ -151,6 +151,8 @@ class ServedNetwork(tf.Module):
         # Keras 3 wraps each weight in a Variable of its own; the tf.Variable behind it is what
         # the graph reads, so the checkpoint names what TF1 loaders (TF Serving's) restore by.
         self.weights = [w if isinstance(w, tf.Variable) else w.value for w in network.weights]
+        assert all(isinstance(w, tf.Variable) for w in self.weights), "an unbuilt network"
+        assert isinstance(network.input, dict), "the network takes named inputs"
         self._network_call = network.__call__  # a bound method: not a trackable, so not saved
         self.transform = SavedTransform(tft_output)
         self.input_names = sorted(network.input)  # the transformed features it takes, by name
