@@ -142,3 +142,14 @@ def test_bad_worker_arguments_are_one_clear_line(
         main(paths)
     assert "TF_CONFIG is not a cluster and a task" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_told_to_use_keras_3_refuses_in_one_line():
+    env = {**step_environment(), "TF_USE_LEGACY_KERAS": "0"}
+    done = subprocess.run([sys.executable, "-m", "skewless.model.distributed"], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        "skewless.model.distributed: error: TF_USE_LEGACY_KERAS=0: a worker trains with Keras 2 "
+        "(leave it unset)"
+    )
