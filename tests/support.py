@@ -52,6 +52,26 @@ def step_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
 
 
+def tf_serving_gap(model_dir: str | Path, rows: Any) -> float:
+    """Loads an exported model as TF Serving does, and returns the largest difference between its
+    probabilities for ``rows`` (a DataFrame of raw features) and the TF2 signature's.
+
+    TF Serving's loader is TF1's session loader: it restores the variables by name, then runs the
+    init op (tables from the vocabulary assets). There is no ``tensorflow_model_server`` here.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(model_dir))
+        signature = meta.signature_def["serving_default"]
+        feeds = {signature.inputs[n].name: rows[n].to_numpy() for n in signature.inputs}
+        served = session.run(signature.outputs["probability"].name, feeds)
+    loaded = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    reference = loaded(**{n: tf.constant(rows[n].to_numpy()) for n in signature.inputs})
+    return float(np.abs(served - reference["probability"].numpy()).max())
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:

@@ -153,7 +153,7 @@ def test_model_needs_only_core_ops_so_tf_serving_can_load_it(exported):
 
 TF_SERVING_LOAD = """
 import sys
-import numpy as np, pandas as pd, tensorflow as tf
+import pandas as pd, tensorflow as tf
 tf.keras.layers  # Keras 3, as in the train step: chosen before TFT's import can pick Keras 2
 import tensorflow_transform as tft
 from skewless.contract.spec import default_spec_path, load_spec
@@ -161,21 +161,14 @@ from skewless.model.hparams import HParams
 from skewless.model.network import build_model
 from skewless.model.train import export_model
 
-transform_dir, eval_file, out = sys.argv[1:]
+transform_dir, eval_file, out, tests = sys.argv[1:]
+sys.path.insert(0, tests)
+from support import tf_serving_gap
+
 spec, output = load_spec(default_spec_path()), tft.TFTransformOutput(transform_dir)
 model = build_model(spec, output.vocabulary_size_by_name, HParams())
-path = str(export_model(model, output, spec, out))
-rows = pd.read_parquet(eval_file).head(16)
-# As TF Serving loads a model: a TF1 session restores the variables by name, then runs the
-# init op (tables from the vocabulary assets).
-with tf.compat.v1.Session(graph=tf.Graph()) as session:
-    meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
-    signature = meta.signature_def["serving_default"]
-    feeds = {signature.inputs[n].name: rows[n].to_numpy() for n in signature.inputs}
-    served = session.run(signature.outputs["probability"].name, feeds)
-loaded = tf.saved_model.load(path).signatures["serving_default"]
-reference = loaded(**{n: tf.constant(rows[n].to_numpy()) for n in signature.inputs})
-print(type(model).__module__.split(".")[0], np.abs(served - reference["probability"]).max())
+gap = tf_serving_gap(export_model(model, output, spec, out), pd.read_parquet(eval_file).head(16))
+print(type(model).__module__.split(".")[0], gap)
 """
 
 
@@ -190,7 +183,7 @@ def test_a_keras_3_model_loads_as_tf_serving_loads_it(ingested, transform_dir, t
     env = step_environment()
     run = subprocess.run(
         [sys.executable, "-c", TF_SERVING_LOAD, str(transform_dir),
-         str(ingested / "eval.parquet"), str(tmp_path / "m")],
+         str(ingested / "eval.parquet"), str(tmp_path / "m"), str(Path(__file__).parents[1])],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
