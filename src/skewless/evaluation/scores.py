@@ -67,8 +67,9 @@ def read_scores(path: str | Path, *, model_dir: str | Path, data: str | Path) ->
             probabilities = np.asarray(stored["probability"])
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{path}: not eval scores written by the train step ({err})") from None
-    if written["model"] != directory_sha256(model_dir):
+    expected = _provenance(model_dir, data)
+    if written["model"] != expected["model"]:
         raise ValueError(f"{path}: scored by another model than {model_dir}")
-    if written["data"] != file_sha256(data):
+    if written["data"] != expected["data"]:
         raise ValueError(f"{path}: scored on other rows than {data}")
     return probabilities

@@ -184,13 +184,13 @@ def _feast_objects(views: Sequence[EntityView], event_time: str) -> list[Any]:
 
 def open_store(repo: str | Path) -> Any:
     """Feast's ``FeatureStore`` for a repository written by :func:`build_repository`."""
-    with unchecked():
-        from feast import FeatureStore
-
     path = Path(repo)
     if not (path / CONFIG_FILE).is_file():
         raise FeatureStoreError(f"{path} is not a feature repository (no {CONFIG_FILE})")
-    with unchecked():  # the stores' modules are imported as the repository's config names them
+    # Feast, and the stores' modules its config names, are imported inside the block.
+    with unchecked():
+        from feast import FeatureStore
+
         return FeatureStore(repo_path=str(path))
 
 
