@@ -123,12 +123,15 @@ def train(
     ``hparams`` holds the hyperparameters that differ from :class:`HParams`' defaults;
     ``eval_scores`` is the eval split scored through the exported model, for the evaluate step.
     """
+    from skewless.runtime import freeze_heap, one_thread_per_op
+
+    one_thread_per_op()  # before TensorFlow's import: small ops, two models training at once
+
     from skewless.config import from_overrides
     from skewless.contract.spec import load_spec_text
     from skewless.model.hparams import HParams
     from skewless.model.inputs import TrainingData
     from skewless.model.train import train as run_train
-    from skewless.runtime import freeze_heap
 
     freeze_heap()
 

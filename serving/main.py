@@ -7,14 +7,13 @@ from pathlib import Path
 
 import kserve
 
+from skewless.runtime import INTRA_OP_THREADS
 from skewless.serving.app import ReadOnlyRepository, configure_logging
 from skewless.serving.config import Listening, ServingConfig
 from skewless.serving.listen import ListeningServer
 from skewless.serving.loading import ModelLoadError, resolve_model_dir
 from skewless.serving.protocol import example_curl
 from skewless.serving.server import RankingModel
-
-INTRA_OP_THREADS = "TF_NUM_INTRAOP_THREADS"
 
 
 def serve(

@@ -1,5 +1,5 @@
-"""What a pipeline step's process sets up: Python's cyclic garbage collector, and the Keras that
-TensorFlow loads in a process that only runs TFT's analysis.
+"""What a pipeline step's process sets up: Python's cyclic garbage collector, the Keras that
+TensorFlow loads in a process that only runs TFT's analysis, and TensorFlow's thread pools.
 
 Each step runs in a process of its own (a kfp.local subprocess, a pod on a cluster) that imports
 KFP, pandas and, for transform and train, TensorFlow and Beam: millions of objects that live until
@@ -15,6 +15,9 @@ import atexit
 import gc
 import os
 import sys
+
+# TensorFlow's own variable, read once when its runtime starts; a value the user set is kept.
+INTRA_OP_THREADS = "TF_NUM_INTRAOP_THREADS"
 
 
 def freeze_heap() -> None:
@@ -55,3 +58,24 @@ def tft_keras_only() -> None:
         RuntimeError: TensorFlow is already imported (too late to choose its Keras).
     """
     legacy_keras("tft_keras_only")
+
+
+def one_thread_per_op() -> None:
+    """Makes TensorFlow run each op on one thread, in a process that trains; call it before
+    anything imports TensorFlow. A ``TF_NUM_INTRAOP_THREADS`` the user set is kept.
+
+    By default TensorFlow splits an op across an intra-op pool of one thread per core, whose idle
+    threads spin for work. The ranker's and the towers' ops are small (1,024 rows by a few hundred
+    units): split in two they gained less than the spinning cost, and it took the core the other
+    model trains on (:mod:`skewless.model.train`). The inter-op pool, which runs independent ops
+    side by side, is kept: with one thread the two models' steps waited on each other. Measured on
+    2 cores, the train step at 400k rows (docs/performance.md). The server does the same
+    (``serving_threads`` in ``serving/main.py``); the multi-worker path
+    (:mod:`skewless.model.distributed`) was not measured with it and does not call it.
+
+    Raises:
+        RuntimeError: TensorFlow is already imported (its runtime may have read the variable).
+    """
+    if "tensorflow" in sys.modules:
+        raise RuntimeError("one_thread_per_op() must run before TensorFlow is imported")
+    os.environ.setdefault(INTRA_OP_THREADS, "1")

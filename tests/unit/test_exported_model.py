@@ -117,6 +117,35 @@ def test_train_scores_the_eval_split_through_the_exported_model(trained, ingeste
     assert trained.timings["score_seconds"] > 0
 
 
+def test_training_again_gives_the_same_models_though_two_train_at_once(
+    trained, tmp_path, ingested, transform_dir, default_spec
+):
+    """The towers and the baseline train in a thread beside the ranker: the same seed still gives
+    the same ranker, baseline and item embeddings, bit for bit."""
+    from skewless.artifacts import EVAL_SCORES
+    from skewless.evaluation.scores import read_scores
+    from skewless.model.inputs import TrainingData
+    from skewless.model.train import train
+    from skewless.retrieval.artifact import EMBEDDINGS_FILE, RETRIEVAL_DIRNAME
+
+    again = train(TrainingData.ingested(ingested, transform_dir, default_spec), tmp_path,
+                  HParams(epochs=2))  # fmt: skip
+    assert again.retrieval is not None and trained.retrieval is not None
+    assert (again.eval_auc, again.baseline_eval_auc, again.retrieval["history"]) == (
+        trained.eval_auc, trained.baseline_eval_auc, trained.retrieval["history"]
+    )  # fmt: skip
+
+    def scores(result) -> np.ndarray:
+        return read_scores(Path(result.model_dir).parent / EVAL_SCORES,
+                           model_dir=result.model_dir, data=ingested / "eval.parquet")  # fmt: skip
+
+    def embeddings(result) -> np.ndarray:
+        return np.load(Path(result.model_dir) / RETRIEVAL_DIRNAME / EMBEDDINGS_FILE)
+
+    np.testing.assert_array_equal(scores(again), scores(trained))
+    np.testing.assert_array_equal(embeddings(again), embeddings(trained))
+
+
 def test_the_model_keeps_the_network_weights_and_not_the_optimizer(exported):
     """What is saved is the network's weights, value for value: no optimizer slot, nothing else."""
     model, _, path = exported

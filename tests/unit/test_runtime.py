@@ -82,3 +82,50 @@ def test_the_register_and_deploy_steps_import_neither_pandas_nor_the_spec_parser
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "[]"
+
+
+# The train step's body up to its heap freeze (the imports that load TensorFlow), then how many
+# threads TensorFlow's first op starts for its intra-op pool (they take the process's name; by
+# default one per core: 2 on the reference machine).
+COUNT_POOL = """
+import os
+import tensorflow as tf
+def named_python():
+    tasks = os.listdir("/proc/self/task")
+    return sum(open(f"/proc/self/task/{t}/comm").read().strip() == "python" for t in tasks)
+before = named_python()
+tf.reduce_sum(tf.matmul(tf.ones([512, 512]), tf.ones([512, 512])))
+print(named_python() - before)
+from skewless.runtime import one_thread_per_op
+try:
+    one_thread_per_op()
+except RuntimeError as err:
+    print(err)
+"""
+
+
+def _train_body_before_the_freeze() -> str:
+    from skewless.components import ranking
+
+    body = inspect.getsource(ranking.train.python_func).split('"""', 2)[2]
+    before = body.split("freeze_heap()\n", 1)[0]
+    assert "one_thread_per_op()" in before  # the step asks for it, before its TensorFlow import
+    return "\n".join(line.strip() for line in before.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("user_sets", "threads"), [({}, "1"), ({"TF_NUM_INTRAOP_THREADS": "3"}, "3")]
+)
+def test_the_train_step_runs_each_tensorflow_op_on_one_thread_unless_the_user_says(
+    user_sets: dict[str, str], threads: str
+):
+    from skewless.runtime import INTRA_OP_THREADS
+
+    env = {k: v for k, v in step_environment().items() if k != INTRA_OP_THREADS} | user_sets
+    script = _train_body_before_the_freeze() + COUNT_POOL
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, timeout=120, env=env)  # fmt: skip
+    assert done.stdout.splitlines() == [
+        threads,
+        "one_thread_per_op() must run before TensorFlow is imported",
+    ]

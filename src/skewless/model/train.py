@@ -19,8 +19,10 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -39,6 +41,7 @@ SIGNATURE_EXAMPLES = "serve_tf_examples"
 
 
 MIN_AUTO_BATCH, MAX_AUTO_BATCH = 128, 1024
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,7 +265,16 @@ def _train_on(
     *,
     train_baseline: bool,
 ) -> TrainResult:
-    """:func:`train` past the transform: fit, baseline, export, retrieval."""
+    """:func:`train` past the transform: the ranking stage here, retrieval beside it.
+
+    This thread fits the ranker, exports it and fits the linear baseline while a second thread
+    trains the retrieval towers, embeds the catalogue and builds the index. Each keeps about one
+    core busy (the train step runs each TensorFlow op on one thread,
+    :func:`skewless.runtime.one_thread_per_op`; the fit loops, the index build and L-BFGS are
+    serial), so the two stages fill two cores. Every model is built here first, in the thread
+    Keras was seeded in, so its initial weights do not depend on which thread trains it. A
+    failure in the retrieval thread is raised here once the ranking stage is done.
+    """
     from skewless.evaluation import metrics
 
     tft_output, spec = inputs.tft_output, data.spec
@@ -270,49 +282,68 @@ def _train_on(
     timings = {"transform_seconds": inputs.seconds}
     if hparams.batch_size == 0:
         hparams = dataclasses.replace(hparams, batch_size=auto_batch_size(train_split.rows))
-    started = time.perf_counter()
     vocabulary = tft_output.vocabulary_size_by_name
     model = build_model(spec, vocabulary, hparams)
-    history = fit_model(model, train_split, eval_split, hparams, out / TRAINING_LOGS)
-    timings["fit_seconds"] = time.perf_counter() - started
-    eval_labels = eval_split.labels()
-    eval_logits = predict_split(model, eval_split)
-    baseline_auc = retrieval = None
-    if train_baseline:
-        from skewless.model.baseline import fit_baseline, sample_rows
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval") as pool:
+        retrieval = None
+        if spec.has_retrieval:
+            # Inside the model folder: one registered version carries both stages, so aliases,
+            # canaries and rollbacks move retrieval and ranking together.
+            from skewless.retrieval.artifact import RETRIEVAL_DIRNAME
+            from skewless.retrieval.towers import build_towers, train_retrieval
 
-        started = time.perf_counter()
-        scorer = fit_baseline(
-            train_split.take(sample_rows(train_split.rows)), spec, vocabulary, hparams.l2
-        )
-        scores = np.concatenate([scorer(features) for features, _ in eval_split.chunks()])
-        baseline_auc = metrics.roc_auc(eval_labels, scores)
-        timings["baseline_seconds"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    model_dir = export_model(model, tft_output, spec, export_dir)
-    timings["export_seconds"] = time.perf_counter() - started
-    if spec.has_retrieval:
-        # Inside the model folder: one registered version carries both stages, so aliases,
-        # canaries and rollbacks move retrieval and ranking together.
-        from skewless.retrieval.artifact import RETRIEVAL_DIRNAME
-        from skewless.retrieval.towers import train_retrieval
-
-        started = time.perf_counter()
-        retrieval = train_retrieval(
-            spec, tft_output, train_split, eval_split, (data.train_data, data.eval_data), hparams,
-            model_dir / RETRIEVAL_DIRNAME,
+            towers = build_towers(spec, tft_output, train_split, hparams)
+            retrieval = pool.submit(
+                _timed, timings, "retrieval_seconds", train_retrieval, spec, tft_output, towers,
+                eval_split, (data.train_data, data.eval_data), hparams,
+                export_dir / RETRIEVAL_DIRNAME,
+            )  # fmt: skip
+        history = _timed(
+            timings, "fit_seconds", fit_model, model, train_split, eval_split, hparams,
+            out / TRAINING_LOGS,
         )  # fmt: skip
-        timings["retrieval_seconds"] = time.perf_counter() - started
+        eval_logits = predict_split(model, eval_split)
+        model_dir = _timed(
+            timings, "export_seconds", export_model, model, tft_output, spec, export_dir
+        )
+        baseline_auc = None
+        if train_baseline:
+            baseline_auc = _timed(
+                timings, "baseline_seconds", _baseline_auc, data, inputs, vocabulary, hparams
+            )
+        retrieval_summary = retrieval.result() if retrieval is not None else None
     return TrainResult(
         model_dir=str(model_dir),
         rows_train=train_split.rows,
         rows_eval=eval_split.rows,
         epochs_run=len(history.get("loss", [])),
         history=history,
-        eval_auc=metrics.roc_auc(eval_labels, eval_logits),
+        eval_auc=metrics.roc_auc(eval_split.labels(), eval_logits),
         hparams=hparams,
         timings={k: round(v, 3) for k, v in timings.items()},
         baseline_eval_auc=baseline_auc,
-        retrieval=retrieval,
+        retrieval=retrieval_summary,
     )
+
+
+def _timed(timings: dict[str, float], key: str, run: Callable[..., T], *args: Any) -> T:
+    """``run(*args)``, its wall seconds recorded in ``timings[key]``."""
+    started = time.perf_counter()
+    result = run(*args)
+    timings[key] = time.perf_counter() - started
+    return result
+
+
+def _baseline_auc(
+    data: TrainingData, inputs: Transformed, vocabulary: Any, hparams: HParams
+) -> float:
+    """The linear baseline's eval AUC (:mod:`skewless.model.baseline`)."""
+    from skewless.evaluation import metrics
+    from skewless.model.baseline import fit_baseline, sample_rows
+
+    train_split, eval_split = inputs.train, inputs.eval
+    scorer = fit_baseline(
+        train_split.take(sample_rows(train_split.rows)), data.spec, vocabulary, hparams.l2
+    )
+    scores = np.concatenate([scorer(features) for features, _ in eval_split.chunks()])
+    return metrics.roc_auc(eval_split.labels(), scores)

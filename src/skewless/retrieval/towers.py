@@ -25,6 +25,7 @@ features, one row per item, in index order), ``embeddings.npy`` and the ANN inde
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -248,10 +249,48 @@ def embed_items(signature: Any, items: pd.DataFrame, *, batch_rows: int = 16_384
     return np.concatenate(out).astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class Towers:
+    """The two towers, built and not yet trained, and the positive rows they train on.
+
+    Built apart from training (:func:`build_towers`) so the caller can build them in the thread
+    that seeded Keras: their initial weights then do not depend on which thread trains them.
+    """
+
+    query: tf.keras.Model
+    candidate: tf.keras.Model
+    positives: dict[str, np.ndarray]
+
+
+def build_towers(
+    spec: FeatureSpec, tft_output: Any, train_split: TransformedSplit, hparams: HParams
+) -> Towers:
+    """Reads the training split's positive rows and builds both towers for them."""
+    assert spec.item_key is not None, "the towers need a spec with side options"
+    positives = train_split.positives(tower_inputs(spec))  # no crosses: half a transformed row
+    if len(positives[spec.item_key.name]) < 2:
+        raise ValueError("retrieval needs at least 2 positive training rows")
+    vocabulary = tft_output.vocabulary_size_by_name
+    key = spec.item_key.name
+    prior = log_prior(positives[key].astype(np.int64), id_space(spec, key, vocabulary))
+    return Towers(
+        query=build_tower(spec, vocabulary, hparams, query_names(spec), "query_tower"),
+        candidate=build_tower(
+            spec, vocabulary, hparams, item_names(spec), "candidate_tower", prior=prior
+        ),
+        positives=positives,
+    )
+
+
+def tower_inputs(spec: FeatureSpec) -> set[str]:
+    """Transformed features either tower reads."""
+    return {*query_names(spec), *item_names(spec)}
+
+
 def train_retrieval(
     spec: FeatureSpec,
     tft_output: Any,
-    train_split: TransformedSplit,
+    towers: Towers,
     eval_split: TransformedSplit,
     splits: tuple[str | Path, ...],
     hparams: HParams,
@@ -262,7 +301,7 @@ def train_retrieval(
     Args:
         spec: The feature spec (with ``side`` options; see :attr:`FeatureSpec.has_retrieval`).
         tft_output: The transform graph.
-        train_split: The ranker's transformed training split (its positives train the towers).
+        towers: The towers and the training split's positive rows (:func:`build_towers`).
         eval_split: The transformed eval split (its positives stop training early).
         splits: Clean splits whose items make the catalogue.
         hparams: Hyperparameters.
@@ -274,20 +313,10 @@ def train_retrieval(
     assert spec.item_key is not None, "train_retrieval needs a spec with side options"
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    tower_inputs = {*query_names(spec), *item_names(spec)}
-    positives = train_split.positives(tower_inputs)  # no crosses: half a transformed row
-    if (positives_train := len(positives[spec.item_key.name])) < 2:
-        raise ValueError("retrieval needs at least 2 positive training rows")
-    vocabulary = tft_output.vocabulary_size_by_name
-    query = build_tower(spec, vocabulary, hparams, query_names(spec), "query_tower")
-    key = spec.item_key.name
-    prior = log_prior(positives[key].astype(np.int64), id_space(spec, key, vocabulary))
-    candidate = build_tower(
-        spec, vocabulary, hparams, item_names(spec), "candidate_tower", prior=prior
-    )
+    query, candidate = towers.query, towers.candidate
     losses = fit_towers(
-        query, candidate, positives, spec.item_key.name, hparams,
-        validation=eval_split.positives(tower_inputs),
+        query, candidate, towers.positives, spec.item_key.name, hparams,
+        validation=eval_split.positives(tower_inputs(spec)),
     )  # fmt: skip
     timings["fit_seconds"] = time.perf_counter() - started
 
@@ -311,7 +340,7 @@ def train_retrieval(
         "query_features": query_names(spec),
         "item_features": item_names(spec),
         "items": len(items),
-        "positives_train": positives_train,
+        "positives_train": len(towers.positives[spec.item_key.name]),
         "dim": int(embeddings.shape[1]),
         "index": index.describe(),
         "history": losses,
