@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import kserve
 
-from skewless.runtime import INTRA_OP_THREADS
+from skewless.runtime import one_thread_per_op
 from skewless.serving.app import ReadOnlyRepository, configure_logging
 from skewless.serving.config import Listening, ServingConfig
 from skewless.serving.listen import ListeningServer
@@ -28,7 +27,7 @@ def serve(
     """Starts the model server in the foreground; SIGTERM or Ctrl-C drains and stops it.
 
     Sets ``TF_NUM_INTRAOP_THREADS`` in this process's environment to 1 unless it is set
-    (:func:`serving_threads`).
+    (:func:`skewless.runtime.one_thread_per_op`).
 
     Args:
         model: Exported SavedModel folder or storage URI.
@@ -50,7 +49,7 @@ def serve(
         )
     listening = listening or Listening()
     config = config or ServingConfig()
-    serving_threads()
+    one_thread_per_op()  # before the model loads: TensorFlow's runtime reads it when it starts
     # This process's logging; each REST worker sets its own up as it unpickles the model.
     configure_logging(access_log=config.access_log, log_format=config.log_format)
     if registry is not None:
@@ -77,17 +76,3 @@ def serve(
     if ranking.routing.production.retriever is not None:
         models.append(RecommendModel(ranking))
     server.start(models)
-
-
-def serving_threads() -> None:
-    """One intra-op thread per TensorFlow op in this process, unless ``TF_NUM_INTRAOP_THREADS``
-    (TensorFlow's own variable) says otherwise; REST workers inherit it.
-
-    By default TensorFlow runs an intra-op pool of one thread per core beside its inter-op pool,
-    and both spin for work. A ranking call is many small ops that the inter-op pool already runs
-    side by side; the second pool only competed with the server's Python threads for the cores.
-    Measured on 2 cores, loaded by other work, 500-row requests at concurrency 8, three pairs:
-    4 to 7% less server CPU per request, the same probabilities bit for bit (docs/serving.md).
-    TensorFlow reads the variable when its runtime starts, so it is set before the model loads.
-    """
-    os.environ.setdefault(INTRA_OP_THREADS, "1")

@@ -61,21 +61,16 @@ def tft_keras_only() -> None:
 
 
 def one_thread_per_op() -> None:
-    """Makes TensorFlow run each op on one thread, in a process that trains; call it before
-    anything imports TensorFlow. A ``TF_NUM_INTRAOP_THREADS`` the user set is kept.
+    """Makes TensorFlow run each op on one thread in this process, unless the user set
+    ``TF_NUM_INTRAOP_THREADS``; call it before TensorFlow's runtime starts (its first op), which
+    is when TensorFlow reads the variable. Child processes inherit it (the server's REST workers).
 
     By default TensorFlow splits an op across an intra-op pool of one thread per core, whose idle
-    threads spin for work. The ranker's and the towers' ops are small (1,024 rows by a few hundred
-    units): split in two they gained less than the spinning cost, and it took the core the other
-    model trains on (:mod:`skewless.model.train`). The inter-op pool, which runs independent ops
-    side by side, is kept: with one thread the two models' steps waited on each other. Measured on
-    2 cores, the train step at 400k rows (docs/performance.md). The server does the same
-    (``serving_threads`` in ``serving/main.py``); the multi-worker path
+    threads spin for work. Our ops are small (a ranking call's, a training step's on 1,024 rows
+    by a few hundred units) and the inter-op pool, kept, already runs independent ops side by
+    side: the second pool only took cores from the work beside it. The server: 4 to 7% less CPU
+    per request (docs/serving.md). The train step, whose ranking and retrieval stages train in
+    two threads (:mod:`skewless.model.train`): docs/performance.md. The multi-worker path
     (:mod:`skewless.model.distributed`) was not measured with it and does not call it.
-
-    Raises:
-        RuntimeError: TensorFlow is already imported (its runtime may have read the variable).
     """
-    if "tensorflow" in sys.modules:
-        raise RuntimeError("one_thread_per_op() must run before TensorFlow is imported")
     os.environ.setdefault(INTRA_OP_THREADS, "1")

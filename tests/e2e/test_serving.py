@@ -65,7 +65,7 @@ def test_every_protocol_equals_the_in_process_signature(server, trained, rows):
     url = f"{server['http']}/v1/models/ranking:predict"
     status, body, _ = post(url, {"instances": _instances(rows)})
     assert status == 200
-    # Bit for bit: the server's TensorFlow threads (serving_threads) change no probability.
+    # Bit for bit: one thread per op in the server (runtime.one_thread_per_op) changes nothing.
     np.testing.assert_array_equal(np.float32(body["predictions"]), expected)
 
     columns = {n: [float(v) if n in NUMERIC else v for v in rows[n]] for n in EXAMPLE}

@@ -120,7 +120,7 @@ def test_train_scores_the_eval_split_through_the_exported_model(trained, ingeste
 def test_training_again_gives_the_same_models_though_two_train_at_once(
     trained, tmp_path, ingested, transform_dir, default_spec
 ):
-    """The towers and the baseline train in a thread beside the ranker: the same seed still gives
+    """The retrieval stage trains in a thread beside the ranking stage: the same seed still gives
     the same ranker, baseline and item embeddings, bit for bit."""
     from skewless.artifacts import EVAL_SCORES
     from skewless.evaluation.scores import read_scores

@@ -167,3 +167,28 @@ def test_the_popularity_prior_adds_each_items_log_click_count_to_the_score():
     np.testing.assert_allclose((q @ c.T) / hparams.retrieval_temperature,
                                cosine / hparams.retrieval_temperature + prior[[1, 3, 2]],
                                rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+def test_retrieval_told_to_stop_takes_no_step_and_writes_nothing(
+    tmp_path, ingested, transform_dir, default_spec
+):
+    """The train step sets ``stop`` when the ranking stage fails beside it (model/train.py)."""
+    import threading
+
+    from skewless.model.hparams import HParams
+    from skewless.model.inputs import TrainingData
+    from skewless.retrieval.towers import Stopped, build_towers, train_retrieval
+
+    data = TrainingData.ingested(ingested, transform_dir, default_spec)
+    stop = threading.Event()
+    stop.set()
+    with data.transformed(tmp_path) as inputs:
+        towers = build_towers(default_spec, inputs.tft_output, inputs.train, HParams())
+        before = towers.query.get_weights()
+        with pytest.raises(Stopped, match="the ranking stage failed"):
+            train_retrieval(default_spec, inputs.tft_output, towers, inputs.eval,
+                            (data.train_data, data.eval_data), HParams(), tmp_path / "out",
+                            stop=stop)  # fmt: skip
+    for kept, now in zip(before, towers.query.get_weights(), strict=True):
+        np.testing.assert_array_equal(kept, now)
+    assert not (tmp_path / "out").exists()

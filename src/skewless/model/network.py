@@ -3,6 +3,8 @@ and a deep-and-cross (DCN-v2) head; the retrieval towers reuse the same embeddin
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
@@ -137,6 +139,10 @@ def model_inputs(transformed: dict[str, tf.Tensor], names: Any) -> dict[str, tf.
     }
 
 
+# One SavedModel export at a time in a process: see ServedNetwork.save.
+_SAVING = threading.Lock()
+
+
 class ServedNetwork(tf.Module):
     """What an exported model holds: the transform graph and a trained network's weights.
 
@@ -161,3 +167,14 @@ class ServedNetwork(tf.Module):
         """The network's output for raw ``features``."""
         inputs = model_inputs(self.transform(features), self.input_names)
         return self._network_call(inputs, training=False)
+
+    def save(self, export_dir: str | Path, signatures: dict[str, Any]) -> None:
+        """Writes this network and ``signatures`` as a SavedModel, one save at a time.
+
+        The train step exports the ranker and the retrieval towers from two threads, and both
+        trace and save the same transform graph's objects (TFT's layer, its tables), which
+        TensorFlow does not promise to do from two threads at once. An export takes a second or
+        two of a stage's minute, so they wait for each other.
+        """
+        with _SAVING:
+            tf.saved_model.save(self, str(export_dir), signatures=signatures)

@@ -15,14 +15,16 @@ fitted alongside so every run reports how much the deep model adds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -41,7 +43,6 @@ SIGNATURE_EXAMPLES = "serve_tf_examples"
 
 
 MIN_AUTO_BATCH, MAX_AUTO_BATCH = 128, 1024
-T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +58,8 @@ class TrainResult:
         history: Keras' per-epoch losses and metrics.
         eval_auc: The ranker's AUC on the eval split.
         hparams: The hyperparameters as trained (``batch_size`` resolved when it was 0).
-        timings: Seconds per phase (``transform_seconds``, ``fit_seconds``, ...).
+        timings: Wall seconds per phase (``transform_seconds``, ``fit_seconds``, ...); the
+            ranking stage's phases run while ``retrieval_seconds`` does, sharing the cores.
         baseline_eval_auc: The linear baseline's eval AUC (None: no baseline was trained).
         retrieval: The two-tower model's training summary (None: the model only ranks).
     """
@@ -174,11 +176,7 @@ def export_model(
         return serve_raw(tf.io.parse_example(examples, raw_spec))
 
     path = Path(export_dir)
-    tf.saved_model.save(
-        network,
-        str(path),
-        signatures={SIGNATURE_RAW: serve_raw, SIGNATURE_EXAMPLES: serve_examples},
-    )
+    network.save(path, {SIGNATURE_RAW: serve_raw, SIGNATURE_EXAMPLES: serve_examples})
     # The spec travels inside the model, so the server validates requests with the very contract
     # the model was trained under.
     (path / SPEC_ASSET).parent.mkdir(parents=True, exist_ok=True)
@@ -273,7 +271,8 @@ def _train_on(
     :func:`skewless.runtime.one_thread_per_op`; the fit loops, the index build and L-BFGS are
     serial), so the two stages fill two cores. Every model is built here first, in the thread
     Keras was seeded in, so its initial weights do not depend on which thread trains it. A
-    failure in the retrieval thread is raised here once the ranking stage is done.
+    failure in the retrieval thread is raised here once the ranking stage is done; a failure
+    here stops the retrieval thread at its next step, before it writes anything more.
     """
     from skewless.evaluation import metrics
 
@@ -284,8 +283,9 @@ def _train_on(
         hparams = dataclasses.replace(hparams, batch_size=auto_batch_size(train_split.rows))
     vocabulary = tft_output.vocabulary_size_by_name
     model = build_model(spec, vocabulary, hparams)
+    stop = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval") as pool:
-        retrieval = None
+        retrieval: Future[dict[str, Any]] | None = None
         if spec.has_retrieval:
             # Inside the model folder: one registered version carries both stages, so aliases,
             # canaries and rollbacks move retrieval and ranking together.
@@ -293,24 +293,28 @@ def _train_on(
             from skewless.retrieval.towers import build_towers, train_retrieval
 
             towers = build_towers(spec, tft_output, train_split, hparams)
-            retrieval = pool.submit(
-                _timed, timings, "retrieval_seconds", train_retrieval, spec, tft_output, towers,
-                eval_split, (data.train_data, data.eval_data), hparams,
-                export_dir / RETRIEVAL_DIRNAME,
-            )  # fmt: skip
-        history = _timed(
-            timings, "fit_seconds", fit_model, model, train_split, eval_split, hparams,
-            out / TRAINING_LOGS,
-        )  # fmt: skip
-        eval_logits = predict_split(model, eval_split)
-        model_dir = _timed(
-            timings, "export_seconds", export_model, model, tft_output, spec, export_dir
-        )
-        baseline_auc = None
-        if train_baseline:
-            baseline_auc = _timed(
-                timings, "baseline_seconds", _baseline_auc, data, inputs, vocabulary, hparams
-            )
+
+            def retrieve() -> dict[str, Any]:
+                with _timer(timings, "retrieval_seconds"):
+                    return train_retrieval(
+                        spec, tft_output, towers, eval_split, (data.train_data, data.eval_data),
+                        hparams, export_dir / RETRIEVAL_DIRNAME, stop=stop,
+                    )  # fmt: skip
+
+            retrieval = pool.submit(retrieve)
+        try:
+            with _timer(timings, "fit_seconds"):
+                history = fit_model(model, train_split, eval_split, hparams, out / TRAINING_LOGS)
+            eval_logits = predict_split(model, eval_split)
+            with _timer(timings, "export_seconds"):
+                model_dir = export_model(model, tft_output, spec, export_dir)
+            baseline_auc = None
+            if train_baseline:
+                with _timer(timings, "baseline_seconds"):
+                    baseline_auc = _baseline_auc(inputs, spec, vocabulary, hparams.l2)
+        except BaseException:
+            stop.set()
+            raise
         retrieval_summary = retrieval.result() if retrieval is not None else None
     return TrainResult(
         model_dir=str(model_dir),
@@ -326,24 +330,20 @@ def _train_on(
     )
 
 
-def _timed(timings: dict[str, float], key: str, run: Callable[..., T], *args: Any) -> T:
-    """``run(*args)``, its wall seconds recorded in ``timings[key]``."""
+@contextlib.contextmanager
+def _timer(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Records the block's wall seconds in ``timings[key]``."""
     started = time.perf_counter()
-    result = run(*args)
+    yield
     timings[key] = time.perf_counter() - started
-    return result
 
 
-def _baseline_auc(
-    data: TrainingData, inputs: Transformed, vocabulary: Any, hparams: HParams
-) -> float:
+def _baseline_auc(inputs: Transformed, spec: FeatureSpec, vocabulary: Any, l2: float) -> float:
     """The linear baseline's eval AUC (:mod:`skewless.model.baseline`)."""
     from skewless.evaluation import metrics
     from skewless.model.baseline import fit_baseline, sample_rows
 
     train_split, eval_split = inputs.train, inputs.eval
-    scorer = fit_baseline(
-        train_split.take(sample_rows(train_split.rows)), data.spec, vocabulary, hparams.l2
-    )
+    scorer = fit_baseline(train_split.take(sample_rows(train_split.rows)), spec, vocabulary, l2)
     scores = np.concatenate([scorer(features) for features, _ in eval_split.chunks()])
     return metrics.roc_auc(eval_split.labels(), scores)

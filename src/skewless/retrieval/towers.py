@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,10 @@ from skewless.retrieval.artifact import (
 )
 from skewless.retrieval.catalogue import catalogue, item_names
 from skewless.retrieval.prior import AppendOne, ItemPrior, log_prior
+
+
+class Stopped(Exception):
+    """Retrieval training was told to stop (:func:`train_retrieval`'s ``stop``)."""
 
 
 def query_names(spec: FeatureSpec) -> list[str]:
@@ -102,6 +107,7 @@ def fit_towers(
     *,
     validation: dict[str, np.ndarray] | None = None,
     correct_popularity: bool = True,
+    stop: threading.Event | None = None,
 ) -> dict[str, list[float]]:
     """Trains both towers on positive rows; returns the mean loss (and held-out loss) per epoch.
 
@@ -117,6 +123,7 @@ def fit_towers(
         hparams: ``retrieval_*`` hyperparameters and ``seed``.
         validation: Transformed features of held-out positive rows.
         correct_popularity: Apply the log-Q correction (off only to measure what it buys).
+        stop: Once set, training raises :class:`Stopped` before its next step.
     """
     batch = hparams.retrieval_batch_size
 
@@ -192,8 +199,14 @@ def fit_towers(
 
     history: dict[str, list[float]] = {"loss": [], "val_loss": []}
     best, best_weights, stale = np.inf, None, 0
+
+    def step_unless_stopped(*batch: Any) -> float:
+        if stop is not None and stop.is_set():
+            raise Stopped("retrieval training stopped: the ranking stage failed")
+        return float(step(*batch, *uniform_batch()))
+
     for _ in range(hparams.retrieval_epochs):
-        losses = [float(step(q, c, i, lq, *uniform_batch())) for q, c, i, lq in dataset]
+        losses = [step_unless_stopped(q, c, i, lq) for q, c, i, lq in dataset]
         history["loss"].append(float(np.mean(losses)))
         if held_out is None:
             continue
@@ -224,7 +237,7 @@ def export_tower(
     def serve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return {"embedding": network(features)}
 
-    tf.saved_model.save(network, str(export_dir), signatures={SIGNATURE: serve})
+    network.save(export_dir, {SIGNATURE: serve})
     (export_dir / SPEC_ASSET).parent.mkdir(parents=True, exist_ok=True)
     (export_dir / SPEC_ASSET).write_text(spec.source_text)
     return export_dir
@@ -295,6 +308,8 @@ def train_retrieval(
     splits: tuple[str | Path, ...],
     hparams: HParams,
     out_dir: str | Path,
+    *,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Trains the towers, embeds the catalogue, builds the index and writes ``out_dir``.
 
@@ -306,6 +321,7 @@ def train_retrieval(
         splits: Clean splits whose items make the catalogue.
         hparams: Hyperparameters.
         out_dir: Receives the retrieval artifact (see the module docstring).
+        stop: Once set, training stops (:class:`Stopped`) and nothing more is written.
 
     Returns:
         The training summary (also in ``retrieval.json``).
@@ -316,9 +332,11 @@ def train_retrieval(
     query, candidate = towers.query, towers.candidate
     losses = fit_towers(
         query, candidate, towers.positives, spec.item_key.name, hparams,
-        validation=eval_split.positives(tower_inputs(spec)),
+        validation=eval_split.positives(tower_inputs(spec)), stop=stop,
     )  # fmt: skip
     timings["fit_seconds"] = time.perf_counter() - started
+    if stop is not None and stop.is_set():
+        raise Stopped("retrieval stopped before writing: the ranking stage failed")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
