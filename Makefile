@@ -81,12 +81,14 @@ bench: bench-pipeline bench-transform bench-serving bench-experiment bench-retri
 # The default data also runs alternating with skewless at BASELINE_REV, the commit issue 18 was
 # filed against (its own clone and virtualenv under .cache/), for the goal's ratio at 400k rows.
 TFX_VENV ?= /tmp/perf_tfx
+# Rounds of each comparison (two runs each); ROUNDS=3 when two cannot settle a goal.
+ROUNDS ?= 2
 BASELINE_REV ?= a139b2e
 BASELINE_DIR := .cache/baseline-$(BASELINE_REV)
 bench-pipeline: $(STAMP) $(TFX_WHEEL) $(BASELINE_DIR)/.venv/.installed
 	@test -x $(TFX_VENV)/bin/python || ../shared/peers/tfx/install_tfx.sh $(TFX_VENV)
 	$(BIN)/python bench/bench_pipeline.py --tfx-venv $(TFX_VENV) --default-rows 400000 \
-		--baseline $(BASELINE_DIR)
+		--baseline $(BASELINE_DIR) --rounds $(ROUNDS)
 
 $(BASELINE_DIR)/.venv/.installed:
 	test -d $(BASELINE_DIR) || git clone -q --no-checkout . $(BASELINE_DIR)

@@ -169,7 +169,7 @@ def test_the_popularity_prior_adds_each_items_log_click_count_to_the_score():
                                rtol=1e-4, atol=1e-4)  # fmt: skip
 
 
-def test_retrieval_told_to_stop_takes_no_step_and_writes_nothing(
+def test_retrieval_told_to_stop_takes_no_step_and_leaves_nothing_written(
     tmp_path, ingested, transform_dir, default_spec
 ):
     """The train step sets ``stop`` when the ranking stage fails beside it (model/train.py)."""
@@ -177,7 +177,9 @@ def test_retrieval_told_to_stop_takes_no_step_and_writes_nothing(
 
     from skewless.model.hparams import HParams
     from skewless.model.inputs import TrainingData
-    from skewless.retrieval.towers import Stopped, build_towers, train_retrieval
+    from skewless.retrieval.artifact import CANDIDATE_DIRNAME
+    from skewless.retrieval.fit import Stopped
+    from skewless.retrieval.towers import build_towers, train_retrieval
 
     data = TrainingData.ingested(ingested, transform_dir, default_spec)
     stop = threading.Event()
@@ -189,6 +191,19 @@ def test_retrieval_told_to_stop_takes_no_step_and_writes_nothing(
             train_retrieval(default_spec, inputs.tft_output, towers, inputs.eval,
                             (data.train_data, data.eval_data), HParams(), tmp_path / "out",
                             stop=stop)  # fmt: skip
-    for kept, now in zip(before, towers.query.get_weights(), strict=True):
-        np.testing.assert_array_equal(kept, now)
-    assert not (tmp_path / "out").exists()
+        for kept, now in zip(before, towers.query.get_weights(), strict=True):
+            np.testing.assert_array_equal(kept, now)
+        assert not (tmp_path / "out").exists()
+
+        # Told once it has begun writing: what it wrote goes too.
+        out = tmp_path / "out"
+
+        class StopOnceWriting(threading.Event):
+            def is_set(self) -> bool:
+                return (out / CANDIDATE_DIRNAME).exists()
+
+        with pytest.raises(Stopped):
+            train_retrieval(default_spec, inputs.tft_output, towers, inputs.eval,
+                            (data.train_data, data.eval_data), HParams(retrieval_epochs=1), out,
+                            stop=StopOnceWriting())  # fmt: skip
+        assert not out.exists()

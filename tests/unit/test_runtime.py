@@ -113,7 +113,7 @@ def test_the_train_step_runs_each_tensorflow_op_on_one_thread_unless_the_user_sa
 
     def run(**user_sets: str) -> tuple[str, int]:
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              check=True, timeout=120, env=env | user_sets)  # fmt: skip
+                              check=True, timeout=600, env=env | user_sets)  # fmt: skip
         value, started = done.stdout.split()
         return value, int(started)
 

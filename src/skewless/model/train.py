@@ -36,6 +36,7 @@ from skewless.model.hparams import HParams
 from skewless.model.inputs import TrainingData, Transformed, TransformedSplit
 from skewless.model.network import ServedNetwork, build_model, model_inputs
 from skewless.model.transform import raw_feature_spec, raw_signature
+from skewless.retrieval.fit import Stopped
 
 MODEL_DIRNAME = "model"
 SIGNATURE_RAW = "serving_default"
@@ -312,10 +313,14 @@ def _train_on(
             if train_baseline:
                 with _timer(timings, "baseline_seconds"):
                     baseline_auc = _baseline_auc(inputs, spec, vocabulary, hparams.l2)
-        except BaseException:
+            retrieval_summary = retrieval.result() if retrieval is not None else None
+        except BaseException as failure:
             stop.set()
+            if retrieval is not None:
+                other = retrieval.exception()  # waits for the stage to stop
+                if other is not None and other is not failure and not isinstance(other, Stopped):
+                    failure.add_note(f"the retrieval stage failed too: {other!r}")
             raise
-        retrieval_summary = retrieval.result() if retrieval is not None else None
     return TrainResult(
         model_dir=str(model_dir),
         rows_train=train_split.rows,
