@@ -276,6 +276,7 @@ def _train_on(
     here stops the retrieval thread at its next step, before it writes anything more.
     """
     from skewless.evaluation import metrics
+    from skewless.model.baseline import baseline_eval_auc
 
     tft_output, spec = inputs.tft_output, data.spec
     train_split, eval_split = inputs.train, inputs.eval
@@ -312,7 +313,8 @@ def _train_on(
             baseline_auc = None
             if train_baseline:
                 with _timer(timings, "baseline_seconds"):
-                    baseline_auc = _baseline_auc(inputs, spec, vocabulary, hparams.l2)
+                    baseline_auc = baseline_eval_auc(train_split, eval_split, spec, vocabulary,
+                                                     hparams.l2)  # fmt: skip
             retrieval_summary = retrieval.result() if retrieval is not None else None
         except BaseException as failure:
             stop.set()
@@ -341,14 +343,3 @@ def _timer(timings: dict[str, float], key: str) -> Iterator[None]:
     started = time.perf_counter()
     yield
     timings[key] = time.perf_counter() - started
-
-
-def _baseline_auc(inputs: Transformed, spec: FeatureSpec, vocabulary: Any, l2: float) -> float:
-    """The linear baseline's eval AUC (:mod:`skewless.model.baseline`)."""
-    from skewless.evaluation import metrics
-    from skewless.model.baseline import fit_baseline, sample_rows
-
-    train_split, eval_split = inputs.train, inputs.eval
-    scorer = fit_baseline(train_split.take(sample_rows(train_split.rows)), spec, vocabulary, l2)
-    scores = np.concatenate([scorer(features) for features, _ in eval_split.chunks()])
-    return metrics.roc_auc(eval_split.labels(), scores)
