@@ -273,7 +273,7 @@ def _train_on(
     serial), so the two stages fill two cores. Every model is built here first, in the thread
     Keras was seeded in, so its initial weights do not depend on which thread trains it. A
     failure in the retrieval thread is raised here once the ranking stage is done; a failure
-    here stops the retrieval thread at its next step, before it writes anything more.
+    here stops the retrieval thread at its next step or phase, and it removes what it wrote.
     """
     from skewless.evaluation import metrics
     from skewless.model.baseline import baseline_eval_auc
@@ -292,18 +292,17 @@ def _train_on(
             # Inside the model folder: one registered version carries both stages, so aliases,
             # canaries and rollbacks move retrieval and ranking together.
             from skewless.retrieval.artifact import RETRIEVAL_DIRNAME
-            from skewless.retrieval.towers import build_towers, train_retrieval
+            from skewless.retrieval.towers import Towers, build_towers, train_retrieval
 
-            towers = build_towers(spec, tft_output, train_split, hparams)
-
-            def retrieve() -> dict[str, Any]:
+            def retrieve(towers: Towers) -> dict[str, Any]:
                 with _timer(timings, "retrieval_seconds"):
                     return train_retrieval(
                         spec, tft_output, towers, eval_split, (data.train_data, data.eval_data),
                         hparams, export_dir / RETRIEVAL_DIRNAME, stop=stop,
                     )  # fmt: skip
 
-            retrieval = pool.submit(retrieve)
+            # Passed, not kept here: the positive rows are freed when the stage ends.
+            retrieval = pool.submit(retrieve, build_towers(spec, tft_output, train_split, hparams))
         try:
             with _timer(timings, "fit_seconds"):
                 history = fit_model(model, train_split, eval_split, hparams, out / TRAINING_LOGS)

@@ -23,7 +23,15 @@ from skewless.model.inputs import shuffled_batches
 
 
 class Stopped(Exception):
-    """Retrieval training was told to stop (:func:`train_retrieval`'s ``stop``)."""
+    """The retrieval stage was told to stop (``stop`` of :func:`fit_towers` and of
+    :func:`skewless.retrieval.towers.train_retrieval`)."""
+
+
+def raise_if_stopped(stop: threading.Event | None) -> None:
+    """Raises :class:`Stopped` once ``stop`` is set (the train step sets it when the ranking
+    stage fails)."""
+    if stop is not None and stop.is_set():
+        raise Stopped("retrieval stopped: the ranking stage failed")
 
 
 def _subset(features: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
@@ -133,8 +141,7 @@ def fit_towers(
     best, best_weights, stale = np.inf, None, 0
 
     def step_unless_stopped(*batch: Any) -> float:
-        if stop is not None and stop.is_set():
-            raise Stopped("retrieval training stopped: the ranking stage failed")
+        raise_if_stopped(stop)
         return float(step(*batch, *uniform_batch()))
 
     for _ in range(hparams.retrieval_epochs):

@@ -48,7 +48,7 @@ from skewless.retrieval.artifact import (
     SIGNATURE,
 )
 from skewless.retrieval.catalogue import catalogue, item_names
-from skewless.retrieval.fit import Stopped, fit_towers
+from skewless.retrieval.fit import Stopped, fit_towers, raise_if_stopped
 from skewless.retrieval.prior import AppendOne, ItemPrior, log_prior
 
 
@@ -196,30 +196,25 @@ def train_retrieval(
         validation=eval_split.positives(tower_inputs(spec)), stop=stop,
     )  # fmt: skip
     timings["fit_seconds"] = time.perf_counter() - started
-
-    def go_on() -> None:
-        if stop is not None and stop.is_set():
-            raise Stopped("retrieval stopped before writing: the ranking stage failed")
-
-    go_on()
+    raise_if_stopped(stop)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:
         started = time.perf_counter()
         items = catalogue(spec, *splits)
         export_tower(candidate, tft_output, spec, item_names(spec), out / CANDIDATE_DIRNAME)
-        go_on()
+        raise_if_stopped(stop)
         signature = tf.saved_model.load(str(out / CANDIDATE_DIRNAME)).signatures[SIGNATURE]
         embeddings = embed_items(signature, items)
         items.to_parquet(out / CATALOGUE_FILE, index=False)
         np.save(out / EMBEDDINGS_FILE, embeddings)
         timings["embed_seconds"] = time.perf_counter() - started
-        go_on()
+        raise_if_stopped(stop)
         started = time.perf_counter()
         index = ann.build(embeddings)  # not interruptible: seconds at 50k items
         index.save(out)
         timings["index_seconds"] = time.perf_counter() - started
-        go_on()
+        raise_if_stopped(stop)
         export_tower(query, tft_output, spec, query_names(spec), out / QUERY_DIRNAME)
     except Stopped:
         shutil.rmtree(out, ignore_errors=True)  # a stopped stage leaves no half of its artifact
