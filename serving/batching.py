@@ -1,7 +1,8 @@
 """Micro-batching: concurrent requests share one call (validation and the model).
 
 Requests enter an asyncio queue. A single consumer takes the first waiting request plus everything
-else already queued (up to ``max_batch_rows``); when that batch already holds several requests
+else already queued, up to ``max_batch_rows`` (a request that would pass them opens the next batch;
+a single larger request runs alone); when that batch already holds several requests
 (the server is under load) it waits up to ``max_wait_ms`` for more. A batch goes through two
 stages, each in a worker thread of its own: ``prepare`` (validation and building the model's
 inputs, Python work under the GIL) and ``predict`` (the model call, which runs in TensorFlow's own
@@ -86,6 +87,7 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
         self._running: asyncio.Task[None] | None = None  # the model call of the previous batch
+        self._held: _Pending | None = None  # taken from the queue, too big to join: goes next
 
     async def submit(self, request: Any, rows: int) -> tuple[np.ndarray, int, str]:
         """Queues one request of ``rows`` rows; returns its values, its batch's rows and the tag.
@@ -102,41 +104,50 @@ class MicroBatcher:
         await self._queue.put(_Pending(request, rows, future))
         return await future
 
+    def _full(self, rows: int) -> bool:
+        """No more requests join: the rows are reached, or the next request would pass them."""
+        return rows >= self.max_batch_rows or self._held is not None
+
+    def _add(self, batch: list[_Pending], rows: int, item: _Pending) -> int:
+        """Adds ``item`` unless it would pass the rows; then it opens the next batch instead."""
+        if batch and rows + item.rows > self.max_batch_rows:
+            self._held = item
+            return rows
+        batch.append(item)
+        return rows + item.rows
+
     def _take_ready(self, batch: list[_Pending], rows: int) -> int:
         assert self._queue is not None
-        while rows < self.max_batch_rows and not self._queue.empty():
-            item = self._queue.get_nowait()
-            batch.append(item)
-            rows += item.rows
+        while not self._full(rows) and not self._queue.empty():
+            rows = self._add(batch, rows, self._queue.get_nowait())
         return rows
 
     async def _consume(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
+            first = self._held or await self._queue.get()
+            self._held = None
             batch = [first]
             rows = self._take_ready(batch, first.rows)
             # While the model is busy, this batch could not start anyway: it keeps taking requests
             # until it is full or the model is free (formed at once, it would be small).
-            while rows < self.max_batch_rows and self._running and not self._running.done():
+            while not self._full(rows) and self._running and not self._running.done():
                 getter = loop.create_task(self._queue.get())
                 await asyncio.wait((getter, self._running), return_when=asyncio.FIRST_COMPLETED)
                 if not getter.done():
                     getter.cancel()  # the model is free: this batch goes now
                     break
-                batch.append(item := getter.result())
-                rows = self._take_ready(batch, rows + item.rows)
+                rows = self._take_ready(batch, self._add(batch, rows, getter.result()))
             # Wait for more only when the batch already has company (we are under load); a lone
             # request never waits, so a single client pays no batching latency.
             deadline = loop.time() + (self.max_wait if len(batch) > 1 else 0.0)
-            while rows < self.max_batch_rows and (remaining := deadline - loop.time()) > 0:
+            while not self._full(rows) and (remaining := deadline - loop.time()) > 0:
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
-                batch.append(item)
-                rows = self._take_ready(batch, rows + item.rows)
+                rows = self._take_ready(batch, self._add(batch, rows, item))
             try:
                 await self._run(batch, loop)
             except Exception as err:  # nothing may end the consumer: later requests would hang
@@ -149,7 +160,8 @@ class MicroBatcher:
             return
         requests = [item.request for item in live]
         idle = self._running is None or self._running.done()
-        if len(live) == 1 and idle and self._queue is not None and self._queue.empty():
+        waiting = self._held is not None or (self._queue is not None and not self._queue.empty())
+        if len(live) == 1 and idle and not waiting:
             # A lone request on an idle server: thread hand-offs would only add latency.
             try:
                 results, tag = self.predict(self.prepare(requests))

@@ -83,6 +83,23 @@ def test_max_batch_rows_caps_a_call():
     assert sum(calls) == 12 and max(calls) <= 4
 
 
+def test_a_request_that_would_pass_max_batch_rows_waits_for_the_next_call():
+    calls: list[int] = []
+    batcher = MicroBatcher(_double(calls), max_batch_rows=4, max_wait_ms=5)
+    sizes = [3, 3, 1, 5, 3, 1]
+
+    async def main() -> list[tuple[np.ndarray, int, str]]:
+        return await asyncio.gather(
+            *(batcher.submit(np.full(n, float(i)), n) for i, n in enumerate(sizes))
+        )
+
+    results = asyncio.run(main())
+    for i, (values, _, _) in enumerate(results):
+        np.testing.assert_array_equal(values, np.full(sizes[i], 2.0 * i))
+    # Queued at once, in order: [3], [3, 1], [5] alone (larger than a call), [3, 1].
+    assert calls == [3, 4, 5, 4]
+
+
 def test_a_call_that_fails_for_a_batch_is_retried_per_request_so_only_the_culprit_fails():
     calls: list[int] = []
 
