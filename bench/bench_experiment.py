@@ -30,7 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import provenance
+
 SKEWLESS = [sys.executable, "-m", "skewless.cli"]
 
 
@@ -152,6 +153,7 @@ def main() -> None:
     parser.add_argument("--aa-requests", type=int, default=4_000)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    measured = provenance.begin()
 
     from skewless.data.generate import write_dataset
     from skewless.registry.sqlite import SQLiteRegistry
@@ -208,10 +210,7 @@ def main() -> None:
         "promotions_or_rollbacks": sum(1 for r in aa if r["decision"] in ("promote", "rollback")),
     }
     results["seconds"] = time.perf_counter() - started
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "experiments.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    (RESULTS / "experiments.md").write_text(_markdown(results, args))
-    print((RESULTS / "experiments.md").read_text())
+    print(provenance.write("experiments", results, _markdown(results, args), measured))
 
 
 def _markdown(results: dict[str, Any], args: argparse.Namespace) -> str:

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import provenance
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SKEWLESS = [sys.executable, "-m", "skewless.cli"]
 SIZES = (1, 300)
 CONTEXT = ("hour", "weekday")
@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=400_000)
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
+    measured = provenance.begin()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="skewless-bench-features-"))
     if not (workdir / "run_summary.json").is_file():
         subprocess.run([*SKEWLESS, "run", "--no-serve", "--workdir", str(workdir),
@@ -163,10 +164,7 @@ def main() -> None:
         "in_process": in_process(workdir, args.calls),
         "http": over_http(workdir, args.calls),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "features.json").write_text(json.dumps(results, indent=1))
-    (RESULTS / "features.md").write_text(render(results))
-    print(render(results))
+    print(provenance.write("features", results, render(results), measured))
 
 
 def render(results: dict[str, Any]) -> str:

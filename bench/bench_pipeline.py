@@ -33,8 +33,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import provenance
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 PEER = REPO.parent / "shared" / "peers" / "tfx"
 WHEEL_DATA = "tfx/examples/chicago_taxi_pipeline/data/{}/data.csv"
 MODULE_FILE = "examples/chicago_taxi_pipeline/taxi_utils_native_keras.py"
@@ -219,6 +220,7 @@ def main() -> None:
     if args.baseline and not (args.baseline / ".venv" / "bin" / "python").exists():
         sys.exit(f"error: --baseline {args.baseline}: no .venv/bin/python in it")
 
+    measured = provenance.begin()
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     inputs = _prepare(work, args.tfx_venv)
     tfx_runs, our_runs = [], []
@@ -240,10 +242,7 @@ def main() -> None:
     }
     if args.default_rows:
         result["default"] = _run_default(work, args.default_rows, args.rounds, args.baseline)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pipeline.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / "pipeline.md").write_text(_markdown(result))
-    print(_markdown(result))
+    print(provenance.write("pipeline", result, _markdown(result), measured))
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import provenance
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SKEWLESS = [sys.executable, "-m", "skewless.cli"]
 K = 100
 
@@ -264,6 +264,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2_000)
     parser.add_argument("--requests", type=int, default=400)
     args = parser.parse_args()
+    measured = provenance.begin()
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
     model, run_dir = args.model, args.run_dir
@@ -289,9 +290,7 @@ def main() -> None:
         results["sizes"][str(items)] = entry
         shutil.rmtree(served)
     results["seconds"] = time.perf_counter() - started
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "retrieval.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    (RESULTS / "retrieval.md").write_text(_markdown(results))
+    provenance.write("retrieval", results, _markdown(results), measured)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import provenance
 import psutil
 
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 SKEWLESS = [sys.executable, "-m", "skewless.cli"]
 STEP_FLAG = "--function_to_execute"
 MEMORY_LIMIT_MB = 4096  # issue 18: any step under 4 GB
@@ -152,17 +152,21 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.render:
-        (RESULTS / "scale.md").write_text(_markdown(json.loads(Path(args.render).read_text())))
+        results = json.loads(Path(args.render).read_text())
+        if isinstance(results, list):  # written before the runs' provenance was recorded
+            results = {"runs": results}
+        page = _markdown(results["runs"])
+        if "measured" in results:
+            page += f"\n{provenance.describe(results['measured'])}\n"
+        (provenance.RESULTS / "scale.md").write_text(page)
         return
+    measured = provenance.begin()
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     runs = []
     for rows in (int(r) for r in args.rows.split(",")):
         runs.append(_run(rows, work))
         print(json.dumps(runs[-1]), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps(runs, indent=1))
-    (RESULTS / "scale.md").write_text(_markdown(runs))
-    print(_markdown(runs))
+    print(provenance.write("scale", {"runs": runs}, _markdown(runs), measured))
 
 
 if __name__ == "__main__":

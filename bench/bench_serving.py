@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import provenance
+
 CONCURRENCY = (1, 8, 32, 64)
 RANKING_ROWS = (100, 500)
 RANKING_CONCURRENCY = (1, 8)
@@ -425,6 +426,7 @@ def main() -> None:
     )
     parser.add_argument("--variants", default="noop,naive,batched", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    measured = provenance.begin()
 
     from skewless.contract.spec import load_spec
     from skewless.serving.protocol import example_row
@@ -455,10 +457,7 @@ def main() -> None:
         print(json.dumps(results, indent=1))
         return
     results["targets"] = _targets(results)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "serving.json").write_text(json.dumps(results, indent=1))
-    (RESULTS / "serving.md").write_text(_markdown(results))
-    print(_markdown(results))
+    print(provenance.write("serving", results, _markdown(results), measured))
 
 
 if __name__ == "__main__":

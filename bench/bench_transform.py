@@ -14,13 +14,12 @@ Usage: python bench/bench_transform.py [--rows 100000]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import provenance
 
 
 def _materialize(train: Path, spec, transform_dir: Path, out: Path) -> float:
@@ -84,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
+    measured = provenance.begin()
 
     import tensorflow_transform as tft
 
@@ -122,14 +122,12 @@ def main() -> None:
         "materialize_total_rows_per_second": round(rows / (beam_seconds + read_seconds)),
         "speedup_in_process_vs_materialize": round((beam_seconds + read_seconds) / in_process, 1),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "transform.json").write_text(json.dumps(result, indent=1))
     table = "\n".join(f"| {k} | {v} |" for k, v in result.items())
-    (RESULTS / "transform.md").write_text(
+    page = (
         f"# Transform: materialize vs in-process ({rows:,} training rows, one run)\n\n"
         f"| measure | value |\n|---|---|\n{table}\n"
     )
-    print(json.dumps(result, indent=1))
+    print(provenance.write("transform", result, page, measured))
 
 
 if __name__ == "__main__":
