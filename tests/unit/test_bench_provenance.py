@@ -29,12 +29,25 @@ def test_results_name_the_commit_and_the_load_around_the_run(tmp_path, monkeypat
     assert isinstance(data["measured"]["load_after"], float)
     assert (tmp_path / "demo.md").read_text() == page
     assert page.startswith("# Demo\n\n| a |\n\n") and f"Measured at commit {head}" in page
+    assert data["measured"]["changed_during_run"] is False
 
 
-@pytest.mark.parametrize("changed", [False, True])
-def test_uncommitted_changes_are_said(changed):
-    measured = {"commit": "abc1234", "uncommitted_changes": changed, "started_utc": "now",
+@pytest.mark.parametrize(
+    ("diff", "said"),
+    [("", ""), ("0123456789ab", " with uncommitted changes (diff 0123456789ab)"),
+     (None, " (uncommitted changes unknown)")],
+)  # fmt: skip
+def test_uncommitted_changes_are_said(diff, said):
+    measured = {"commit": "abc1234", "uncommitted_changes": diff, "started_utc": "now",
                 "cpus": 2, "load_before": 0.5, "load_after": 1.5}  # fmt: skip
     line = provenance.describe(measured)
-    assert ("with uncommitted changes" in line) is changed
-    assert "0.5 before the run, 1.5 after" in line
+    assert line.startswith(f"Measured at commit abc1234{said}, now UTC")
+    assert "0.5 before the run, 1.5 after." in line
+
+
+def test_a_checkout_that_changed_during_the_run_is_said(tmp_path, monkeypatch):
+    monkeypatch.setattr(provenance, "RESULTS", tmp_path)
+    measured = {**provenance.begin(), "commit": "0000000"}  # as if HEAD moved since
+    page = provenance.write("demo", {}, "# Demo\n", measured)
+    assert page.rstrip().endswith("The checkout changed during the run.")
+    assert json.loads((tmp_path / "demo.json").read_text())["measured"]["changed_during_run"]
