@@ -110,6 +110,8 @@ class MicroBatcher:
 
     def _add(self, batch: list[_Pending], rows: int, item: _Pending) -> int:
         """Adds ``item`` unless it would pass the rows; then it opens the next batch instead."""
+        if item.future.cancelled():  # its client has gone: its rows take no room
+            return rows
         if batch and rows + item.rows > self.max_batch_rows:
             self._held = item
             return rows
@@ -128,6 +130,8 @@ class MicroBatcher:
         while True:
             first = self._held or await self._queue.get()
             self._held = None
+            if first.future.cancelled():
+                continue
             batch = [first]
             rows = self._take_ready(batch, first.rows)
             # While the model is busy, this batch could not start anyway: it keeps taking requests

@@ -100,6 +100,44 @@ def test_a_request_that_would_pass_max_batch_rows_waits_for_the_next_call():
     assert calls == [3, 4, 5, 4]
 
 
+def test_a_request_held_for_the_next_batch_while_the_model_is_busy_takes_no_room_once_gone():
+    busy, release = threading.Event(), threading.Event()
+    calls: list[list[int]] = []
+
+    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+        calls.append([len(r) for r in requests])
+        if len(calls) == 1:
+            busy.set()
+            release.wait(timeout=60)  # the model is busy until every later request has come
+        return list(requests), "v1"
+
+    batcher = MicroBatcher(predict, max_batch_rows=4, max_wait_ms=0)
+
+    async def settle() -> None:  # the consumer sees each request before the next comes
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def main() -> list[int]:
+        # Two at once: a lone request would run inline, on the loop, and block it.
+        first = [asyncio.ensure_future(batcher.submit(np.zeros(1), 1)) for _ in range(2)]
+        await asyncio.to_thread(busy.wait, 60)
+        fits = asyncio.ensure_future(batcher.submit(np.zeros(3), 3))
+        await settle()
+        held = asyncio.ensure_future(batcher.submit(np.zeros(3), 3))  # 3 + 3 would pass 4
+        await settle()
+        held.cancel()  # its client leaves while it waits for the next batch
+        later = [asyncio.ensure_future(batcher.submit(np.zeros(n), n)) for n in (1, 3)]
+        await settle()
+        release.set()
+        answered = await asyncio.gather(*first, fits, *later)
+        assert held.cancelled()
+        return [len(values) for values, _, _ in answered]
+
+    assert asyncio.run(main()) == [1, 1, 3, 1, 3]
+    # The held request opened no batch of its own, nor took room in the next one.
+    assert calls == [[1, 1], [3], [1, 3]]
+
+
 def test_a_call_that_fails_for_a_batch_is_retried_per_request_so_only_the_culprit_fails():
     calls: list[int] = []
 
