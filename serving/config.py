@@ -87,7 +87,8 @@ class ServingConfig:
 
     Attributes:
         max_request_rows: Largest accepted rows in one request.
-        max_batch_rows: Most rows the batcher puts in one model call.
+        max_batch_rows: Most rows the batcher puts in one model call: a request that would
+            pass them waits for the next call; a single larger request runs alone.
         max_wait_ms: Extra wait for more requests when a batch already holds several (a lone
             request never waits).
         watch_seconds: How often a registry-backed model checks whether its aliases moved.

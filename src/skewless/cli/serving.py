@@ -100,7 +100,8 @@ class ServeCommand(Command):
 @click.option("--max-request-rows", type=POSITIVE_INT, default=DEFAULT_MAX_BATCH,
               help="rows accepted per request")  # fmt: skip
 @click.option("--max-batch-rows", type=POSITIVE_INT, default=DEFAULT_BATCH_ROWS,
-              help="most rows in one batched model call")  # fmt: skip
+              help="most rows in one batched model call: a request that would pass them "
+                   "waits for the next call; a single larger request runs alone")  # fmt: skip
 @click.option("--max-wait-ms", type=NON_NEGATIVE, default=1.0,
               help="under load, wait this long for more requests to fill a batch")  # fmt: skip
 @click.option("--feature-store", metavar="REPO",
