@@ -1,9 +1,20 @@
-"""A minimal progress bar on stderr: redrawn in place on a terminal, a line per 10% elsewhere."""
+"""A minimal progress bar on stderr: redrawn in place on a terminal, a line per 10% elsewhere;
+and :func:`timed`, a phase's wall seconds."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Records the block's wall seconds in ``timings[key]`` (when it ends without raising)."""
+    started = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - started
 
 
 class Progress:

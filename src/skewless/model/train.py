@@ -15,13 +15,11 @@ fitted alongside so every run reports how much the deep model adds.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from skewless.model.hparams import HParams
 from skewless.model.inputs import TrainingData, Transformed, TransformedSplit
 from skewless.model.network import ServedNetwork, build_model, model_inputs
 from skewless.model.transform import raw_feature_spec, raw_signature
+from skewless.progress import timed
 from skewless.retrieval.fit import Stopped
 
 MODEL_DIRNAME = "model"
@@ -295,7 +294,7 @@ def _train_on(
             from skewless.retrieval.towers import Towers, build_towers, train_retrieval
 
             def retrieve(towers: Towers) -> dict[str, Any]:
-                with _timer(timings, "retrieval_seconds"):
+                with timed(timings, "retrieval_seconds"):
                     return train_retrieval(
                         spec, tft_output, towers, eval_split, (data.train_data, data.eval_data),
                         hparams, export_dir / RETRIEVAL_DIRNAME, stop=stop,
@@ -304,14 +303,14 @@ def _train_on(
             # Passed, not kept here: the positive rows are freed when the stage ends.
             retrieval = pool.submit(retrieve, build_towers(spec, tft_output, train_split, hparams))
         try:
-            with _timer(timings, "fit_seconds"):
+            with timed(timings, "fit_seconds"):
                 history = fit_model(model, train_split, eval_split, hparams, out / TRAINING_LOGS)
             eval_logits = predict_split(model, eval_split)
-            with _timer(timings, "export_seconds"):
+            with timed(timings, "export_seconds"):
                 model_dir = export_model(model, tft_output, spec, export_dir)
             baseline_auc = None
             if train_baseline:
-                with _timer(timings, "baseline_seconds"):
+                with timed(timings, "baseline_seconds"):
                     baseline_auc = baseline_eval_auc(train_split, eval_split, spec, vocabulary,
                                                      hparams.l2)  # fmt: skip
             retrieval_summary = retrieval.result() if retrieval is not None else None
@@ -334,11 +333,3 @@ def _train_on(
         baseline_eval_auc=baseline_auc,
         retrieval=retrieval_summary,
     )
-
-
-@contextlib.contextmanager
-def _timer(timings: dict[str, float], key: str) -> Iterator[None]:
-    """Records the block's wall seconds in ``timings[key]``."""
-    started = time.perf_counter()
-    yield
-    timings[key] = time.perf_counter() - started

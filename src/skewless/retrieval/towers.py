@@ -24,7 +24,6 @@ import dataclasses
 import json
 import shutil
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from skewless.model.hparams import HParams
 from skewless.model.inputs import TransformedSplit
 from skewless.model.network import ServedNetwork, embed_features
 from skewless.model.transform import id_space, raw_signature
+from skewless.progress import timed
 from skewless.retrieval import index as ann
 from skewless.retrieval.artifact import (
     CANDIDATE_DIRNAME,
@@ -189,31 +189,28 @@ def train_retrieval(
     """
     assert spec.item_key is not None, "train_retrieval needs a spec with side options"
     timings: dict[str, float] = {}
-    started = time.perf_counter()
     query, candidate = towers.query, towers.candidate
-    losses = fit_towers(
-        query, candidate, towers.positives, spec.item_key.name, hparams,
-        validation=eval_split.positives(tower_inputs(spec)), stop=stop,
-    )  # fmt: skip
-    timings["fit_seconds"] = time.perf_counter() - started
+    with timed(timings, "fit_seconds"):
+        losses = fit_towers(
+            query, candidate, towers.positives, spec.item_key.name, hparams,
+            validation=eval_split.positives(tower_inputs(spec)), stop=stop,
+        )  # fmt: skip
     raise_if_stopped(stop)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        started = time.perf_counter()
-        items = catalogue(spec, *splits)
-        export_tower(candidate, tft_output, spec, item_names(spec), out / CANDIDATE_DIRNAME)
+        with timed(timings, "embed_seconds"):
+            items = catalogue(spec, *splits)
+            export_tower(candidate, tft_output, spec, item_names(spec), out / CANDIDATE_DIRNAME)
+            raise_if_stopped(stop)
+            signature = tf.saved_model.load(str(out / CANDIDATE_DIRNAME)).signatures[SIGNATURE]
+            embeddings = embed_items(signature, items)
+            items.to_parquet(out / CATALOGUE_FILE, index=False)
+            np.save(out / EMBEDDINGS_FILE, embeddings)
         raise_if_stopped(stop)
-        signature = tf.saved_model.load(str(out / CANDIDATE_DIRNAME)).signatures[SIGNATURE]
-        embeddings = embed_items(signature, items)
-        items.to_parquet(out / CATALOGUE_FILE, index=False)
-        np.save(out / EMBEDDINGS_FILE, embeddings)
-        timings["embed_seconds"] = time.perf_counter() - started
-        raise_if_stopped(stop)
-        started = time.perf_counter()
-        index = ann.build(embeddings)  # not interruptible: seconds at 50k items
-        index.save(out)
-        timings["index_seconds"] = time.perf_counter() - started
+        with timed(timings, "index_seconds"):
+            index = ann.build(embeddings)  # not interruptible: seconds at 50k items
+            index.save(out)
         raise_if_stopped(stop)
         export_tower(query, tft_output, spec, query_names(spec), out / QUERY_DIRNAME)
     except Stopped:
