@@ -260,6 +260,20 @@ def test_concurrent_requests_share_model_calls(server):
     assert len(predictions) == 1  # batching changes nothing about each row's answer
 
 
+def test_max_batch_rows_caps_each_model_call_and_a_larger_request_runs_alone(trained):
+    with serving(trained.model_dir, "--max-batch-rows", "3", "--max-wait-ms", "20") as addresses:
+        url = f"{addresses['http']}/v1/models/ranking:predict"
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            results = list(pool.map(lambda _: post(url, {"instances": [EXAMPLE]}), range(128)))
+        assert all(status == 200 for status, _, _ in results)
+        batch_rows = [int(headers[BATCH_ROWS_HEADER]) for _, _, headers in results]
+        # Requests did share calls (16 clients, a model call of milliseconds), none past the cap.
+        assert 1 < max(batch_rows) <= 3, sorted(set(batch_rows))
+        status, answer, headers = post(url, {"instances": [EXAMPLE] * 5})
+        assert status == 200 and len(answer["predictions"]) == 5
+        assert headers[BATCH_ROWS_HEADER] == "5"  # one request larger than the cap: alone
+
+
 def test_workers_each_load_the_model_and_serve(trained):
     import re
     import time

@@ -301,6 +301,8 @@ def test_experiment_and_simulate_mistakes_are_one_clear_line(tmp_path: Path, cap
          "skewless generate: error: --rows: '1e3' is not a valid integer."),
         (["serve", "--model", "m", "--http-port", "65536"],
          "skewless serve: error: --http-port: 65536 is not in the range 1<=x<=65535."),
+        (["serve", "--model", "m", "--max-batch-rows", "0"],
+         "skewless serve: error: --max-batch-rows: 0 is not in the range x>=1."),
         # the command line's other mistakes
         ([], "skewless: error: Missing command."),
         (["nope"], "skewless: error: No such command 'nope'."),
