@@ -189,14 +189,14 @@ def _run_default(work: Path, rows: int, rounds: int, baseline: Path | None) -> d
                 then.append(_run_ours(data, None, work / f"then-{round_}", skewless=then_cli))
         print(f"default round {round_}: then {then[-1] if then else None}, now {now[-1]}",
               flush=True)  # fmt: skip
-    median_now = statistics.median(r["pipeline_seconds"] for r in now)
+    median_now = round(statistics.median(r["pipeline_seconds"] for r in now), 3)
     result: dict[str, Any] = {"rows": rows, "runs": now, "median_pipeline": median_now}
     if baseline:
         commit = subprocess.run(
             ["git", "-C", str(baseline), "rev-parse", "--short", "HEAD"],
             capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
-        median_then = statistics.median(r["pipeline_seconds"] for r in then)
+        median_then = round(statistics.median(r["pipeline_seconds"] for r in then), 3)
         result["baseline"] = {
             "commit": commit,
             "runs": then,
@@ -228,8 +228,8 @@ def main() -> None:
         tfx_runs.append(_run_tfx(work, args.tfx_venv, round_))
         our_runs.append(_run_ours(inputs["data"], inputs["spec"], work / f"ours-{round_}"))
         print(f"round {round_}: TFX {tfx_runs[-1]}, ours {our_runs[-1]}", flush=True)
-    tfx_wall = statistics.median(r["wall_seconds"] for r in tfx_runs)
-    our_wall = statistics.median(r["wall_seconds"] for r in our_runs)
+    tfx_wall = round(statistics.median(r["wall_seconds"] for r in tfx_runs), 3)
+    our_wall = round(statistics.median(r["wall_seconds"] for r in our_runs), 3)
     result: dict[str, Any] = {
         "taxi": {
             "rows": 15_002,
