@@ -322,9 +322,13 @@ def _lone_rounds(model_dir: str, body: bytes, args: argparse.Namespace) -> dict[
     for round_ in range(LONE_ROUNDS):
         for variant in ("naive", "batched") if round_ % 2 == 0 else ("batched", "naive"):
             p50[variant].append(_bench_variant(variant, model_dir, body, args, (1,))["1"]["p50_ms"])
-    ratios = [ours / naive for ours, naive in zip(p50["batched"], p50["naive"], strict=True)]
-    return {"p50_ms": p50, "ratios": [round(r, 3) for r in ratios],
-            "median_ratio": statistics.median(ratios)}  # fmt: skip
+    return {"p50_ms": p50, **_per_round(p50["batched"], p50["naive"])}
+
+
+def _per_round(ours: list[float], reference: list[float]) -> dict[str, Any]:
+    """Ours over the reference, round by round, and the median of those ratios."""
+    ratios = [a / b for a, b in zip(ours, reference, strict=True)]
+    return {"ratios": [round(r, 3) for r in ratios], "median_ratio": statistics.median(ratios)}
 
 
 def _signature_timer(model_dir: str, row: dict[str, Any]) -> Callable[[int, float], dict]:
@@ -382,9 +386,7 @@ def _ranking_rounds(
                 samples[side].append(round(level[str(concurrency)]["rps"] * rows))
     out: dict[str, Any] = {"rows": rows, "concurrency": concurrency, "rows_per_s": samples}
     for side in sides[1:]:
-        ratios = [s / p for s, p in zip(samples[side], samples["in_process"], strict=True)]
-        out[side] = {"ratios": [round(r, 3) for r in ratios],
-                     "median_ratio": statistics.median(ratios)}  # fmt: skip
+        out[side] = _per_round(samples[side], samples["in_process"])
     return out
 
 
