@@ -4,17 +4,19 @@ Requests enter an asyncio queue. A single consumer takes the first waiting reque
 else already queued, up to ``max_batch_rows`` (a request that would pass them opens the next batch;
 a single larger request runs alone); when that batch already holds several requests
 (the server is under load) it waits up to ``max_wait_ms`` for more. A batch goes through two
-stages, each in a worker thread of its own: ``prepare`` (validation and building the model's
-inputs, Python work under the GIL) and ``predict`` (the model call, which runs in TensorFlow's own
-threads without the GIL), which answers each request with its own result or its own error, so one
-bad request never fails the others. While the model is busy, the next batch keeps taking requests
-until it is full or the model is free. A batch that fills while the model runs is prepared while it
-still runs, so the model's cores do not wait for Python between calls; one that does not fill is
-prepared once the model is free, so its stages run one after the other, as with one thread. If a
-stage fails for a batch of several, each request is retried alone, so only the culprit fails. While
-the model runs, new requests queue up and form the next batch, so under load the per-call cost is
-paid per batch. A lone request on an idle server never waits and runs inline, so a single client
-pays no batching latency.
+stages: ``prepare`` (validation and building the model's inputs, Python work under the GIL) on the
+event loop, and ``predict`` (the model call, which runs in TensorFlow's own threads without the
+GIL) in the model thread, which answers each request with its own result or its own error, so one
+bad request never fails the others.
+
+Under load the stages overlap. While the model is busy, the next batch keeps taking requests until
+it is full, or it holds as many rows as the call the model runs and nothing more is queued, or the
+model is free. It is then prepared while the model still runs, and handed to the model thread
+behind the running call (at most one batch waits there), so the model starts it the moment the
+running call returns: not after the event loop has answered that call's requests and read the next
+ones. If a stage fails for a batch of several, each request is retried alone, so only the culprit
+fails. A lone request on an idle server never waits and runs inline, so a single client pays no
+batching latency.
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ def _as_is(requests: Sequence[Any]) -> Any:
 # Rows per model call under load. Ranking requests carry hundreds of rows, and the signature's
 # rows/s keeps growing with the batch (measured: 500 rows 166k/s, 2,000 rows 274k/s), so several
 # such requests share a call; one-row requests never come near it. A cap, not a target: a
-# request that would pass it waits for the next call. 2,048 held four 500-row requests a call and
-# served them 3-18% slower at concurrency 8 than the earlier batcher, which let the fifth join;
-# 4,096 served them faster than 2,048, and 1.04-1.21x the earlier batcher (docs/serving.md).
-DEFAULT_BATCH_ROWS = 4096
+# request that would pass it waits for the next call. At concurrency 8, 500-row requests ride four
+# to a call at 2,048, so two calls take turns: one is prepared while the model runs the other.
+# At 4,096 all eight rode one call, and the model waited for Python between calls
+# (docs/serving.md, "Batching").
+DEFAULT_BATCH_ROWS = 2048
 
 
 @dataclasses.dataclass
@@ -70,7 +73,8 @@ class MicroBatcher:
             predict: Call on what ``prepare`` made of a batch of requests; returns a result or an
                 exception per request, and a tag.
             prepare: The Python stage for a batch of requests (by default the requests as they
-                are); it runs while ``predict`` still runs the previous batch.
+                are); under load it runs on the event loop while ``predict`` still runs the
+                previous batch in the model thread.
             max_batch_rows: Most rows in one model call (a single larger request runs alone).
             max_wait_ms: Extra time to wait for more requests when a batch already holds several.
         """
@@ -86,10 +90,13 @@ class MicroBatcher:
         self.rows = 0
         self._queue: asyncio.Queue[_Pending] | None = None
         self._consumer: asyncio.Task[None] | None = None
-        # One thread per stage: TensorFlow parallelizes inside a call; two calls would contend.
+        # One model thread: TensorFlow parallelizes inside a call; two calls would contend. The
+        # prepare stage has no thread of its own: it is Python, which would only trade the GIL
+        # with the event loop (docs/serving.md, "Batching").
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
-        self._running: asyncio.Task[None] | None = None  # the model call of the previous batch
+        self._running: asyncio.Task[None] | None = None  # the call last handed to the model
+        self._running_rows = 0  # its rows
+        self._ahead: asyncio.Task[None] | None = None  # the call handed before it
         self._held: _Pending | None = None  # taken from the queue, too big to join: goes next
 
     async def submit(self, request: Any, rows: int) -> tuple[np.ndarray, int, str]:
@@ -138,8 +145,12 @@ class MicroBatcher:
             batch = [first]
             rows = self._take_ready(batch, first.rows)
             # While the model is busy, this batch could not start anyway: it keeps taking requests
-            # until it is full or the model is free (formed at once, it would be small).
+            # until it is full or the model is free (formed at once, it would be small), or until
+            # it is as big as the model's call and no more are queued: then it is prepared and
+            # waits in the model thread, so the model never waits for Python between calls.
             while not self._full(rows) and self._running and not self._running.done():
+                if self._queue.empty() and rows >= self._running_rows:
+                    break
                 getter = loop.create_task(self._queue.get())
                 await asyncio.wait((getter, self._running), return_when=asyncio.FIRST_COMPLETED)
                 if not getter.done():
@@ -176,25 +187,26 @@ class MicroBatcher:
             except Exception as err:
                 self._fail(live[0], err)
             return
-        # Under load the stages run in their threads while the loop parses the next requests,
-        # which then form the next batch; this batch is prepared while the model still runs the
-        # previous one.
+        # Under load this batch is prepared while the model still runs the previous one, then
+        # queued behind it in the model thread; the loop goes on to read the next requests.
         try:
-            prepared = await loop.run_in_executor(self._preparer, self.prepare, requests)
+            prepared = self.prepare(requests)
         except Exception as err:
             await self._retry_alone(live, err, loop)
             return
-        if self._running is not None:  # its own failures reached its requests (_call)
-            await asyncio.wait({self._running})
-        self._running = loop.create_task(self._call(live, prepared, loop))
+        if self._ahead is not None:  # at most one call waits behind the one that runs
+            await asyncio.wait({self._ahead})
+        self._ahead = self._running
+        called = loop.run_in_executor(self._executor, self.predict, prepared)
+        self._running_rows = sum(item.rows for item in live)
+        self._running = loop.create_task(self._call(live, called))
 
-    async def _call(
-        self, live: list[_Pending], prepared: Any, loop: asyncio.AbstractEventLoop
-    ) -> None:
+    async def _call(self, live: list[_Pending], called: asyncio.Future[Any]) -> None:
+        """Answers the requests of a call handed to the model thread once it returns."""
         try:
-            results, tag = await loop.run_in_executor(self._executor, self.predict, prepared)
+            results, tag = await called
         except Exception as err:
-            await self._retry_alone(live, err, loop)
+            await self._retry_alone(live, err, asyncio.get_running_loop())
             return
         try:
             self._answer(live, results, tag)
@@ -213,7 +225,7 @@ class MicroBatcher:
             if item.future.cancelled():  # its client has gone: no work for nobody
                 continue
             try:
-                prepared = await loop.run_in_executor(self._preparer, self.prepare, [item.request])
+                prepared = self.prepare([item.request])
                 results, tag = await loop.run_in_executor(self._executor, self.predict, prepared)
                 self._answer([item], results, tag)
             except Exception as alone:
@@ -240,7 +252,7 @@ class MicroBatcher:
         """Stops the consumer and the model thread."""
         if self._consumer is not None:
             self._consumer.cancel()
-        if self._running is not None:
-            self._running.cancel()
+        for call in (self._ahead, self._running):
+            if call is not None:
+                call.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._preparer.shutdown(wait=False, cancel_futures=True)

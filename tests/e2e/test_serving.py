@@ -277,7 +277,7 @@ def test_max_batch_rows_reaches_the_batchers_and_caps_each_call_over_http(traine
     import subprocess
     import sys
 
-    for flags, cap in (([], "[4096]"), (["--max-batch-rows", "3"], "[3]")):
+    for flags, cap in (([], "[2048]"), (["--max-batch-rows", "3"], "[3]")):
         run = subprocess.run([sys.executable, "-c", CAP, trained.model_dir, *flags],
                              capture_output=True, text=True, check=True)  # fmt: skip
         assert run.stdout.split("\n")[-2] == cap, run.stdout[-500:]

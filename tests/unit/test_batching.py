@@ -118,24 +118,29 @@ def test_a_request_held_for_the_next_batch_while_the_model_is_busy_takes_no_room
             await asyncio.sleep(0)
 
     async def main() -> list[int]:
-        # Two at once: a lone request would run inline, on the loop, and block it.
-        first = [asyncio.ensure_future(batcher.submit(np.zeros(1), 1)) for _ in range(2)]
+        # Four at once (a lone request would run inline, on the loop, and block it).
+        first = [asyncio.ensure_future(batcher.submit(np.zeros(1), 1)) for _ in range(4)]
         await asyncio.to_thread(busy.wait, 60)
+        # A full call waits in the model thread behind the first; the consumer is free.
+        waiting = []
+        for n in (3, 1):
+            waiting.append(asyncio.ensure_future(batcher.submit(np.zeros(n), n)))
+            await settle()
         fits = asyncio.ensure_future(batcher.submit(np.zeros(3), 3))
         await settle()
         held = asyncio.ensure_future(batcher.submit(np.zeros(3), 3))  # 3 + 3 would pass 4
-        await settle()
+        await settle()  # fits' call waits until the first call ends: at most one queues behind it
         held.cancel()  # its client leaves while it waits for the next batch
         later = [asyncio.ensure_future(batcher.submit(np.zeros(n), n)) for n in (1, 3)]
         await settle()
         release.set()
-        answered = await asyncio.gather(*first, fits, *later)
+        answered = await asyncio.gather(*first, *waiting, fits, *later)
         assert held.cancelled()
         return [len(values) for values, _, _ in answered]
 
-    assert asyncio.run(main()) == [1, 1, 3, 1, 3]
+    assert asyncio.run(main()) == [1, 1, 1, 1, 3, 1, 3, 1, 3]
     # The held request opened no batch of its own, nor took room in the next one.
-    assert calls == [[1, 1], [3], [1, 3]]
+    assert calls == [[1, 1, 1, 1], [3, 1], [3], [1, 3]]
 
 
 def test_a_call_that_fails_for_a_batch_is_retried_per_request_so_only_the_culprit_fails():
@@ -204,7 +209,7 @@ def test_while_the_model_is_busy_the_next_batch_keeps_filling():
     batcher = MicroBatcher(predict, max_batch_rows=64, max_wait_ms=0)
 
     async def main() -> None:
-        first = [asyncio.ensure_future(batcher.submit(np.array([0.0]), 1)) for _ in range(2)]
+        first = [asyncio.ensure_future(batcher.submit(np.array([0.0]), 1)) for _ in range(4)]
         await asyncio.to_thread(busy.wait, 60)
         later = []
         for i in range(3):  # one by one, the consumer seeing each before the next comes
@@ -215,7 +220,44 @@ def test_while_the_model_is_busy_the_next_batch_keeps_filling():
         await asyncio.gather(*first, *later)
 
     asyncio.run(main())
-    assert calls == [2, 3]
+    # Smaller than the running call, the next batch waited for the model and took all three.
+    assert calls == [4, 3]
+
+
+def test_a_batch_as_big_as_the_running_call_waits_in_the_model_thread_behind_it():
+    busy, release, second = threading.Event(), threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+        calls.append(len(requests))
+        if len(calls) == 1:
+            busy.set()
+            release.wait(timeout=60)  # the model is busy until the next batch has formed
+        else:
+            second.set()
+        return list(requests), "v1"
+
+    batcher = MicroBatcher(predict, max_batch_rows=64, max_wait_ms=0)
+
+    async def main() -> bool:
+        first = [asyncio.ensure_future(batcher.submit(np.array([0.0]), 1)) for _ in range(2)]
+        await asyncio.to_thread(busy.wait, 60)
+        later = []
+        for i in range(3):  # one by one, the consumer seeing each before the next comes
+            later.append(asyncio.ensure_future(batcher.submit(np.array([float(i)]), 1)))
+            for _ in range(5):
+                await asyncio.sleep(0)
+        release.set()
+        # The event loop is blocked here, so only the model thread itself can start the second
+        # call: it was handed over, prepared, while the first ran.
+        handed = second.wait(timeout=60)
+        await asyncio.gather(*first, *later)
+        return handed
+
+    assert asyncio.run(main())
+    # Two rows, as many as the running call's, with nothing more queued: it went to the model
+    # thread; the third request formed the call after it.
+    assert calls == [2, 2, 1]
 
 
 def test_a_batch_whose_preparation_fails_is_retried_per_request():
@@ -319,20 +361,20 @@ def test_a_request_whose_client_left_is_not_retried_alone():
     def prepare(requests: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
         prepared.append([float(r[0]) for r in requests])
         if len(requests) > 1:
-            started.set()
-            release.wait(60)  # until the test has cancelled one of the batch's requests
             raise ValueError("the batch fails")
         return requests
 
     def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+        if not started.is_set():  # the first retry: until the test has cancelled a later one
+            started.set()
+            release.wait(60)
         return [r * 2 for r in requests], "v1"
 
     batcher = MicroBatcher(predict, max_batch_rows=64, max_wait_ms=0, prepare=prepare)
 
     async def main() -> list[object]:
         tasks = [asyncio.create_task(batcher.submit(np.array([float(i)]), 1)) for i in range(4)]
-        while not started.is_set():
-            await asyncio.sleep(0.001)
+        await asyncio.to_thread(started.wait, 60)
         tasks[2].cancel()
         release.set()
         return await asyncio.gather(*tasks, return_exceptions=True)
