@@ -9,14 +9,15 @@ event loop, and ``predict`` (the model call, which runs in TensorFlow's own thre
 GIL) in the model thread, which answers each request with its own result or its own error, so one
 bad request never fails the others.
 
-Under load the stages overlap. While the model is busy, the next batch keeps taking requests until
-it is full, or it holds as many rows as the call the model runs and nothing more is queued, or the
-model is free. It is then prepared while the model still runs, and handed to the model thread
-behind the running call (at most one batch waits there), so the model starts it the moment the
-running call returns: not after the event loop has answered that call's requests and read the next
-ones. If a stage fails for a batch of several, each request is retried alone, so only the culprit
-fails. A lone request on an idle server never waits and runs inline, so a single client pays no
-batching latency.
+Under load the stages overlap. While the model runs one call, the next batch keeps taking requests
+until it is full, or until it holds as many rows as that call and nothing more is queued, or until
+the model is free. In the first two cases it is prepared while the model still runs and handed to
+the model thread behind the running call, so the model starts it the moment that call returns:
+not after the event loop has answered that call's requests and read the next ones. At most one
+batch waits there; while one does, the next keeps taking requests until the running call ends.
+If a stage fails for a batch of several, each request is retried alone (those calls queue in the
+model thread too), so only the culprit fails. A lone request on an idle server never waits and
+runs inline, so a single client pays no batching latency.
 """
 
 from __future__ import annotations
@@ -45,8 +46,16 @@ def _as_is(requests: Sequence[Any]) -> Any:
 # request that would pass it waits for the next call. At concurrency 8, 500-row requests ride four
 # to a call at 2,048, so two calls take turns: one is prepared while the model runs the other.
 # At 4,096 all eight rode one call, and the model waited for Python between calls
-# (docs/serving.md, "Batching").
+# (docs/serving.md, "Throughput").
 DEFAULT_BATCH_ROWS = 2048
+
+
+@dataclasses.dataclass
+class _Call:
+    """A batch handed to the model thread: the task that answers its requests, and its rows."""
+
+    task: asyncio.Task[None]
+    rows: int
 
 
 @dataclasses.dataclass
@@ -73,7 +82,7 @@ class MicroBatcher:
             predict: Call on what ``prepare`` made of a batch of requests; returns a result or an
                 exception per request, and a tag.
             prepare: The Python stage for a batch of requests (by default the requests as they
-                are); under load it runs on the event loop while ``predict`` still runs the
+                are); it runs on the event loop, under load while ``predict`` still runs the
                 previous batch in the model thread.
             max_batch_rows: Most rows in one model call (a single larger request runs alone).
             max_wait_ms: Extra time to wait for more requests when a batch already holds several.
@@ -92,11 +101,9 @@ class MicroBatcher:
         self._consumer: asyncio.Task[None] | None = None
         # One model thread: TensorFlow parallelizes inside a call; two calls would contend. The
         # prepare stage has no thread of its own: it is Python, which would only trade the GIL
-        # with the event loop (docs/serving.md, "Batching").
+        # with the event loop (docs/serving.md, "Throughput").
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self._running: asyncio.Task[None] | None = None  # the call last handed to the model
-        self._running_rows = 0  # its rows
-        self._ahead: asyncio.Task[None] | None = None  # the call handed before it
+        self._calls: list[_Call] = []  # handed to the model thread, oldest first
         self._held: _Pending | None = None  # taken from the queue, too big to join: goes next
 
     async def submit(self, request: Any, rows: int) -> tuple[np.ndarray, int, str]:
@@ -128,6 +135,11 @@ class MicroBatcher:
         batch.append(item)
         return rows + item.rows
 
+    def _in_flight(self) -> list[_Call]:
+        """The calls handed to the model thread whose requests are not all answered yet."""
+        self._calls = [call for call in self._calls if not call.task.done()]
+        return self._calls
+
     def _take_ready(self, batch: list[_Pending], rows: int) -> int:
         assert self._queue is not None
         while not self._full(rows) and not self._queue.empty():
@@ -145,17 +157,17 @@ class MicroBatcher:
             batch = [first]
             rows = self._take_ready(batch, first.rows)
             # While the model is busy, this batch could not start anyway: it keeps taking requests
-            # until it is full or the model is free (formed at once, it would be small), or until
-            # it is as big as the model's call and no more are queued: then it is prepared and
-            # waits in the model thread, so the model never waits for Python between calls.
-            while not self._full(rows) and self._running and not self._running.done():
-                if self._queue.empty() and rows >= self._running_rows:
+            # (formed at once, it would be small) until it is full or the model is free, or, when
+            # no other batch waits for the model, until it is as big as the running call and no
+            # more are queued: then it is prepared and waits in the model thread behind that call.
+            while not self._full(rows) and (calls := self._in_flight()):
+                if len(calls) == 1 and self._queue.empty() and rows >= calls[0].rows:
                     break
                 getter = loop.create_task(self._queue.get())
-                await asyncio.wait((getter, self._running), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((getter, calls[0].task), return_when=asyncio.FIRST_COMPLETED)
                 if not getter.done():
-                    getter.cancel()  # the model is free: this batch goes now
-                    break
+                    getter.cancel()  # the oldest call has ended: look again
+                    continue
                 rows = self._take_ready(batch, self._add(batch, rows, getter.result()))
             # Wait for more only when the batch already has company (we are under load); a lone
             # request never waits, so a single client pays no batching latency.
@@ -177,7 +189,7 @@ class MicroBatcher:
         if not live:
             return
         requests = [item.request for item in live]
-        idle = self._running is None or self._running.done()
+        idle = not self._in_flight()
         waiting = self._held is not None or (self._queue is not None and not self._queue.empty())
         if len(live) == 1 and idle and not waiting:
             # A lone request on an idle server: thread hand-offs would only add latency.
@@ -194,12 +206,11 @@ class MicroBatcher:
         except Exception as err:
             await self._retry_alone(live, err, loop)
             return
-        if self._ahead is not None:  # at most one call waits behind the one that runs
-            await asyncio.wait({self._ahead})
-        self._ahead = self._running
+        while len(calls := self._in_flight()) > 1:  # at most one waits behind the running call
+            await asyncio.wait({calls[0].task})
         called = loop.run_in_executor(self._executor, self.predict, prepared)
-        self._running_rows = sum(item.rows for item in live)
-        self._running = loop.create_task(self._call(live, called))
+        rows = sum(item.rows for item in live)
+        self._calls.append(_Call(loop.create_task(self._call(live, called)), rows))
 
     async def _call(self, live: list[_Pending], called: asyncio.Future[Any]) -> None:
         """Answers the requests of a call handed to the model thread once it returns."""
@@ -252,7 +263,6 @@ class MicroBatcher:
         """Stops the consumer and the model thread."""
         if self._consumer is not None:
             self._consumer.cancel()
-        for call in (self._ahead, self._running):
-            if call is not None:
-                call.cancel()
+        for call in self._calls:
+            call.task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)

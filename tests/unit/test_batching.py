@@ -412,3 +412,57 @@ def test_a_retry_alone_that_answers_too_few_results_fails_and_the_batcher_goes_o
     first, later = asyncio.run(asyncio.wait_for(main(), 60))
     assert all(isinstance(r, ValueError) for r in first)
     assert later[0].tolist() == [10.0]  # type: ignore[index]
+
+
+def test_a_lone_request_never_runs_beside_a_retry_in_the_model_thread():
+    """One model call at a time, also while a failed batch's requests are retried one by one
+    behind a batch that was handed over while the failing call ran."""
+    a_busy, a_release = threading.Event(), threading.Event()
+    retry_busy, retry_release = threading.Event(), threading.Event()
+    active: list[int] = []
+    most: list[int] = []
+    seen: list[list[float]] = []
+
+    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+        active.append(1)
+        most.append(len(active))
+        values = [float(r[0]) for r in requests]
+        seen.append(values)
+        try:
+            if values == [13.0, 1.0]:  # call A: busy until the next batch waits behind it
+                a_busy.set()
+                a_release.wait(timeout=60)
+            if values == [13.0]:  # A's first retry: busy until a lone request has come
+                retry_busy.set()
+                retry_release.wait(timeout=60)
+            if 13.0 in values:
+                raise RuntimeError("model broke on 13")
+            return list(requests), "v1"
+        finally:
+            active.pop()
+
+    batcher = MicroBatcher(predict, max_batch_rows=64, max_wait_ms=0)
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def main() -> list[object]:
+        a = [asyncio.ensure_future(batcher.submit(np.array([v]), 1)) for v in (13.0, 1.0)]
+        await asyncio.to_thread(a_busy.wait, 60)
+        b = []
+        for v in (2.0, 3.0):  # as big as A: handed to the model thread behind it
+            b.append(asyncio.ensure_future(batcher.submit(np.array([v]), 1)))
+            await settle()
+        a_release.set()
+        await asyncio.to_thread(retry_busy.wait, 60)  # B has run; A's retry of 13 runs now
+        lone = asyncio.ensure_future(batcher.submit(np.array([7.0]), 1))
+        await settle()
+        retry_release.set()
+        return await asyncio.gather(*a, *b, lone, return_exceptions=True)
+
+    results = asyncio.run(asyncio.wait_for(main(), 60))
+    assert str(results[0]) == "model broke on 13"
+    assert [r[0].tolist() for r in results[1:]] == [[1.0], [2.0], [3.0], [7.0]]  # type: ignore[index]
+    assert seen[:3] == [[13.0, 1.0], [2.0, 3.0], [13.0]]
+    assert max(most) == 1  # never two model calls at once
