@@ -149,11 +149,20 @@ def _server_command(variant: str, model_dir: str, port: int) -> list[str]:
 
 
 def _free_port() -> int:
+    """A free port whose next one is free too: servers take ``port`` for REST and ``port + 1``
+    for gRPC. The kernel's pick alone is not enough: the load generator's own connections take
+    ports from the same range, and one held the gRPC port in a run (a7611ee)."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    while True:
+        with socket.socket() as sock, socket.socket() as next_sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+            try:
+                next_sock.bind((HOST, port + 1))
+            except OSError:
+                continue
+            return port
 
 
 def _request_bytes(port: int, body: bytes) -> bytes:
@@ -493,8 +502,8 @@ def _markdown(results: dict) -> str:
         f"{ip['batch_256']['rows_per_s']:,} rows/s; batch 500 {ip['batch_500']['rows_per_s']:,} "
         "rows/s.",
         "",
-        f"A lone request (one row, concurrency 1), {LONE_ROUNDS} rounds alternating which server "
-        f"goes first: p50 ms naive {lone['p50_ms']['naive']}, ours {lone['p50_ms']['batched']}; "
+        f"A lone request (one row, concurrency 1), {len(lone['ratios'])} rounds alternating which "
+        f"server goes first: p50 ms naive {lone['p50_ms']['naive']}, ours {lone['p50_ms']['batched']}; "
         f"ours/naive per round {lone['ratios']}, median {lone['median_ratio']:.3f}.",
         "",
         f"Ranking requests of {rank['rows']} rows at concurrency {rank['concurrency']} against the "
