@@ -24,6 +24,46 @@ def _double(calls: list[int]):
     return predict
 
 
+def _first_call_waits(
+    calls: list[int],
+    busy: threading.Event,
+    release: threading.Event,
+    later: threading.Event | None = None,
+):
+    """A batch call that records each call's rows: the first sets ``busy`` and returns only once
+    ``release`` is set (the model is busy meanwhile); any later one sets ``later``."""
+
+    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+        calls.append(len(requests))
+        if len(calls) == 1:
+            busy.set()
+            release.wait(timeout=60)
+        elif later is not None:
+            later.set()
+        return list(requests), "v1"
+
+    return predict
+
+
+async def _settle() -> None:
+    """Lets the consumer see what was submitted before the next request comes."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def _one_by_one_once_busy(
+    batcher: MicroBatcher, busy: threading.Event, first: int, later: int
+) -> list[asyncio.Future[tuple[np.ndarray, int, str]]]:
+    """``first`` one-row requests at once, then, once the model is busy, ``later`` more one by
+    one (the consumer seeing each before the next comes)."""
+    futures = [asyncio.ensure_future(batcher.submit(np.array([0.0]), 1)) for _ in range(first)]
+    await asyncio.to_thread(busy.wait, 60)
+    for i in range(later):
+        futures.append(asyncio.ensure_future(batcher.submit(np.array([float(i)]), 1)))
+        await _settle()
+    return futures
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_own_result():
     calls: list[int] = []
     batcher = MicroBatcher(_double(calls), max_batch_rows=64, max_wait_ms=0)
@@ -113,10 +153,6 @@ def test_a_request_held_for_the_next_batch_while_the_model_is_busy_takes_no_room
 
     batcher = MicroBatcher(predict, max_batch_rows=4, max_wait_ms=0)
 
-    async def settle() -> None:  # the consumer sees each request before the next comes
-        for _ in range(5):
-            await asyncio.sleep(0)
-
     async def main() -> list[int]:
         # Four at once (a lone request would run inline, on the loop, and block it).
         first = [asyncio.ensure_future(batcher.submit(np.zeros(1), 1)) for _ in range(4)]
@@ -125,14 +161,14 @@ def test_a_request_held_for_the_next_batch_while_the_model_is_busy_takes_no_room
         waiting = []
         for n in (3, 1):
             waiting.append(asyncio.ensure_future(batcher.submit(np.zeros(n), n)))
-            await settle()
+            await _settle()
         fits = asyncio.ensure_future(batcher.submit(np.zeros(3), 3))
-        await settle()
+        await _settle()
         held = asyncio.ensure_future(batcher.submit(np.zeros(3), 3))  # 3 + 3 would pass 4
-        await settle()  # fits' call waits until the first call ends: at most one queues behind it
+        await _settle()  # fits' call waits until the first call ends: at most one queues behind it
         held.cancel()  # its client leaves while it waits for the next batch
         later = [asyncio.ensure_future(batcher.submit(np.zeros(n), n)) for n in (1, 3)]
-        await settle()
+        await _settle()
         release.set()
         answered = await asyncio.gather(*first, *waiting, fits, *later)
         assert held.cancelled()
@@ -198,26 +234,13 @@ def test_the_next_batch_is_prepared_while_the_model_runs_the_previous_one():
 def test_while_the_model_is_busy_the_next_batch_keeps_filling():
     busy, release = threading.Event(), threading.Event()
     calls: list[int] = []
-
-    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
-        calls.append(len(requests))
-        if len(calls) == 1:
-            busy.set()
-            release.wait(timeout=60)  # the model is busy until every later request has come
-        return list(requests), "v1"
-
+    predict = _first_call_waits(calls, busy, release)  # until every later request has come
     batcher = MicroBatcher(predict, max_batch_rows=64, max_wait_ms=0)
 
     async def main() -> None:
-        first = [asyncio.ensure_future(batcher.submit(np.array([0.0]), 1)) for _ in range(4)]
-        await asyncio.to_thread(busy.wait, 60)
-        later = []
-        for i in range(3):  # one by one, the consumer seeing each before the next comes
-            later.append(asyncio.ensure_future(batcher.submit(np.array([float(i)]), 1)))
-            for _ in range(5):
-                await asyncio.sleep(0)
+        submitted = await _one_by_one_once_busy(batcher, busy, first=4, later=3)
         release.set()
-        await asyncio.gather(*first, *later)
+        await asyncio.gather(*submitted)
 
     asyncio.run(main())
     # Smaller than the running call, the next batch waited for the model and took all three.
@@ -227,31 +250,16 @@ def test_while_the_model_is_busy_the_next_batch_keeps_filling():
 def test_a_batch_as_big_as_the_running_call_waits_in_the_model_thread_behind_it():
     busy, release, second = threading.Event(), threading.Event(), threading.Event()
     calls: list[int] = []
-
-    def predict(requests: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
-        calls.append(len(requests))
-        if len(calls) == 1:
-            busy.set()
-            release.wait(timeout=60)  # the model is busy until the next batch has formed
-        else:
-            second.set()
-        return list(requests), "v1"
-
+    predict = _first_call_waits(calls, busy, release, later=second)  # until the next has formed
     batcher = MicroBatcher(predict, max_batch_rows=64, max_wait_ms=0)
 
     async def main() -> bool:
-        first = [asyncio.ensure_future(batcher.submit(np.array([0.0]), 1)) for _ in range(2)]
-        await asyncio.to_thread(busy.wait, 60)
-        later = []
-        for i in range(3):  # one by one, the consumer seeing each before the next comes
-            later.append(asyncio.ensure_future(batcher.submit(np.array([float(i)]), 1)))
-            for _ in range(5):
-                await asyncio.sleep(0)
+        submitted = await _one_by_one_once_busy(batcher, busy, first=2, later=3)
         release.set()
         # The event loop is blocked here, so only the model thread itself can start the second
         # call: it was handed over, prepared, while the first ran.
         handed = second.wait(timeout=60)
-        await asyncio.gather(*first, *later)
+        await asyncio.gather(*submitted)
         return handed
 
     assert asyncio.run(main())
@@ -443,21 +451,17 @@ def test_a_lone_request_never_runs_beside_a_retry_in_the_model_thread():
 
     batcher = MicroBatcher(predict, max_batch_rows=64, max_wait_ms=0)
 
-    async def settle() -> None:
-        for _ in range(5):
-            await asyncio.sleep(0)
-
     async def main() -> list[object]:
         a = [asyncio.ensure_future(batcher.submit(np.array([v]), 1)) for v in (13.0, 1.0)]
         await asyncio.to_thread(a_busy.wait, 60)
         b = []
         for v in (2.0, 3.0):  # as big as A: handed to the model thread behind it
             b.append(asyncio.ensure_future(batcher.submit(np.array([v]), 1)))
-            await settle()
+            await _settle()
         a_release.set()
         await asyncio.to_thread(retry_busy.wait, 60)  # B has run; A's retry of 13 runs now
         lone = asyncio.ensure_future(batcher.submit(np.array([7.0]), 1))
-        await settle()
+        await _settle()
         retry_release.set()
         return await asyncio.gather(*a, *b, lone, return_exceptions=True)
 
