@@ -329,7 +329,7 @@ def _bench_variant(
 def _lone_rounds(model_dir: str, body: bytes, args: argparse.Namespace) -> dict[str, Any]:
     """One-row requests at concurrency 1 on the naive model and on ours, alternating which goes
     first, LONE_ROUNDS times: on a noisy machine one sample of each, a minute apart, differed
-    by 28% with the same code path (docs/serving.md)."""
+    by 28% with the same code path."""
     p50: dict[str, list[float]] = {"naive": [], "batched": []}
     for round_ in range(LONE_ROUNDS):
         for variant in ("naive", "batched") if round_ % 2 == 0 else ("batched", "naive"):
@@ -503,8 +503,9 @@ def _markdown(results: dict) -> str:
         "rows/s.",
         "",
         f"A lone request (one row, concurrency 1), {len(lone['ratios'])} rounds alternating which "
-        f"server goes first: p50 ms naive {lone['p50_ms']['naive']}, ours {lone['p50_ms']['batched']}; "
-        f"ours/naive per round {lone['ratios']}, median {lone['median_ratio']:.3f}.",
+        f"server goes first: p50 ms naive {lone['p50_ms']['naive']}, ours "
+        f"{lone['p50_ms']['batched']}; ours/naive per round {lone['ratios']}, median "
+        f"{lone['median_ratio']:.3f}.",
         "",
         f"Ranking requests of {rank['rows']} rows at concurrency {rank['concurrency']} against the "
         f"signature in-process at batch {rank['rows']}, {rounds} rounds, one in each order "
