@@ -14,10 +14,11 @@ until it is full, or until it holds as many rows as that call and nothing more i
 the model is free. In the first two cases it is prepared while the model still runs and handed to
 the model thread behind the running call, so the model starts it the moment that call returns:
 not after the event loop has answered that call's requests and read the next ones. At most one
-batch waits there; while one does, the next keeps taking requests until the running call ends.
-If a stage fails for a batch of several, each request is retried alone (those calls queue in the
-model thread too), so only the culprit fails. A lone request on an idle server never waits and
-runs inline, so a single client pays no batching latency.
+batch waits there; while one does, the next keeps taking requests until it is full or the running
+call ends, and is then looked at again against the call that runs next. If a stage fails for a
+batch of several, each request is retried alone (those calls queue in the model thread too), so
+only the culprit fails. A lone request on an idle server never waits and runs inline, so a
+single client pays no batching latency.
 """
 
 from __future__ import annotations
